@@ -1,1 +1,66 @@
-//! Placeholder
+//! # lockcore
+//!
+//! The core of tumbler: one async API for distributed locks, whatever the store.
+//!
+//! - [`LockBackend`] is the small trait a store implements (one `acquire` for every
+//!   primitive, `state`, `request_revoke`, connection events). Users hold it as
+//!   `Arc<dyn LockBackend>` and create handles from it: `locks.mutex(name)`,
+//!   `locks.reentrant_mutex(name)`, `locks.semaphore(name, limit)`, `locks.rwlock(name)`.
+//! - [`Mutex`], [`ReentrantMutex`], [`Semaphore`], [`RwLock`] and [`MultiLock`] add deadlines,
+//!   re-entrancy, all-or-nothing acquisition, guards with drop-release and tracing spans, once
+//!   for every store.
+//! - Every guard has a [fencing token](MutexGuard::fencing_token), a [`lost()`](MutexGuard::lost)
+//!   signal and a [`revoke_requested()`](MutexGuard::revoke_requested) signal.
+//! - [`memory`] is the in-process reference backend.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> lockcore::Result<()> {
+//! let locks = lockcore::memory::connect_new().await?;
+//! let nightly = locks.mutex("jobs/nightly")?;
+//! let guard = nightly.lock().await?;
+//! tokio::select! {
+//!     reason = guard.lost() => eprintln!("stop: lock lost ({reason})"),
+//!     _ = async { /* the protected work, passing guard.fencing_token() along */ } => {}
+//! }
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod acquire;
+mod backend;
+mod background;
+mod capabilities;
+mod client;
+mod error;
+mod events;
+mod guard;
+pub mod memory;
+mod multi;
+mod mutex;
+mod name;
+mod reentrant;
+mod rwlock;
+mod semaphore;
+mod signals;
+
+/// Helpers for backends whose acquisitions must clean up after cancellation.
+pub mod cleanup {
+    pub use crate::background::CancelCleanup;
+}
+
+pub use backend::{
+    AcquireRequest, HeldLock, Hold, HoldMode, HolderInfo, LockBackend, LockKind, LockState,
+    SharedBackend,
+};
+pub use capabilities::{Capabilities, Fencing};
+pub use error::{BoxError, Error, Result};
+pub use events::{ConnectionEvent, ConnectionEvents, ConnectionMonitor};
+pub use guard::Guard;
+pub use multi::{LockSpec, MultiGuard, MultiLock};
+pub use mutex::{Mutex, MutexGuard};
+pub use name::{IntoLockName, LockName, NameRule, MAX_NAME_LEN};
+pub use reentrant::{ReentrantGuard, ReentrantMutex};
+pub use rwlock::{ReadGuard, RwLock, WriteGuard};
+pub use semaphore::{Lease, Semaphore, MAX_PERMITS};
+pub use signals::{hold_signals, HoldNotifier, HoldSignals, LostReason};

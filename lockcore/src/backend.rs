@@ -1,0 +1,195 @@
+//! The trait a store implements, and the values that cross it.
+//!
+//! A backend implements [`LockBackend`]: one `acquire` for every primitive (told apart by
+//! [`LockKind`]), `state`, `request_revoke` and a connection-event stream. Everything users see
+//! (deadlines, reentrancy, multi-lock, guards with drop-release, tracing) is built on top of it
+//! once, in this crate.
+//!
+//! # What an implementation must guarantee
+//!
+//! The conformance suite checks these on every backend:
+//! - `acquire` with [`AcquireRequest::wait`] false makes one attempt and returns `Ok(None)` when
+//!   the lock is busy; with `wait` true it returns only once the hold is granted.
+//! - The future returned by `acquire` is cancel-safe: dropping it at any await point leaves no
+//!   hold and no queue entry behind (clean up in the background if needed, see
+//!   [`crate::cleanup::CancelCleanup`]).
+//! - [`HeldLock::release`] is owner-checked and idempotent, and returns `Ok` only when the store
+//!   confirmed the release or confirmed the hold was already gone.
+//! - A hold's [`HoldSignals`] report loss before another client can be granted the same lock.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::capabilities::Capabilities;
+use crate::error::Result;
+use crate::events::ConnectionEvents;
+use crate::name::LockName;
+use crate::signals::HoldSignals;
+
+/// Which primitive an acquisition is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockKind {
+    /// A mutex.
+    Exclusive,
+    /// The shared (read) side of a read-write lock.
+    Read,
+    /// The exclusive (write) side of a read-write lock.
+    Write,
+    /// `count` permits of a semaphore with `limit` permits in all.
+    Permits {
+        /// Total permits of the semaphore.
+        limit: u32,
+        /// Permits wanted by this acquisition, all or nothing.
+        count: u32,
+    },
+}
+
+impl fmt::Display for LockKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockKind::Exclusive => f.write_str("mutex"),
+            LockKind::Read => f.write_str("read"),
+            LockKind::Write => f.write_str("write"),
+            LockKind::Permits { limit, count } => write!(f, "{count} of {limit} permits"),
+        }
+    }
+}
+
+/// One acquisition request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcquireRequest {
+    /// The lock.
+    pub name: LockName,
+    /// Which primitive and mode.
+    pub kind: LockKind,
+    /// Wait until granted (`true`) or make one attempt (`false`).
+    pub wait: bool,
+}
+
+/// A hold granted by a backend.
+pub struct Hold {
+    /// The fencing token (0 if the backend has none, see [`Capabilities::fencing`]).
+    pub token: u64,
+    /// Releases (and for write holds, downgrades) the hold.
+    pub held: Box<dyn HeldLock>,
+    /// Loss and revocation signals of this hold.
+    pub signals: HoldSignals,
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hold")
+            .field("token", &self.token)
+            .field("lost", &self.signals.lost_reason())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The backend's handle on one granted hold.
+#[async_trait]
+pub trait HeldLock: Send + Sync + 'static {
+    /// Releases the hold: stop renewing it and remove it from the store, only if it is still
+    /// ours. Idempotent: a second call returns `Ok(())` without touching the store.
+    ///
+    /// Returns [`crate::Error::NotOwner`] when the store shows the hold was already gone or
+    /// taken over before this release, and a connection error when the store could not confirm
+    /// the release: never `Ok` without the store's confirmation.
+    async fn release(&mut self) -> Result<()>;
+
+    /// Turns a write hold into a read hold without a moment in which neither is held.
+    /// On success this hold counts as released and the read hold is returned.
+    async fn downgrade(&mut self) -> Result<Hold> {
+        Err(crate::Error::invalid(
+            "downgrade",
+            "only the write side of a read-write lock can be downgraded",
+        ))
+    }
+}
+
+/// How one holder holds a lock, as reported by [`LockBackend::state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldMode {
+    /// Holds a mutex.
+    Exclusive,
+    /// Holds the read side.
+    Read,
+    /// Holds the write side.
+    Write,
+    /// Holds this many permits.
+    Permits(u32),
+}
+
+/// One current holder of a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderInfo {
+    /// The store's identity of the holder (session id, lease id, node name, token).
+    pub id: String,
+    /// How it holds the lock.
+    pub mode: HoldMode,
+    /// Its fencing token, where the store can tell.
+    pub token: Option<u64>,
+}
+
+/// A snapshot of one lock, from [`LockBackend::state`] (Curator's `isLocked`/participants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockState {
+    /// The lock.
+    pub name: LockName,
+    /// The current holders (empty when free).
+    pub holders: Vec<HolderInfo>,
+    /// How many are waiting, where the store can tell (see [`Capabilities::lists_waiters`]).
+    pub waiters: Option<usize>,
+}
+
+impl LockState {
+    /// A free lock with no waiters.
+    pub fn free(name: LockName) -> Self {
+        LockState {
+            name,
+            holders: Vec::new(),
+            waiters: Some(0),
+        }
+    }
+
+    /// Whether anyone holds the lock.
+    pub fn is_held(&self) -> bool {
+        !self.holders.is_empty()
+    }
+}
+
+/// A store that can hold locks. Object-safe: users pass `Arc<dyn LockBackend>` around.
+///
+/// Users rarely call these methods directly: [`crate::Mutex`], [`crate::ReentrantMutex`],
+/// [`crate::Semaphore`], [`crate::RwLock`] and [`crate::MultiLock`] (created with
+/// `locks.mutex(name)` etc. on an `Arc<dyn LockBackend>`) add deadlines, guards and tracing.
+#[async_trait]
+pub trait LockBackend: Send + Sync + 'static {
+    /// What this backend offers.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Where the store is, for messages (e.g. `redis://127.0.0.1:6379`).
+    fn address(&self) -> String;
+
+    /// Acquires a hold, waiting or making one attempt as `request.wait` says.
+    async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>>;
+
+    /// A snapshot of who holds `name` and how many wait.
+    async fn state(&self, name: &LockName) -> Result<LockState>;
+
+    /// Asks every current holder of `name` to release (their `revoke_requested()` resolves).
+    /// Returns how many holders were notified, where the store can tell.
+    async fn request_revoke(&self, name: &LockName) -> Result<usize>;
+
+    /// Connection events of this backend instance.
+    fn connection_events(&self) -> ConnectionEvents;
+
+    /// Releases what this backend holds on the store (session, lease) and stops its tasks.
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A shared backend, as returned by `tumbler::connect`.
+pub type SharedBackend = Arc<dyn LockBackend>;

@@ -1,0 +1,196 @@
+//! What every guard and lease shares: the hold, its signals, explicit release and
+//! drop-release in the background.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tokio::runtime::Handle;
+use tracing::Instrument;
+
+use crate::backend::{HeldLock, Hold, LockKind};
+use crate::background::spawn_detached;
+use crate::error::Result;
+use crate::name::LockName;
+use crate::signals::{HoldSignals, LostReason};
+
+/// One granted hold as lockcore keeps it inside a guard.
+pub(crate) struct HoldCore {
+    name: LockName,
+    kind: LockKind,
+    backend: &'static str,
+    token: u64,
+    signals: HoldSignals,
+    held: Option<Box<dyn HeldLock>>,
+    runtime: Option<Handle>,
+    acquired_at: Instant,
+}
+
+impl HoldCore {
+    pub(crate) fn new(name: LockName, kind: LockKind, backend: &'static str, hold: Hold) -> Self {
+        HoldCore {
+            name,
+            kind,
+            backend,
+            token: hold.token,
+            signals: hold.signals,
+            held: Some(hold.held),
+            runtime: Handle::try_current().ok(),
+            acquired_at: Instant::now(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &LockName {
+        &self.name
+    }
+
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    pub(crate) fn signals(&self) -> &HoldSignals {
+        &self.signals
+    }
+
+    pub(crate) fn acquired_at(&self) -> Instant {
+        self.acquired_at
+    }
+
+    /// Releases the hold inside a `release` span and reports what the store confirmed.
+    pub(crate) async fn release(mut self) -> Result<()> {
+        let Some(mut held) = self.held.take() else {
+            return Ok(());
+        };
+        let span = tracing::info_span!(
+            "release",
+            backend = self.backend,
+            name = %self.name,
+            kind = %self.kind,
+            token = self.token,
+            held_ms = self.acquired_at.elapsed().as_millis() as u64,
+        );
+        async move {
+            let result = held.release().await;
+            match &result {
+                Ok(()) => tracing::debug!("released"),
+                Err(error) => tracing::warn!(%error, "release failed"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Turns this write hold into a read hold; on failure the write hold is kept.
+    pub(crate) async fn downgrade(&mut self) -> Result<HoldCore> {
+        let Some(held) = self.held.as_mut() else {
+            return Err(crate::Error::NotOwner {
+                name: self.name.clone(),
+            });
+        };
+        let span = tracing::info_span!("downgrade", backend = self.backend, name = %self.name);
+        let hold = held.downgrade().instrument(span).await?;
+        self.held = None;
+        Ok(HoldCore::new(
+            self.name.clone(),
+            LockKind::Read,
+            self.backend,
+            hold,
+        ))
+    }
+}
+
+impl Drop for HoldCore {
+    fn drop(&mut self) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        tracing::warn!(
+            backend = self.backend,
+            name = %self.name,
+            kind = %self.kind,
+            "guard dropped without release(); releasing in the background (call release().await \
+             to learn whether the store confirmed it)"
+        );
+        let name = self.name.clone();
+        spawn_detached(self.runtime.as_ref(), "drop-release", async move {
+            if let Err(error) = held.release().await {
+                tracing::warn!(%name, %error, "background release failed");
+            }
+        });
+    }
+}
+
+/// What every guard and lease offers; lets code hold any of them (see [`crate::MultiGuard`]).
+#[async_trait]
+pub trait Guard: Send + Sync {
+    /// The lock this guard holds.
+    fn name(&self) -> &LockName;
+    /// The fencing token of this hold.
+    fn fencing_token(&self) -> u64;
+    /// The hold's loss and revocation signals.
+    fn signals(&self) -> &HoldSignals;
+    /// Releases the hold.
+    async fn release_boxed(self: Box<Self>) -> Result<()>;
+}
+
+/// Resolves when the hold behind `signals` is lost.
+pub(crate) async fn lost(signals: &HoldSignals) -> LostReason {
+    signals.lost().await
+}
+
+/// Writes the accessors every guard type has, so they read the same everywhere.
+macro_rules! hold_accessors {
+    ($ty:ident, $($core:tt)+) => {
+        impl $ty {
+            /// The lock this guard holds.
+            pub fn name(&self) -> &$crate::LockName {
+                self.$($core)+.name()
+            }
+
+            /// The fencing token of this hold: for one name it strictly increases across every
+            /// acquisition by every client, where [`crate::Capabilities::fencing`] says so.
+            /// Pass it to the resource you protect and have it reject lower tokens.
+            pub fn fencing_token(&self) -> u64 {
+                self.$($core)+.token()
+            }
+
+            /// Resolves when ownership can no longer be guaranteed (session expired, renewal
+            /// failed, record deleted, disconnected too long). Stop the protected work then.
+            pub async fn lost(&self) -> $crate::LostReason {
+                $crate::guard::lost(self.$($core)+.signals()).await
+            }
+
+            /// Whether the hold has been lost, and why.
+            pub fn lost_reason(&self) -> Option<$crate::LostReason> {
+                self.$($core)+.signals().lost_reason()
+            }
+
+            /// Resolves when someone asked for this lock to be released (cooperative revocation).
+            pub async fn revoke_requested(&self) {
+                self.$($core)+.signals().revoke_requested().await
+            }
+
+            /// Whether someone asked for this lock to be released.
+            pub fn is_revoke_requested(&self) -> bool {
+                self.$($core)+.signals().is_revoke_requested()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Guard for $ty {
+            fn name(&self) -> &$crate::LockName {
+                self.$($core)+.name()
+            }
+            fn fencing_token(&self) -> u64 {
+                self.$($core)+.token()
+            }
+            fn signals(&self) -> &$crate::HoldSignals {
+                self.$($core)+.signals()
+            }
+            async fn release_boxed(self: Box<Self>) -> $crate::Result<()> {
+                (*self).release().await
+            }
+        }
+    };
+}
+pub(crate) use hold_accessors;

@@ -1,0 +1,191 @@
+//! The per-hold signals: "you lost it" and "someone asks you to let go".
+//!
+//! A backend creates a pair with [`hold_signals`] for every hold it grants. It keeps the
+//! [`HoldNotifier`] in whatever watches the hold (watchdog, session monitor, key watch) and
+//! hands the [`HoldSignals`] to lockcore, which exposes them on guards and leases.
+
+use std::fmt;
+
+use tokio::sync::watch;
+
+/// Why a hold can no longer be vouched for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The store expired the session or lease the hold belonged to.
+    SessionExpired,
+    /// Renewal did not succeed before the hold's validity ran out.
+    RenewalFailed,
+    /// The client has been disconnected long enough that the store may have expired the hold.
+    Disconnected,
+    /// The hold's record was deleted or taken over by someone else.
+    Deleted,
+    /// The store restarted and forgot the hold.
+    ServerRestarted,
+    /// The backend stopped watching the hold (it was shut down or dropped).
+    Abandoned,
+    /// Something else, described.
+    Other(String),
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LostReason::SessionExpired => f.write_str("the session expired"),
+            LostReason::RenewalFailed => f.write_str("renewal failed before the TTL ran out"),
+            LostReason::Disconnected => {
+                f.write_str("disconnected for longer than the store keeps the hold")
+            }
+            LostReason::Deleted => f.write_str("the lock record was deleted or taken over"),
+            LostReason::ServerRestarted => f.write_str("the store restarted and forgot the hold"),
+            LostReason::Abandoned => f.write_str("the backend stopped watching the hold"),
+            LostReason::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Creates the two ends of one hold's signals.
+pub fn hold_signals() -> (HoldNotifier, HoldSignals) {
+    let (lost_tx, lost_rx) = watch::channel(None);
+    let (revoke_tx, revoke_rx) = watch::channel(false);
+    (
+        HoldNotifier {
+            lost: lost_tx,
+            revoke: revoke_tx,
+        },
+        HoldSignals {
+            lost: lost_rx,
+            revoke: revoke_rx,
+        },
+    )
+}
+
+/// The backend's end: fires the signals of one hold.
+#[derive(Debug)]
+pub struct HoldNotifier {
+    lost: watch::Sender<Option<LostReason>>,
+    revoke: watch::Sender<bool>,
+}
+
+impl HoldNotifier {
+    /// Marks the hold lost. Only the first reason is kept; returns true if this call fired it.
+    pub fn lost(&self, reason: LostReason) -> bool {
+        self.lost.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Whether the hold has been marked lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.borrow().is_some()
+    }
+
+    /// Tells the holder that someone asked for the lock to be released.
+    pub fn revoke_requested(&self) {
+        self.revoke.send_replace(true);
+    }
+
+    /// Whether every [`HoldSignals`] of this hold has been dropped (the guard is gone).
+    pub fn is_closed(&self) -> bool {
+        self.lost.is_closed()
+    }
+
+    /// Resolves when every [`HoldSignals`] of this hold has been dropped.
+    pub async fn closed(&self) {
+        self.lost.closed().await
+    }
+
+    /// A fresh [`HoldSignals`] for the same hold.
+    pub fn subscribe(&self) -> HoldSignals {
+        HoldSignals {
+            lost: self.lost.subscribe(),
+            revoke: self.revoke.subscribe(),
+        }
+    }
+}
+
+/// The holder's end: observe loss and revocation requests.
+#[derive(Debug, Clone)]
+pub struct HoldSignals {
+    lost: watch::Receiver<Option<LostReason>>,
+    revoke: watch::Receiver<bool>,
+}
+
+impl HoldSignals {
+    /// Resolves when the hold is lost. If the backend stops watching the hold without saying why,
+    /// this resolves with [`LostReason::Abandoned`]: nobody vouches for the hold any more.
+    pub async fn lost(&self) -> LostReason {
+        let mut rx = self.lost.clone();
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        outcome.unwrap_or(LostReason::Abandoned)
+    }
+
+    /// The reason the hold was lost, if it was.
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        if let Some(reason) = self.lost.borrow().clone() {
+            return Some(reason);
+        }
+        if self.lost.has_changed().is_err() {
+            return Some(LostReason::Abandoned);
+        }
+        None
+    }
+
+    /// Resolves when someone calls `request_revoke` on this lock's name. Never resolves if
+    /// nobody asks (or the backend is gone).
+    pub async fn revoke_requested(&self) {
+        let mut rx = self.revoke.clone();
+        if rx.wait_for(|asked| *asked).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether a revocation has been requested.
+    pub fn is_revoke_requested(&self) -> bool {
+        *self.revoke.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_reason_wins() {
+        let (tx, rx) = hold_signals();
+        assert_eq!(rx.lost_reason(), None);
+        assert!(tx.lost(LostReason::Deleted));
+        assert!(!tx.lost(LostReason::SessionExpired));
+        assert_eq!(rx.lost().await, LostReason::Deleted);
+        assert!(tx.is_lost());
+    }
+
+    #[tokio::test]
+    async fn dropped_notifier_means_lost() {
+        let (tx, rx) = hold_signals();
+        drop(tx);
+        assert_eq!(rx.lost_reason(), Some(LostReason::Abandoned));
+        assert_eq!(rx.lost().await, LostReason::Abandoned);
+    }
+
+    #[tokio::test]
+    async fn revoke_and_closed() {
+        let (tx, rx) = hold_signals();
+        assert!(!rx.is_revoke_requested());
+        tx.revoke_requested();
+        rx.revoke_requested().await;
+        assert!(rx.is_revoke_requested());
+        assert!(!tx.is_closed());
+        drop(rx);
+        tx.closed().await;
+        assert!(tx.is_closed());
+    }
+}
