@@ -39,6 +39,7 @@ pub mod memory;
 mod multi;
 mod mutex;
 mod name;
+pub mod params;
 mod reentrant;
 mod rwlock;
 mod semaphore;

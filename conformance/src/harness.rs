@@ -1,0 +1,115 @@
+//! How the suite reaches a backend under test: clients, capabilities and fault hooks.
+//!
+//! One [`Harness`] per backend (memory, each mutant, Redis, ZooKeeper, etcd, Consul). A hook a
+//! backend cannot provide returns [`HookError::Unsupported`] with the reason, and every test
+//! that needs it reports itself skipped with that reason.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lockcore::{LockName, SharedBackend};
+
+/// A client under test: one connection and session, as a separate process would have.
+#[derive(Clone)]
+pub struct TestClient {
+    /// The client's backend.
+    pub locks: SharedBackend,
+    /// The harness's number for this client (for its fault hooks).
+    pub index: usize,
+}
+
+/// Why a fault hook did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookError {
+    /// The backend cannot provide this hook; the reason is reported with the skipped test.
+    Unsupported(String),
+    /// The hook was attempted and failed (that fails the test).
+    Failed(String),
+}
+
+impl std::fmt::Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookError::Unsupported(why) => write!(f, "unsupported: {why}"),
+            HookError::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// Shorthand for a hook result.
+pub type HookResult<T = ()> = Result<T, HookError>;
+
+/// A lock holder outside the test's own clients (a separate process for real stores), used to
+/// crash or pause a holder for real.
+#[async_trait]
+pub trait Holder: Send + Sync {
+    /// The fencing token the holder was granted.
+    fn token(&self) -> u64;
+    /// Kills the holder without any cleanup (SIGKILL).
+    async fn kill(&mut self) -> HookResult;
+    /// Stops the holder (SIGSTOP): it neither renews nor notices anything.
+    async fn pause(&mut self) -> HookResult;
+    /// Continues a paused holder (SIGCONT).
+    async fn resume(&mut self) -> HookResult;
+    /// Waits up to `within` for the holder to report that its `lost()` fired.
+    async fn wait_lost(&mut self, within: Duration) -> HookResult<bool>;
+}
+
+/// A backend under test.
+///
+/// Only [`Harness::name`], [`Harness::client`] and [`Harness::crash_release_bound`] are
+/// required; every fault hook defaults to unsupported.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// The backend's name in reports, e.g. `"redis"` or `"mutant:no-owner-check"`.
+    fn name(&self) -> String;
+
+    /// A fresh client with its own connection and session.
+    async fn client(&self) -> Result<TestClient, String>;
+
+    /// How long after a holder crashes its lock must be free again: TTL or session timeout,
+    /// plus lock-delay, plus generous slack for a loaded machine.
+    fn crash_release_bound(&self) -> Duration;
+
+    /// Expires `client`'s session, lease or TTL from the store's side, now.
+    async fn expire_session(&self, client: &TestClient) -> HookResult {
+        let _ = client;
+        Err(HookError::Unsupported("no hook to expire a session".into()))
+    }
+
+    /// Cuts `client`'s connection to the store (every open connection reset, new ones
+    /// refused or black-holed) until [`Harness::heal_connection`].
+    async fn cut_connection(&self, client: &TestClient) -> HookResult {
+        let _ = client;
+        Err(HookError::Unsupported("no fault proxy in front of this store".into()))
+    }
+
+    /// Restores a connection cut by [`Harness::cut_connection`].
+    async fn heal_connection(&self, client: &TestClient) -> HookResult {
+        let _ = client;
+        Err(HookError::Unsupported("no fault proxy in front of this store".into()))
+    }
+
+    /// Starts a holder that takes the mutex `name` and keeps it until killed.
+    async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        let _ = name;
+        Err(HookError::Unsupported("no holder process for this store".into()))
+    }
+
+    /// Restarts the store. Stores without persistence forget every hold.
+    async fn restart_server(&self) -> HookResult {
+        Err(HookError::Unsupported("the store cannot be restarted by the test".into()))
+    }
+
+    /// Connects with a lock TTL or session timeout of `ttl` (used with absurd values, which
+    /// must give a typed error).
+    async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
+        let _ = ttl;
+        Err(HookError::Unsupported("no TTL setting for this store".into()))
+    }
+
+    /// Connects to an address where no store listens; must fail with a typed error, quickly.
+    async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
+        Err(HookError::Unsupported("the store has no network address".into()))
+    }
+}

@@ -1,0 +1,112 @@
+//! `connect(url)`: the store is chosen by the URL's scheme.
+
+use lockcore::memory::{MemoryOptions, MemoryStore};
+use lockcore::params::Params;
+use lockcore::{Error, Result, SharedBackend};
+
+/// Connects to the store named by `url` and returns a shared backend.
+///
+/// | scheme | store | feature |
+/// |---|---|---|
+/// | `memory://NAME?ttl=10s` | in-process store `NAME` (shared within this process only) | always |
+///
+/// A scheme whose feature is not enabled fails with a message naming the feature to enable.
+/// Malformed URLs and unknown query parameters fail with [`Error::InvalidArgument`] naming the
+/// bad part.
+pub async fn connect(url: &str) -> Result<SharedBackend> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(Error::invalid(
+            "URL",
+            format!("{url:?} has no scheme; write e.g. memory://name, redis://host:6379, zk://host:2181, etcd://host:2379 or consul://host:8500"),
+        ));
+    };
+    match scheme {
+        "memory" => connect_memory(rest).await,
+        "redis" | "rediss" | "redis+redlock" => not_compiled("redis", "redis"),
+        "zk" | "zookeeper" => not_compiled("zookeeper", "zookeeper"),
+        "etcd" | "etcds" => not_compiled("etcd", "etcd"),
+        "consul" | "consuls" => not_compiled("consul", "consul"),
+        other => Err(Error::invalid(
+            "URL scheme",
+            format!("{other:?} is not a known store; use memory, redis, rediss, redis+redlock, zk, etcd, etcds, consul or consuls"),
+        )),
+    }
+}
+
+#[allow(dead_code)]
+fn not_compiled(backend: &str, feature: &str) -> Result<SharedBackend> {
+    Err(Error::invalid(
+        "URL scheme",
+        format!("backend {backend} is not compiled in; enable the `{feature}` feature of tumbler"),
+    ))
+}
+
+async fn connect_memory(rest: &str) -> Result<SharedBackend> {
+    let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let name = if name.is_empty() { "default" } else { name };
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::invalid(
+            "memory URL",
+            format!("store name {name:?} may only use A-Z a-z 0-9 - _ ."),
+        ));
+    }
+    let mut params = Params::new("memory", query_pairs(query)?);
+    let mut options = MemoryOptions::default();
+    if let Some(ttl) = params.duration("ttl")? {
+        options = options.session_ttl(Some(ttl))?;
+    }
+    params.finish(&["ttl"])?;
+    MemoryStore::named(name).connect(options).await
+}
+
+/// Splits `a=1&b=2` into pairs. Values are taken as written (no percent-decoding needed for
+/// the memory store's parameters).
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
+    query
+        .split('&')
+        .filter(|part| !part.is_empty())
+        .map(|part| match part.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            None => Err(Error::invalid(
+                "URL query",
+                format!("{part:?} has no value; write key=value"),
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(result: Result<SharedBackend>) -> String {
+        match result {
+            Err(Error::InvalidArgument { what, problem }) => format!("{what}: {problem}"),
+            Err(other) => panic!("expected InvalidArgument, got {other}"),
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_urls() {
+        let a = connect("memory://facade-test").await.unwrap();
+        let b = connect("memory://facade-test?ttl=2s").await.unwrap();
+        let held = a.mutex("x").unwrap().lock().await.unwrap();
+        assert!(b.mutex("x").unwrap().try_lock().await.unwrap().is_none(), "same named store");
+        held.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_urls_point_at_the_bad_part() {
+        assert!(invalid(connect("localhost:6379").await).contains("no scheme"));
+        assert!(invalid(connect("mysql://x").await).contains("\"mysql\""));
+        assert!(invalid(connect("memory://x?tll=1s").await).contains("`tll`"));
+        assert!(invalid(connect("memory://x?ttl=fast").await).contains("ttl=fast"));
+        assert!(invalid(connect("memory://x?ttl").await).contains("no value"));
+        assert!(invalid(connect("memory://x?ttl=0s").await).contains("out of range"));
+        assert!(invalid(connect("memory://a/b").await).contains("store name"));
+    }
+}
