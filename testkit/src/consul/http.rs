@@ -23,6 +23,8 @@ use super::state::{Entry, ServiceCheck, Session, SessionSpec, DEFAULT_LOCK_DELAY
 use super::{Endpoint, Shared};
 
 type Resp = Response<Full<Bytes>>;
+/// An early answer, boxed (responses are large).
+type Reject = Box<Resp>;
 
 /// Consul's well-known accessor ID of the anonymous token.
 const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
@@ -116,11 +118,11 @@ struct ReadOptions {
     consistency: &'static str,
 }
 
-fn parse_read_options(query: &Query) -> Result<ReadOptions, Resp> {
+fn parse_read_options(query: &Query) -> Result<ReadOptions, Reject> {
     let stale = query.has("stale");
     let consistent = query.has("consistent");
     if stale && consistent {
-        return Err(text(
+        return Err(reject(
             StatusCode::BAD_REQUEST,
             "Cannot specify ?stale with ?consistent, conflicting semantics.",
         ));
@@ -140,14 +142,14 @@ fn parse_read_options(query: &Query) -> Result<ReadOptions, Resp> {
     if !wait.is_empty() {
         match parse_go_duration(wait) {
             Ok(ns) => opts.wait_ns = Some(ns),
-            Err(_) => return Err(text(StatusCode::BAD_REQUEST, "Invalid wait time")),
+            Err(_) => return Err(reject(StatusCode::BAD_REQUEST, "Invalid wait time")),
         }
     }
     let index = query.get("index");
     if !index.is_empty() {
         match parse_go_uint(index) {
             Ok(i) => opts.min_index = i,
-            Err(_) => return Err(text(StatusCode::BAD_REQUEST, "Invalid index")),
+            Err(_) => return Err(reject(StatusCode::BAD_REQUEST, "Invalid index")),
         }
     }
     Ok(opts)
@@ -194,6 +196,10 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
 
 fn text(status: StatusCode, body: impl Into<String>) -> Resp {
     respond(status, "text/plain; charset=utf-8", body.into())
+}
+
+fn reject(status: StatusCode, body: impl Into<String>) -> Reject {
+    Box::new(text(status, body))
 }
 
 fn empty(status: StatusCode) -> Resp {
@@ -283,12 +289,12 @@ fn request_token<'a>(req: &'a Request<Incoming>, query: &'a Query) -> &'a str {
     ""
 }
 
-fn authorize(shared: &Shared, token: &str) -> Result<Access, Resp> {
+fn authorize(shared: &Shared, token: &str) -> Result<Access, Reject> {
     match &shared.options().acl_token {
         None => Ok(Access::All),
         Some(_) if token.is_empty() => Ok(Access::Anonymous),
         Some(master) if master == token => Ok(Access::All),
-        Some(_) => Err(text(StatusCode::FORBIDDEN, "ACL not found")),
+        Some(_) => Err(reject(StatusCode::FORBIDDEN, "ACL not found")),
     }
 }
 
@@ -370,7 +376,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, query: Query) -> Re
 
 fn agent_self(shared: &Shared, token: &str) -> Resp {
     if let Err(resp) = authorize(shared, token) {
-        return resp;
+        return *resp;
     }
     let opts = shared.options();
     json(&serde_json::json!({
@@ -426,7 +432,7 @@ async fn kv(
 ) -> Resp {
     let opts = match parse_read_options(query) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match *method {
         Method::GET if query.has("keys") => kv_keys(shared, key, query, &opts, token).await,
@@ -454,7 +460,7 @@ async fn kv_get(
     }
     let access = match authorize(shared, token) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let wait = read_wait(shared, opts);
     if recurse {
@@ -525,7 +531,7 @@ async fn kv_keys(
     }
     let access = match authorize(shared, token) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let watch = Watch::Prefix(prefix.to_string());
     let (index, mut keys) = blocking_query(
@@ -567,8 +573,24 @@ fn too_large(len: u64, max: usize) -> Resp {
     )
 }
 
+/// How much of an oversized body is read and dropped before answering 413.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Reads and drops up to `limit` bytes of a body.
+async fn drain(mut body: Incoming, limit: usize) {
+    let mut seen = 0usize;
+    while seen < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Reads a body of at most `max` bytes; the error is the response to send.
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Vec<u8>, Resp> {
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Vec<u8>, Reject> {
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -576,15 +598,18 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Vec<u8>, Resp> 
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared {
         if len > max as u64 {
-            return Err(too_large(len, max));
+            // Read (and drop) what the client sends, within reason, so it sees the 413
+            // rather than a reset connection.
+            drain(req.into_body(), DRAIN_LIMIT).await;
+            return Err(Box::new(too_large(len, max)));
         }
     }
     match Limited::new(req.into_body(), max).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(too_large(declared.unwrap_or(max as u64 + 1), max))
+            Err(Box::new(too_large(declared.unwrap_or(max as u64 + 1), max)))
         }
-        Err(e) => Err(text(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(reject(StatusCode::BAD_REQUEST, e.to_string())),
     }
 }
 
@@ -623,12 +648,12 @@ async fn kv_put(
         .then(|| query.get("release").to_string());
     let value = match read_body(req, shared.options().max_value_size).await {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match authorize(shared, token) {
         Ok(Access::All) => {}
         Ok(Access::Anonymous) => return permission_denied("key:write", key),
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     }
     let outcome = shared.write(|st, now| {
         if let Some(session) = &release {
@@ -665,7 +690,7 @@ fn kv_delete(shared: &Arc<Shared>, key: &str, query: &Query, token: &str) -> Res
     match authorize(shared, token) {
         Ok(Access::All) => {}
         Ok(Access::Anonymous) => return permission_denied("key:write", key),
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     }
     let done = shared.write(|st, _| {
         if recurse {
@@ -873,9 +898,10 @@ fn decode_session(body: &[u8], spec: &mut SessionSpec) -> Result<(), String> {
 fn fixup_session_checks(spec: &mut SessionSpec) {
     if spec.checks.is_empty() {
         spec.node_checks = Vec::new();
-    } else if spec.checks.len() == 1 && spec.checks[0] == SERF_CHECK_ID {
-        spec.checks = Vec::new();
-    } else if spec.node_checks.is_empty() {
+    } else if (spec.checks.len() == 1 && spec.checks[0] == SERF_CHECK_ID)
+        || spec.node_checks.is_empty()
+    {
+        // Only the default check: defer to NodeChecks. No NodeChecks: drop Checks too.
         spec.checks = Vec::new();
     }
 }
@@ -893,7 +919,7 @@ async fn session_create(shared: &Arc<Shared>, req: Request<Incoming>, token: &st
     };
     let body = match read_body(req, shared.options().max_value_size).await {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if !body.is_empty() {
         if let Err(e) = decode_session(&body, &mut spec) {
@@ -907,7 +933,7 @@ async fn session_create(shared: &Arc<Shared>, req: Request<Incoming>, token: &st
     match authorize(shared, token) {
         Ok(Access::All) => {}
         Ok(Access::Anonymous) => return permission_denied("session:write", &spec.node),
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     }
     match shared.write(|st, now| st.session_create(spec, now)) {
         Ok(id) => json(&serde_json::json!({ "ID": id })),
@@ -925,7 +951,7 @@ fn session_destroy(shared: &Arc<Shared>, id: &str, token: &str) -> Resp {
             let node = shared.options().node_name.clone();
             return permission_denied("session:write", &node);
         }
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     }
     shared.write(|st, now| st.session_destroy(id, now));
     json(&true)
@@ -933,14 +959,14 @@ fn session_destroy(shared: &Arc<Shared>, id: &str, token: &str) -> Resp {
 
 fn session_renew(shared: &Arc<Shared>, id: &str, query: &Query, token: &str) -> Resp {
     if let Err(resp) = parse_read_options(query) {
-        return resp;
+        return *resp;
     }
     if id.is_empty() {
         return text(StatusCode::BAD_REQUEST, "Missing session");
     }
     let access = match authorize(shared, token) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     // Renewal resets a timer; it is not a Raft write.
     let renewed = {
@@ -978,7 +1004,7 @@ async fn session_read(
 ) -> Resp {
     let opts = match parse_read_options(query) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match what {
         SessionRead::Info("") => return text(StatusCode::BAD_REQUEST, "Missing session"),
@@ -987,7 +1013,7 @@ async fn session_read(
     }
     let access = match authorize(shared, token) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let watch = match what {
         SessionRead::Info(id) => Watch::Session(id.to_string()),
