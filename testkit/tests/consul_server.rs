@@ -220,6 +220,61 @@ async fn binds_loopback_and_reports_addresses() {
     assert!(r.json().is_string());
 }
 
+#[test]
+fn handle_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<ConsulServer>();
+    assert_send_sync::<ConsulServerOptions>();
+}
+
+#[tokio::test]
+async fn keep_alive_connection_serves_several_requests() {
+    // Pooling clients (reqwest) reuse connections: answer several requests on one.
+    let server = ConsulServer::start().await.unwrap();
+    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    let mut pending = Vec::new();
+    for (i, req) in [
+        "PUT /v1/kv/ka HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+        "GET /v1/kv/ka?raw HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v1/kv/nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        stream.write_all(req.as_bytes()).await.unwrap();
+        // Read one response: head, then Content-Length bytes.
+        loop {
+            if let Some(split) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&pending[..split]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .expect("content-length");
+                if pending.len() >= split + 4 + len {
+                    let body = pending[split + 4..split + 4 + len].to_vec();
+                    let status = head.split(' ').nth(1).unwrap().to_string();
+                    pending.drain(..split + 4 + len);
+                    match i {
+                        0 => assert_eq!((status.as_str(), &body[..]), ("200", &b"true"[..])),
+                        1 => assert_eq!((status.as_str(), &body[..]), ("200", &b"hi"[..])),
+                        _ => assert_eq!(status, "404"),
+                    }
+                    break;
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("answered")
+                .unwrap();
+            assert!(n > 0, "connection closed after request {i}");
+            pending.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert_eq!(server.counters().total, 3);
+}
+
 #[tokio::test]
 async fn drop_stops_the_server_and_closes_connections() {
     let server = ConsulServer::start().await.unwrap();

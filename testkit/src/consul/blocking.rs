@@ -141,7 +141,11 @@ pub(crate) async fn blocking_query<T>(
     if min_index == 0 || index > min_index {
         return (index, result);
     }
-    let deadline = tokio::time::Instant::now() + wait;
+    let now = tokio::time::Instant::now();
+    // A configured wait too large to add is as good as forever (a year).
+    let deadline = now
+        .checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
     loop {
         tokio::select! {
             changed = rx.changed() => {
