@@ -81,35 +81,47 @@ pub trait Harness: Send + Sync + 'static {
     /// refused or black-holed) until [`Harness::heal_connection`].
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
         let _ = client;
-        Err(HookError::Unsupported("no fault proxy in front of this store".into()))
+        Err(HookError::Unsupported(
+            "no fault proxy in front of this store".into(),
+        ))
     }
 
     /// Restores a connection cut by [`Harness::cut_connection`].
     async fn heal_connection(&self, client: &TestClient) -> HookResult {
         let _ = client;
-        Err(HookError::Unsupported("no fault proxy in front of this store".into()))
+        Err(HookError::Unsupported(
+            "no fault proxy in front of this store".into(),
+        ))
     }
 
     /// Starts a holder that takes the mutex `name` and keeps it until killed.
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
         let _ = name;
-        Err(HookError::Unsupported("no holder process for this store".into()))
+        Err(HookError::Unsupported(
+            "no holder process for this store".into(),
+        ))
     }
 
     /// Restarts the store. Stores without persistence forget every hold.
     async fn restart_server(&self) -> HookResult {
-        Err(HookError::Unsupported("the store cannot be restarted by the test".into()))
+        Err(HookError::Unsupported(
+            "the store cannot be restarted by the test".into(),
+        ))
     }
 
     /// Connects with a lock TTL or session timeout of `ttl` (used with absurd values, which
     /// must give a typed error).
     async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
         let _ = ttl;
-        Err(HookError::Unsupported("no TTL setting for this store".into()))
+        Err(HookError::Unsupported(
+            "no TTL setting for this store".into(),
+        ))
     }
 
     /// Connects to an address where no store listens; must fail with a typed error, quickly.
     async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
-        Err(HookError::Unsupported("the store has no network address".into()))
+        Err(HookError::Unsupported(
+            "the store has no network address".into(),
+        ))
     }
 }

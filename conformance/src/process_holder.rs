@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::harness::{HookError, HookResult, Holder};
+use crate::harness::{Holder, HookError, HookResult};
 
 /// A holder process: `holder URL NAME`, killed on drop.
 pub struct ProcessHolder {
@@ -42,13 +42,17 @@ impl ProcessHolder {
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout(within, lines.next_line())
             .await
-            .map_err(|_| HookError::Failed(format!("holder did not take {name} within {within:?}")))?
+            .map_err(|_| {
+                HookError::Failed(format!("holder did not take {name} within {within:?}"))
+            })?
             .map_err(|e| HookError::Failed(format!("reading the holder: {e}")))?;
         let token = first
             .as_deref()
             .and_then(|line| line.strip_prefix("TOKEN "))
             .and_then(|t| t.trim().parse().ok())
-            .ok_or_else(|| HookError::Failed(format!("holder said {first:?}, expected TOKEN <n>")))?;
+            .ok_or_else(|| {
+                HookError::Failed(format!("holder said {first:?}, expected TOKEN <n>"))
+            })?;
         Ok(Box::new(ProcessHolder {
             child,
             lines,

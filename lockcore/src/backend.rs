@@ -96,6 +96,10 @@ pub trait HeldLock: Send + Sync + 'static {
     /// Returns [`crate::Error::NotOwner`] when the store shows the hold was already gone or
     /// taken over before this release, and a connection error when the store could not confirm
     /// the release: never `Ok` without the store's confirmation.
+    ///
+    /// After a transient error ([`crate::Error::is_transient`]) lockcore calls `release` again
+    /// in the background until the store confirms, so an implementation must keep renewing and
+    /// stay ready to release after a failed attempt.
     async fn release(&mut self) -> Result<()>;
 
     /// Turns a write hold into a read hold without a moment in which neither is held.

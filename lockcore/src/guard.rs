@@ -1,7 +1,7 @@
 //! What every guard and lease shares: the hold, its signals, explicit release and
 //! drop-release in the background.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::runtime::Handle;
@@ -68,10 +68,20 @@ impl HoldCore {
             token = self.token,
             held_ms = self.acquired_at.elapsed().as_millis() as u64,
         );
+        let runtime = self.runtime.clone();
+        let name = self.name.clone();
         async move {
             let result = held.release().await;
             match &result {
                 Ok(()) => tracing::debug!("released"),
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, "release not confirmed; retrying in the background");
+                    spawn_detached(
+                        runtime.as_ref(),
+                        "release retry",
+                        retry_release(held, name).in_current_span(),
+                    );
+                }
                 Err(error) => tracing::warn!(%error, "release failed"),
             }
             result
@@ -113,10 +123,40 @@ impl Drop for HoldCore {
         );
         let name = self.name.clone();
         spawn_detached(self.runtime.as_ref(), "drop-release", async move {
-            if let Err(error) = held.release().await {
-                tracing::warn!(%name, %error, "background release failed");
+            match held.release().await {
+                Ok(()) => {}
+                Err(error) if error.is_transient() => retry_release(held, name).await,
+                Err(error) => tracing::warn!(%name, %error, "background release failed"),
             }
         });
+    }
+}
+
+/// How long a release that could not reach the store keeps being retried in the background.
+const RELEASE_RETRY_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Retries a release that failed for a transient reason (connection, timeout) until the store
+/// confirms it or reports the hold gone, so that a hold is never left renewed forever by a
+/// release that happened during a network blip.
+async fn retry_release(mut held: Box<dyn HeldLock>, name: LockName) {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(pause).await;
+        match held.release().await {
+            Ok(()) => {
+                tracing::info!(%name, "background release confirmed");
+                return;
+            }
+            Err(error) if error.is_transient() && started.elapsed() < RELEASE_RETRY_LIMIT => {
+                tracing::debug!(%name, %error, "background release still failing");
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => {
+                tracing::warn!(%name, %error, "background release gave up");
+                return;
+            }
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lockcore::memory::{MemoryOptions, MemoryStore};
 use lockcore::{
-    AcquireRequest, Capabilities, ConnectionEvents, Error, Hold, LockBackend, LockName,
-    LockSpec, LockState, MultiLock, SharedBackend,
+    AcquireRequest, Capabilities, ConnectionEvents, Error, Hold, LockBackend, LockName, LockSpec,
+    LockState, MultiLock, SharedBackend,
 };
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -34,7 +34,13 @@ async fn reentrant_handle_is_shared_across_tasks() {
     assert_eq!(handle.hold_count(), 2);
     assert_eq!(inner.fencing_token(), outer.fencing_token());
     inner.release().await.unwrap();
-    assert!(b.mutex("re/tasks").unwrap().try_lock().await.unwrap().is_none());
+    assert!(b
+        .mutex("re/tasks")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
     outer.release().await.unwrap();
     assert_eq!(handle.hold_count(), 0);
     let other = b.mutex("re/tasks").unwrap().try_lock().await.unwrap();
@@ -49,7 +55,11 @@ async fn reentrant_concurrent_first_locks_share_one_hold() {
     let (g1, g2) = (g1.unwrap(), g2.unwrap());
     assert_eq!(g1.fencing_token(), g2.fencing_token());
     let state = a.state("re/concurrent").await.unwrap();
-    assert_eq!(state.holders.len(), 1, "one store hold for one handle: {state:?}");
+    assert_eq!(
+        state.holders.len(),
+        1,
+        "one store hold for one handle: {state:?}"
+    );
     drop(g1);
     g2.release().await.unwrap();
     assert!(!a.state("re/concurrent").await.unwrap().is_held());
@@ -64,7 +74,10 @@ async fn multilock_releases_parts_when_one_times_out() {
         a.mutex("multi/m").unwrap(),
         a.mutex("multi/z").unwrap(),
     ]);
-    let got = multi.lock_timeout(Duration::from_millis(100)).await.unwrap();
+    let got = multi
+        .lock_timeout(Duration::from_millis(100))
+        .await
+        .unwrap();
     assert!(got.is_none());
     for name in ["multi/a", "multi/m"] {
         assert!(
@@ -73,7 +86,11 @@ async fn multilock_releases_parts_when_one_times_out() {
         );
     }
     blocker.release().await.unwrap();
-    let all = multi.lock_timeout(PATIENCE).await.unwrap().expect("free now");
+    let all = multi
+        .lock_timeout(PATIENCE)
+        .await
+        .unwrap()
+        .expect("free now");
     let tokens = all.fencing_tokens();
     let names: Vec<&str> = tokens.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["multi/a", "multi/m", "multi/z"], "fixed order");
@@ -93,26 +110,47 @@ async fn multilock_mixes_kinds_and_rejects_duplicates() {
 
     let m = a.mutex("multi/dup").unwrap();
     let dup = MultiLock::new(vec![LockSpec::from(&m), LockSpec::from(&m)]);
-    assert!(matches!(dup.try_lock().await, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        dup.try_lock().await,
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 #[tokio::test]
 async fn bad_arguments_are_typed_errors() {
     let (a, _) = two_clients().await;
-    assert!(matches!(a.mutex("bad name"), Err(Error::InvalidName { .. })));
-    assert!(matches!(a.semaphore("s", 0), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        a.mutex("bad name"),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        a.semaphore("s", 0),
+        Err(Error::InvalidArgument { .. })
+    ));
     let sem = a.semaphore("s", 2).unwrap();
-    assert!(matches!(sem.acquire(0).await, Err(Error::InvalidArgument { .. })));
-    assert!(matches!(sem.try_acquire(3).await, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        sem.acquire(0).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        sem.try_acquire(3).await,
+        Err(Error::InvalidArgument { .. })
+    ));
     for ttl in [Duration::ZERO, Duration::from_secs(365 * 24 * 3600)] {
         let err = MemoryOptions::default().session_ttl(Some(ttl)).unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument { .. }), "{ttl:?}: {err}");
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }),
+            "{ttl:?}: {err}"
+        );
         assert!(err.to_string().contains("use"), "says what to use: {err}");
     }
     // A semaphore used with two different limits.
     let _held = sem.acquire(1).await.unwrap();
     let other = a.semaphore("s", 5).unwrap();
-    assert!(matches!(other.try_acquire(1).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        other.try_acquire(1).await,
+        Err(Error::Conflict { .. })
+    ));
 }
 
 #[tokio::test]
@@ -121,7 +159,10 @@ async fn upgrade_is_refused() {
     let rw = a.rwlock("rw/upgrade").unwrap();
     let read = rw.read().await.unwrap();
     assert!(matches!(read.upgrade(), Err(Error::UpgradeRefused { .. })));
-    assert!(matches!(rw.write().await, Err(Error::UpgradeRefused { .. })));
+    assert!(matches!(
+        rw.write().await,
+        Err(Error::UpgradeRefused { .. })
+    ));
     read.release().await.unwrap();
     let write = rw.try_write().await.unwrap();
     assert!(write.is_some());
@@ -132,7 +173,12 @@ async fn dropped_guard_is_released_in_the_background() {
     let (a, b) = two_clients().await;
     let guard = a.mutex("drop/me").unwrap().lock().await.unwrap();
     drop(guard);
-    let next = b.mutex("drop/me").unwrap().lock_timeout(PATIENCE).await.unwrap();
+    let next = b
+        .mutex("drop/me")
+        .unwrap()
+        .lock_timeout(PATIENCE)
+        .await
+        .unwrap();
     assert!(next.is_some(), "drop must release");
 }
 
@@ -177,5 +223,14 @@ async fn missing_capability_is_unsupported() {
     let (a, _) = two_clients().await;
     let limited: SharedBackend = Arc::new(NoRwLock(a));
     let err = limited.rwlock("x").unwrap_err();
-    assert!(matches!(err, Error::Unsupported { capability: "read-write locks", backend: "memory" }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                capability: "read-write locks",
+                backend: "memory"
+            }
+        ),
+        "{err}"
+    );
 }

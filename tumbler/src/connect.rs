@@ -95,7 +95,10 @@ mod tests {
         let a = connect("memory://facade-test").await.unwrap();
         let b = connect("memory://facade-test?ttl=2s").await.unwrap();
         let held = a.mutex("x").unwrap().lock().await.unwrap();
-        assert!(b.mutex("x").unwrap().try_lock().await.unwrap().is_none(), "same named store");
+        assert!(
+            b.mutex("x").unwrap().try_lock().await.unwrap().is_none(),
+            "same named store"
+        );
         held.release().await.unwrap();
     }
 

@@ -160,7 +160,8 @@ impl MemoryStore {
         Ok(self.state().force_release(&name))
     }
 
-    /// Forgets every session and lock, as a server restarted without persistence would.
+    /// Forgets every session and lock, as a server restarted without persistence would. Fencing
+    /// counters are kept, so tokens still increase across the restart.
     pub fn restart(&self) {
         self.state().reset();
     }

@@ -177,14 +177,14 @@ impl StoreState {
         }
     }
 
-    /// Forgets everything, as a restarted server without persistence would.
+    /// Forgets every session and hold, as a restarted server without persistence would.
+    /// Fencing counters survive, as they do on stores that derive them from a clock or a log.
     pub(crate) fn reset(&mut self) {
         let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
         for session in sessions {
             self.end_session(session, LostReason::ServerRestarted);
         }
         self.entries.clear();
-        self.counters.clear();
     }
 
     pub(crate) fn attempt(

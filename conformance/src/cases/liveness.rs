@@ -1,0 +1,223 @@
+//! Promises 5 and 6: a crashed or paused holder frees the lock, and `lost()` fires before a
+//! rival can acquire.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::util::{needs_strict_fencing, unique_name, CaseResult, Context, Verdict, PROMPT};
+use crate::{ensure, hook, Harness};
+
+/// A holder process killed without cleanup: the lock is free again within the bound, with a
+/// larger token.
+pub async fn crashed_holder_frees_lock(h: Arc<dyn Harness>) -> CaseResult {
+    let rival = h.client().await?;
+    let name = unique_name("crash");
+    let mut holder = hook!(h.spawn_holder(&name).await);
+    let old_token = holder.token();
+    let mutex = rival.locks.mutex(&name).ctx("mutex")?;
+    ensure!(
+        mutex.try_lock().await.ctx("try")?.is_none(),
+        "the lock was free while the holder lived"
+    );
+    hook!(holder.kill().await);
+    let killed_at = Instant::now();
+    let bound = h.crash_release_bound();
+    let guard = mutex
+        .lock_timeout(bound)
+        .await
+        .ctx("rival's lock")?
+        .ok_or_else(|| format!("the crashed holder's lock was not free within {bound:?}"))?;
+    tracing::info!(after = ?killed_at.elapsed(), "crashed holder's lock taken over");
+    if needs_strict_fencing(&rival.locks.capabilities()).is_none() {
+        ensure!(
+            guard.fencing_token() > old_token,
+            "token {} after crash is not above {old_token}",
+            guard.fencing_token()
+        );
+    }
+    guard.release().await.ctx("release")?;
+    Ok(Verdict::Passed)
+}
+
+/// A holder paused (SIGSTOP) past its TTL loses the lock to a rival with a larger token, and
+/// says so once it runs again.
+pub async fn paused_holder_loses_lock(h: Arc<dyn Harness>) -> CaseResult {
+    let rival = h.client().await?;
+    let name = unique_name("pause");
+    let mut holder = hook!(h.spawn_holder(&name).await);
+    let old_token = holder.token();
+    hook!(holder.pause().await);
+    let bound = h.crash_release_bound();
+    let taken = rival
+        .locks
+        .mutex(&name)
+        .ctx("mutex")?
+        .lock_timeout(bound)
+        .await
+        .ctx("rival's lock");
+    hook!(holder.resume().await);
+    let guard =
+        taken?.ok_or_else(|| format!("the paused holder's lock was not free within {bound:?}"))?;
+    if needs_strict_fencing(&rival.locks.capabilities()).is_none() {
+        ensure!(
+            guard.fencing_token() > old_token,
+            "token {} is not above the paused holder's {old_token}",
+            guard.fencing_token()
+        );
+    }
+    let noticed = hook!(holder.wait_lost(PROMPT).await);
+    ensure!(
+        noticed,
+        "the resumed holder did not report lost() within {PROMPT:?}"
+    );
+    guard.release().await.ctx("release")?;
+    Ok(Verdict::Passed)
+}
+
+/// The store expires the holder's session: its `lost()` has fired by the time a rival holds.
+pub async fn lost_fires_on_session_expiry(h: Arc<dyn Harness>) -> CaseResult {
+    let (a, b) = (h.client().await?, h.client().await?);
+    let name = unique_name("lost-expiry");
+    let held = a
+        .locks
+        .mutex(&name)
+        .ctx("mutex")?
+        .lock()
+        .await
+        .ctx("A's lock")?;
+    let rival = b.locks.mutex(&name).ctx("mutex")?;
+    let bound = h.crash_release_bound();
+    let waiting = tokio::spawn(async move { rival.lock_timeout(bound).await });
+    hook!(h.expire_session(&a).await);
+    let guard = waiting
+        .await
+        .ctx("rival task")?
+        .ctx("rival's lock")?
+        .ok_or_else(|| {
+            format!("B did not get the lock within {bound:?} of A's session expiring")
+        })?;
+    ensure!(
+        held.lost_reason().is_some(),
+        "B holds the lock but A's lost() has not fired"
+    );
+    tokio::time::timeout(PROMPT, held.lost())
+        .await
+        .ctx("A's lost()")?;
+    if needs_strict_fencing(&b.locks.capabilities()).is_none() {
+        ensure!(
+            guard.fencing_token() > held.fencing_token(),
+            "B's token is not above A's"
+        );
+    }
+    guard.release().await.ctx("B's release")?;
+    drop(held);
+    Ok(Verdict::Passed)
+}
+
+/// The holder's connection is cut: `lost()` fires within the bound and before a rival holds.
+pub async fn lost_fires_on_connection_cut(h: Arc<dyn Harness>) -> CaseResult {
+    let (a, b) = (h.client().await?, h.client().await?);
+    let name = unique_name("lost-cut");
+    let held = a
+        .locks
+        .mutex(&name)
+        .ctx("mutex")?
+        .lock()
+        .await
+        .ctx("A's lock")?;
+    let rival = b.locks.mutex(&name).ctx("mutex")?;
+    let bound = h.crash_release_bound();
+    hook!(h.cut_connection(&a).await);
+    let waiting = tokio::spawn(async move { rival.lock_timeout(bound).await });
+    let lost = tokio::time::timeout(bound, held.lost()).await;
+    let taken = waiting.await.ctx("rival task")?;
+    let was_lost_when_taken = held.lost_reason().is_some();
+    hook!(h.heal_connection(&a).await);
+    ensure!(
+        lost.is_ok(),
+        "A's lost() did not fire within {bound:?} of its connection being cut"
+    );
+    let guard = taken
+        .ctx("rival's lock")?
+        .ok_or_else(|| format!("B did not get the lock within {bound:?}"))?;
+    ensure!(
+        was_lost_when_taken,
+        "B holds the lock but A's lost() has not fired"
+    );
+    guard.release().await.ctx("B's release")?;
+    drop(held);
+    Ok(Verdict::Passed)
+}
+
+/// A healthy holder keeps its lock across many renewal periods: no false `lost()`, no rival.
+pub async fn hold_survives_renewal_periods(h: Arc<dyn Harness>) -> CaseResult {
+    let (a, b) = (h.client().await?, h.client().await?);
+    let name = unique_name("renew");
+    let held = a
+        .locks
+        .mutex(&name)
+        .ctx("mutex")?
+        .lock()
+        .await
+        .ctx("A's lock")?;
+    let rival = b.locks.mutex(&name).ctx("mutex")?;
+    let span = h.crash_release_bound();
+    // Time passing is what is under test: the hold must outlive its TTL many times over.
+    let intruder = rival.lock_timeout(span).await.ctx("B's wait")?;
+    ensure!(
+        intruder.is_none(),
+        "B got the lock while A held it and was healthy"
+    );
+    ensure!(
+        held.lost_reason().is_none(),
+        "A's lost() fired while healthy: {:?}",
+        held.lost_reason()
+    );
+    held.release().await.ctx("A's release after a long hold")?;
+    Ok(Verdict::Passed)
+}
+
+/// `request_revoke` reaches the holder's `revoke_requested()`.
+pub async fn revocation_reaches_holder(h: Arc<dyn Harness>) -> CaseResult {
+    let (a, b) = (h.client().await?, h.client().await?);
+    let caps = a.locks.capabilities();
+    if !caps.revocation {
+        return Ok(Verdict::Skipped(format!(
+            "{} has no revocation",
+            caps.backend
+        )));
+    }
+    let name = unique_name("revoke");
+    let held = a
+        .locks
+        .mutex(&name)
+        .ctx("mutex")?
+        .lock()
+        .await
+        .ctx("A's lock")?;
+    ensure!(
+        !held.is_revoke_requested(),
+        "revocation requested before anyone asked"
+    );
+    let notified = b.locks.request_revoke(&name).await.ctx("request_revoke")?;
+    ensure!(
+        notified >= 1,
+        "request_revoke reported {notified} holders notified"
+    );
+    tokio::time::timeout(PROMPT, held.revoke_requested())
+        .await
+        .map_err(|_| format!("A's revoke_requested() did not fire within {PROMPT:?}"))?;
+    held.release().await.ctx("A's release")?;
+    let next = b
+        .locks
+        .mutex(&name)
+        .ctx("mutex")?
+        .lock_timeout(PROMPT)
+        .await
+        .ctx("B's lock")?;
+    ensure!(
+        next.is_some(),
+        "B did not get the lock after A honoured the revocation"
+    );
+    Ok(Verdict::Passed)
+}

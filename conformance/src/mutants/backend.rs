@@ -1,0 +1,170 @@
+//! [`MutantBackend`]: memory with one deliberate defect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lockcore::memory::MemoryStore;
+use lockcore::{
+    hold_signals, AcquireRequest, Capabilities, ConnectionEvents, Hold, LockBackend, LockKind,
+    LockName, LockState, Result, SharedBackend,
+};
+
+use super::held::{ForceRelease, GappyDowngrade, LyingRelease, Muffled, Pieces};
+use super::Mutant;
+
+/// How late [`Mutant::LostFiresLate`] reports a loss.
+const LATE: Duration = Duration::from_secs(8);
+
+/// A memory client with one defect.
+pub struct MutantBackend {
+    inner: SharedBackend,
+    mutant: Mutant,
+    store: MemoryStore,
+}
+
+impl MutantBackend {
+    /// Wraps `inner` (a client of `store`).
+    pub fn new(inner: SharedBackend, mutant: Mutant, store: MemoryStore) -> Self {
+        MutantBackend {
+            inner,
+            mutant,
+            store,
+        }
+    }
+
+    async fn acquire_mutated(&self, mut request: AcquireRequest) -> Result<Option<Hold>> {
+        let name = request.name.clone();
+        match (self.mutant, request.kind) {
+            (Mutant::SemaphoreOffByOne, LockKind::Permits { limit, count }) => {
+                request.kind = LockKind::Permits {
+                    limit: limit + 1,
+                    count,
+                };
+            }
+            (Mutant::ReaderWhileWriter, LockKind::Read) => {
+                request.name = LockName::new(format!("{}-shadow", request.name))?;
+            }
+            (Mutant::PartialSemaphore, LockKind::Permits { limit, count }) if count > 1 => {
+                return self.piecemeal(request, limit, count).await;
+            }
+            (Mutant::LeakyCancel, _) => {
+                let inner = self.inner.clone();
+                return tokio::spawn(async move { inner.acquire(request).await })
+                    .await
+                    .map_err(|e| lockcore::Error::backend("mutant", e.to_string()))?;
+            }
+            _ => {}
+        }
+        let Some(mut hold) = self.inner.acquire(request).await? else {
+            return Ok(None);
+        };
+        match self.mutant {
+            Mutant::RepeatingTokens => hold.token = 7,
+            Mutant::NoOwnerCheck => {
+                hold.held = Box::new(ForceRelease {
+                    inner: hold.held,
+                    store: self.store.clone(),
+                    name,
+                })
+            }
+            Mutant::ReleaseLies => hold.held = Box::new(LyingRelease { inner: hold.held }),
+            Mutant::DowngradeGap => {
+                hold.held = Box::new(GappyDowngrade {
+                    inner: hold.held,
+                    backend: self.inner.clone(),
+                    name,
+                })
+            }
+            Mutant::LostNeverFires | Mutant::LostFiresLate => {
+                let (notifier, signals) = hold_signals();
+                let notifier = Arc::new(notifier);
+                if self.mutant == Mutant::LostFiresLate {
+                    let real = hold.signals.clone();
+                    let late = notifier.clone();
+                    tokio::spawn(async move {
+                        let reason = real.lost().await;
+                        tokio::time::sleep(LATE).await;
+                        late.lost(reason);
+                    });
+                }
+                hold.signals = signals;
+                hold.held = Box::new(Muffled {
+                    inner: hold.held,
+                    _notifier: notifier,
+                });
+            }
+            _ => {}
+        }
+        Ok(Some(hold))
+    }
+
+    /// Takes `count` permits one at a time, keeping the ones it has while it waits.
+    async fn piecemeal(
+        &self,
+        request: AcquireRequest,
+        limit: u32,
+        count: u32,
+    ) -> Result<Option<Hold>> {
+        let mut parts = Vec::new();
+        let mut first: Option<(u64, lockcore::HoldSignals)> = None;
+        for _ in 0..count {
+            let one = AcquireRequest {
+                name: request.name.clone(),
+                kind: LockKind::Permits { limit, count: 1 },
+                wait: request.wait,
+            };
+            match self.inner.acquire(one).await? {
+                Some(hold) => {
+                    first.get_or_insert((hold.token, hold.signals.clone()));
+                    parts.push(hold.held);
+                }
+                None => {
+                    let mut pieces = Pieces { parts };
+                    let _ = lockcore::HeldLock::release(&mut pieces).await;
+                    return Ok(None);
+                }
+            }
+        }
+        let Some((token, signals)) = first else {
+            return Ok(None);
+        };
+        Ok(Some(Hold {
+            token,
+            signals,
+            held: Box::new(Pieces { parts }),
+        }))
+    }
+}
+
+#[async_trait]
+impl LockBackend for MutantBackend {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = self.inner.capabilities();
+        caps.backend = "mutant";
+        caps
+    }
+
+    fn address(&self) -> String {
+        self.inner.address()
+    }
+
+    async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
+        self.acquire_mutated(request).await
+    }
+
+    async fn state(&self, name: &LockName) -> Result<LockState> {
+        LockBackend::state(&*self.inner, name).await
+    }
+
+    async fn request_revoke(&self, name: &LockName) -> Result<usize> {
+        if self.mutant == Mutant::SilentRevoke {
+            return Ok(1);
+        }
+        LockBackend::request_revoke(&*self.inner, name).await
+    }
+
+    fn connection_events(&self) -> ConnectionEvents {
+        self.inner.connection_events()
+    }
+}

@@ -1,0 +1,105 @@
+//! Broken [`HeldLock`] wrappers used by the mutants.
+
+use async_trait::async_trait;
+use lockcore::memory::MemoryStore;
+use lockcore::{
+    AcquireRequest, HeldLock, Hold, HoldNotifier, LockKind, LockName, Result, SharedBackend,
+};
+
+/// Release breaks whatever lock has this name.
+pub(super) struct ForceRelease {
+    pub(super) inner: Box<dyn HeldLock>,
+    pub(super) store: MemoryStore,
+    pub(super) name: LockName,
+}
+
+#[async_trait]
+impl HeldLock for ForceRelease {
+    async fn release(&mut self) -> Result<()> {
+        self.store.force_release(&self.name)?;
+        let _ = self.inner.release().await;
+        Ok(())
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        self.inner.downgrade().await
+    }
+}
+
+/// Release always claims success.
+pub(super) struct LyingRelease {
+    pub(super) inner: Box<dyn HeldLock>,
+}
+
+#[async_trait]
+impl HeldLock for LyingRelease {
+    async fn release(&mut self) -> Result<()> {
+        let _ = self.inner.release().await;
+        Ok(())
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        self.inner.downgrade().await
+    }
+}
+
+/// Downgrade lets go of the write lock, then queues for a read lock.
+pub(super) struct GappyDowngrade {
+    pub(super) inner: Box<dyn HeldLock>,
+    pub(super) backend: SharedBackend,
+    pub(super) name: LockName,
+}
+
+#[async_trait]
+impl HeldLock for GappyDowngrade {
+    async fn release(&mut self) -> Result<()> {
+        self.inner.release().await
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        self.inner.release().await?;
+        let request = AcquireRequest {
+            name: self.name.clone(),
+            kind: LockKind::Read,
+            wait: true,
+        };
+        self.backend.acquire(request).await?.ok_or_else(|| {
+            lockcore::Error::backend("mutant", "read acquire after downgrade returned busy")
+        })
+    }
+}
+
+/// Keeps a notifier alive (so `lost()` does not fire on its own) next to the real hold.
+pub(super) struct Muffled {
+    pub(super) inner: Box<dyn HeldLock>,
+    pub(super) _notifier: std::sync::Arc<HoldNotifier>,
+}
+
+#[async_trait]
+impl HeldLock for Muffled {
+    async fn release(&mut self) -> Result<()> {
+        self.inner.release().await
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        self.inner.downgrade().await
+    }
+}
+
+/// Several holds released together (the parts of a piecemeal semaphore acquisition).
+pub(super) struct Pieces {
+    pub(super) parts: Vec<Box<dyn HeldLock>>,
+}
+
+#[async_trait]
+impl HeldLock for Pieces {
+    async fn release(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for part in self.parts.iter_mut() {
+            if let Err(e) = part.release().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
