@@ -285,10 +285,7 @@ impl Etcd {
     /// revision of the write.
     pub async fn put(&self, key: &str, value: &str) -> Result<i64> {
         let v = self
-            .call(
-                "/v3/kv/put",
-                &json!({"key": b64(key), "value": b64(value)}),
-            )
+            .call("/v3/kv/put", &json!({"key": b64(key), "value": b64(value)}))
             .await?;
         Ok(header_i64(&v, "revision").unwrap_or(0))
     }
@@ -520,7 +517,10 @@ impl EtcdCluster {
             }
         }
         Err(last.unwrap_or_else(|| Error::NotRunning {
-            what: format!("every member of etcd cluster {}", self.endpoints().join(",")),
+            what: format!(
+                "every member of etcd cluster {}",
+                self.endpoints().join(",")
+            ),
         }))
     }
 }

@@ -49,3 +49,4 @@ pub use error::{Error, Result};
 pub use ports::{free_port, try_free_port};
 pub use process::OWNER_ENV;
 pub use runtime::blocking;
+pub use workdir::remove_stale_dirs;

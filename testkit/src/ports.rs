@@ -97,10 +97,7 @@ pub fn try_free_port() -> Result<u16> {
         return Ok(port);
     }
     Err(Error::io(
-        format!(
-            "looking for a free loopback port in {}..={}",
-            a.low, a.high
-        ),
+        format!("looking for a free loopback port in {}..={}", a.low, a.high),
         std::io::Error::new(std::io::ErrorKind::AddrInUse, "every port is in use"),
     ))
 }

@@ -8,8 +8,10 @@
 //!   *thread* that forked, all servers are forked by one spawner thread that lives as long as the
 //!   process (tokio blocking threads and test threads come and go at unpredictable times).
 //! - Dropping a [`ServerProcess`] sends SIGKILL to the group and waits for the process to exit.
-//! - Every server's environment carries `TUMBLER_TESTKIT_OWNER=<test pid>`, so a leak check can
-//!   find stray servers by scanning `/proc/*/environ`.
+//! - Every server runs in its folder `tumbler-testkit.<test pid>.*` (its cwd) and its environment
+//!   carries `TUMBLER_TESTKIT_OWNER=<test pid>`, so a leak check can find stray servers and their
+//!   owners in `/proc` (`testkit/check-leaks.sh` uses the cwd: redis-server overwrites its
+//!   environ with its process title).
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -24,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// Name of the environment variable that marks every server process the kit starts.
+/// Name of the environment variable that marks every server process the kit starts; its value is
+/// the id of the test process that started it.
 pub const OWNER_ENV: &str = "TUMBLER_TESTKIT_OWNER";
 
 /// How many lines of a server log an error message shows.

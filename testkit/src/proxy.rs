@@ -283,7 +283,9 @@ async fn accept_loop(
                     return;
                 }
                 Some(Ctl::Close(ack)) => {
-                    drop(listener.take());
+                    if let Some(l) = listener.take() {
+                        close_listener(&shared, l);
+                    }
                     let _ = ack.send(());
                 }
                 Some(Ctl::Open(ack)) => {
@@ -294,14 +296,7 @@ async fn accept_loop(
                 }
             },
             r = accept(&listener) => match r {
-                Ok(client) => {
-                    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-                    let gen = shared.kill.borrow().gen;
-                    shared.open_set().insert(id);
-                    shared.accepted.fetch_add(1, Ordering::SeqCst);
-                    let guard = OpenGuard { shared: shared.clone(), id };
-                    tokio::spawn(serve(guard, client, gen));
-                }
+                Ok(client) => adopt(&shared, client),
                 Err(e) => {
                     tracing::warn!("testkit proxy on port {}: accept failed: {e}", shared.port);
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -312,6 +307,36 @@ async fn accept_loop(
                 if listener.is_none() && *shared.mode.borrow() != ProxyMode::Refuse => {
                 listener = rebind(shared.port).await;
             }
+        }
+    }
+}
+
+/// Registers an accepted connection and starts forwarding it.
+fn adopt(shared: &Arc<Shared>, client: TcpStream) {
+    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    let gen = shared.kill.borrow().gen;
+    shared.open_set().insert(id);
+    shared.accepted.fetch_add(1, Ordering::SeqCst);
+    let guard = OpenGuard {
+        shared: shared.clone(),
+        id,
+    };
+    tokio::spawn(serve(guard, client, gen));
+}
+
+/// Stops listening. Connections the kernel has already completed (waiting in the accept queue)
+/// are adopted first: their clients saw `connect` succeed, so they count as open connections.
+fn close_listener(shared: &Arc<Shared>, listener: TcpListener) {
+    let Ok(std_listener) = listener.into_std() else {
+        return;
+    };
+    while let Ok((s, _)) = std_listener.accept() {
+        let adopted = s
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(s));
+        match adopted {
+            Ok(client) => adopt(shared, client),
+            Err(e) => tracing::warn!("testkit proxy: dropping a queued connection: {e}"),
         }
     }
 }
@@ -409,7 +434,10 @@ async fn serve(guard: OpenGuard, mut client: TcpStream, gen: u64) {
     let mut upstream = match upstream {
         Ok(u) => u,
         Err(e) => {
-            tracing::debug!("testkit proxy: upstream {} unreachable: {e}", shared.upstream);
+            tracing::debug!(
+                "testkit proxy: upstream {} unreachable: {e}",
+                shared.upstream
+            );
             finish(&client, None, false);
             return;
         }
@@ -502,8 +530,9 @@ where
                     _ => break,
                 }
             }
-            to.write_all(&data).await?;
+            // Counted before writing, so a peer that has read the bytes sees them counted.
             bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
+            to.write_all(&data).await?;
         }
         Ok::<(), std::io::Error>(())
     };

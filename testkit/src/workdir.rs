@@ -25,7 +25,7 @@ impl WorkDir {
     /// Creates a fresh folder whose name contains `label` (e.g. `redis`, `zk-ensemble`).
     pub(crate) fn new(label: &str) -> Result<WorkDir> {
         static SWEEP: Once = Once::new();
-        SWEEP.call_once(sweep_dead);
+        SWEEP.call_once(remove_stale_dirs);
         let dir = tempfile::Builder::new()
             .prefix(&format!("{PREFIX}{}.{label}.", std::process::id()))
             .tempdir()
@@ -74,8 +74,10 @@ impl Drop for WorkDir {
     }
 }
 
-/// Removes folders left behind by test processes that no longer exist.
-fn sweep_dead() {
+/// Removes the server folders (`tumbler-testkit.<pid>.*` in the system temp folder) left behind
+/// by test processes that no longer exist, e.g. ones that were killed. The kit does this by
+/// itself once per process, before it creates its first folder.
+pub fn remove_stale_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };

@@ -56,7 +56,10 @@ async fn acl_user_can_log_in() {
         Reply::Error(e) => assert!(e.contains("WRONGPASS"), "{e}"),
         other => panic!("AUTH with a wrong password answered {other:?}"),
     }
-    assert_eq!(r.cmd(&["ACL", "WHOAMI"]).await.expect("WHOAMI"), bulk("alice"));
+    assert_eq!(
+        r.cmd(&["ACL", "WHOAMI"]).await.expect("WHOAMI"),
+        bulk("alice")
+    );
     assert_eq!(
         r.url(),
         format!("redis://alice:wonder@127.0.0.1:{}", r.port())
@@ -72,19 +75,28 @@ async fn many_instances_are_independent() {
     ports.dedup();
     assert_eq!(ports.len(), 3, "ports must differ: {ports:?}");
     assert_eq!(rs[0].cmd(&["SET", "k", "0"]).await.expect("SET"), ok());
-    assert_eq!(rs[1].cmd(&["GET", "k"]).await.expect("GET"), Reply::Bulk(None));
+    assert_eq!(
+        rs[1].cmd(&["GET", "k"]).await.expect("GET"),
+        Reply::Bulk(None)
+    );
 }
 
 #[tokio::test]
 async fn paused_redis_stops_answering_until_resumed() {
     let r = Redis::start().await.expect("start redis");
     let mut c = r.connect().await.expect("connect");
-    assert_eq!(c.cmd(&["PING"]).await.expect("PING"), Reply::Simple("PONG".into()));
+    assert_eq!(
+        c.cmd(&["PING"]).await.expect("PING"),
+        Reply::Simple("PONG".into())
+    );
 
     r.pause().expect("pause");
     c.send(&["PING"]).await.expect("send PING");
     let while_paused = tokio::time::timeout(Duration::from_millis(500), c.read_reply()).await;
-    assert!(while_paused.is_err(), "a paused redis answered: {while_paused:?}");
+    assert!(
+        while_paused.is_err(),
+        "a paused redis answered: {while_paused:?}"
+    );
 
     r.resume().expect("resume");
     let after = tokio::time::timeout(Duration::from_secs(5), c.read_reply())
@@ -110,7 +122,9 @@ async fn killed_redis_refuses_connections_until_restarted() {
     let r = Redis::start().await.expect("start redis");
     r.kill().await;
     assert_eq!(r.pid(), None);
-    let e = RespConn::connect(r.addr()).await.expect_err("connect to a killed redis");
+    let e = RespConn::connect(r.addr())
+        .await
+        .expect_err("connect to a killed redis");
     assert!(e.to_string().contains("refused"), "{e}");
     assert!(r.pause().is_err(), "pausing a killed server must fail");
     r.restart().await.expect("restart after kill");
