@@ -1,1 +1,168 @@
-fn main() {}
+//! `tumbler`: distributed locks from the shell.
+
+mod exit;
+mod run;
+mod spinner;
+mod status;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+const URL_HELP: &str = "\
+The store, by URL (or the TUMBLER_URL environment variable):
+  redis://[user:password@]host:port[?ttl=30s&prefix=app:]     one Redis server
+  rediss://...                                                 Redis over TLS
+  redis+redlock://host1:port,host2:port,host3:port             Redlock over independent masters
+  zk://[user:password@]host:port[,host:port...][/chroot]       ZooKeeper
+  etcd://[user:password@]host:port[,host:port...]              etcd (etcds:// for TLS)
+  consul://host:port[?token=...]                               Consul (consuls:// for HTTPS)
+Each store needs its cargo feature (the tumbler CLI is built with all of them).
+memory:// only works inside one process, so it is useless for the CLI.";
+
+/// Distributed locks from the shell: run commands under a lock held on ZooKeeper, Redis, etcd or
+/// Consul, inspect locks and ask their holders to let go.
+#[derive(Parser)]
+#[command(name = "tumbler", version, after_help = URL_HELP)]
+struct Cli {
+    /// The store's URL (see below). Also read from TUMBLER_URL.
+    #[arg(long, env = "TUMBLER_URL", global = true)]
+    url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command while holding a lock (like flock, `etcdctl lock` and `consul lock`).
+    #[command(after_help = "\
+The command gets TUMBLER_LOCK_NAME and TUMBLER_FENCING_TOKEN in its environment; pass the token
+to whatever the lock protects so it can reject stale writers.
+
+If the lock is lost while the command runs (session expired, renewal failed), tumbler sends the
+command SIGTERM, then SIGKILL after --grace, and exits with code 76. SIGTERM and SIGINT sent to
+tumbler are forwarded to the command; the lock is released when the command ends.
+
+Exit codes:
+  the command's own code   the command ran to completion (128+N if it died of signal N)
+  75                       the lock was not acquired (--no-wait found it held, or --timeout passed)
+  76                       the lock was lost while the command ran; the command was stopped
+  77                       tumbler failed: bad arguments, unreachable store, command not found
+
+While waiting on a terminal, a spinner shows who holds the lock.")]
+    Run {
+        /// Give up after waiting this long (e.g. 500ms, 10s, 2m) and exit 75.
+        #[arg(long, value_parser = parse_duration, conflicts_with = "no_wait")]
+        timeout: Option<Duration>,
+        /// Do not wait: exit 75 at once if the lock is held.
+        #[arg(long)]
+        no_wait: bool,
+        /// Take one permit of a semaphore with this many permits instead of a mutex.
+        #[arg(long, value_name = "LIMIT")]
+        semaphore: Option<u32>,
+        /// How long the command may take to exit after SIGTERM when the lock is lost.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        grace: Duration,
+        /// The lock's name, e.g. jobs/nightly.
+        name: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show whether a lock is held, by whom, with which tokens, and how many wait.
+    Status {
+        /// The lock's name.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the holders of a lock to release it (cooperative: their revoke_requested() fires).
+    Revoke {
+        /// The lock's name.
+        name: String,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    tumbler::params::parse_duration(text)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TUMBLER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tumbler: cannot start the async runtime: {e}");
+            std::process::exit(exit::ERROR);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    // Do not wait for background tasks (renewals) of a finished command.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let Some(url) = cli.url else {
+        eprintln!(
+            "tumbler: no store given; pass --url or set TUMBLER_URL, e.g. \
+             TUMBLER_URL=redis://127.0.0.1:6379 (memory:// works only inside one process)\n\n{URL_HELP}"
+        );
+        return exit::ERROR;
+    };
+    let locks = match tumbler::connect(&url).await {
+        Ok(locks) => locks,
+        Err(e) => {
+            eprintln!("tumbler: {e}");
+            return exit::ERROR;
+        }
+    };
+    let result = match cli.command {
+        Command::Run {
+            timeout,
+            no_wait,
+            semaphore,
+            grace,
+            name,
+            command,
+        } => {
+            run::run(
+                locks.clone(),
+                run::RunArgs {
+                    name,
+                    timeout,
+                    no_wait,
+                    semaphore,
+                    grace,
+                    command,
+                },
+            )
+            .await
+        }
+        Command::Status { name, json } => {
+            status::status(locks.clone(), &name, json).await.map(|()| 0)
+        }
+        Command::Revoke { name } => status::revoke(locks.clone(), &name).await.map(|()| 0),
+    };
+    let _ = locks.shutdown().await;
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("tumbler: {message}");
+            exit::ERROR
+        }
+    }
+}
