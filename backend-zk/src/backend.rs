@@ -1,0 +1,231 @@
+//! [`ZkBackend`]: the `LockBackend` implementation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lockcore::{
+    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LockBackend, LockKind,
+    LockName, LockState, Result,
+};
+use zookeeper_client as zk;
+
+use crate::config::ZkConfig;
+use crate::connection::Sessions;
+use crate::error::{convert, BACKEND};
+use crate::hold::Env;
+use crate::layout::{Layout, Role};
+use crate::nodes::AclPolicy;
+use crate::queue::Attempt;
+use crate::{inspect, queue, semaphore};
+
+/// A client of a ZooKeeper ensemble holding locks with Curator's recipes, so that Java services
+/// using Curator and Rust services using tumbler exclude each other on the same paths.
+///
+/// - Mutex: InterProcessMutex (`_c_<uuid>-lock-<seq>` ephemeral sequential nodes, the lowest
+///   holds, each waiter watches only its predecessor). Read-write lock: InterProcessReadWriteLock
+///   (`__READ__`/`__WRIT__`). Semaphore: InterProcessSemaphoreV2 (`locks`/`leases`).
+/// - Fencing token: the lock node's creation zxid, strictly increasing across the ensemble.
+/// - `lost()` fires when the session expires, when the lock node is deleted by someone else,
+///   and when no request has succeeded for two thirds of the session timeout (another client
+///   may hold the lock once the servers expire the session). A session that reconnects in time,
+///   to the same or another server, keeps its locks.
+/// - `request_revoke` writes Curator's `__REVOKE__` marker into the holders' nodes.
+///
+/// ```no_run
+/// # async fn demo() -> lockcore::Result<()> {
+/// let locks = backend_zk::connect_url("zk://127.0.0.1:2181/locks?session_timeout=6s").await?;
+/// let guard = locks.mutex("jobs/nightly")?.lock().await?;
+/// println!("fencing token {}", guard.fencing_token());
+/// tokio::select! {
+///     reason = guard.lost() => eprintln!("stop: {reason}"),
+///     _ = async { /* the protected work */ } => {}
+/// }
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+pub struct ZkBackend {
+    config: ZkConfig,
+    layout: Layout,
+    sessions: Arc<Sessions>,
+    env: Env,
+    negotiated: Duration,
+}
+
+impl std::fmt::Debug for ZkBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZkBackend")
+            .field("config", &self.config)
+            .field("session", &self.sessions.peek().map(|s| s.id()))
+            .finish()
+    }
+}
+
+impl ZkBackend {
+    /// Connects with `config`: opens the first session, failing with a typed error within the
+    /// connect timeout when no server answers.
+    pub async fn connect(config: ZkConfig) -> Result<Arc<ZkBackend>> {
+        let sessions = Sessions::connect(config.clone()).await?;
+        let negotiated = sessions
+            .peek()
+            .map(|s| s.timeout())
+            .unwrap_or(config.session_timeout);
+        let acl = if config.credentials.is_some() {
+            AclPolicy::Secure
+        } else {
+            AclPolicy::Open
+        };
+        Ok(Arc::new(ZkBackend {
+            layout: Layout::new(config.base()),
+            env: Env {
+                addr: config.address().into(),
+                acl,
+            },
+            config,
+            sessions,
+            negotiated,
+        }))
+    }
+
+    /// The configuration this backend was connected with.
+    pub fn config(&self) -> &ZkConfig {
+        &self.config
+    }
+
+    /// The session timeout the servers granted to the first session.
+    pub fn negotiated_session_timeout(&self) -> Duration {
+        self.negotiated
+    }
+
+    /// The current session id as ZooKeeper prints it (`0x...`), if a session is open.
+    pub fn session_id(&self) -> Option<String> {
+        self.sessions.peek().map(|s| s.id().to_string())
+    }
+
+    /// The znode folder of lock `name` (the path to give Curator for the same lock).
+    pub fn lock_path(&self, name: &LockName) -> Result<String> {
+        self.layout.dir(name)
+    }
+
+    /// Fault injection for tests: has the servers end this backend's current session now, as an
+    /// expiry would (a second connection attaches to the session and closes it, deleting its
+    /// ephemeral nodes). Returns once this backend has noticed: its holds have reported
+    /// `lost()` and a new session is used for later operations.
+    pub async fn expire_session(&self) -> Result<()> {
+        let session = self.sessions.current().await?;
+        let info = session
+            .info()
+            .map_err(|e| convert(e, &self.env.addr, "reading the session to expire"))?;
+        let attached = tokio::time::timeout(
+            self.config.connect_timeout,
+            zk::Client::connector()
+                .with_session(info)
+                .with_session_timeout(self.config.session_timeout)
+                .connect(&self.config.connect_string()),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "attaching to the session to expire".into(),
+            addr: self.env.addr.to_string(),
+            after: self.config.connect_timeout,
+        })?
+        .map_err(|e| convert(e, &self.env.addr, "attaching to the session to expire"))?;
+        // Dropping the only handle closes the session on the servers.
+        let mut states = attached.state_watcher();
+        drop(attached);
+        let closing = async {
+            while !states.state().is_terminated() {
+                states.changed().await;
+            }
+        };
+        let _ = tokio::time::timeout(self.config.request_limit(), closing).await;
+        let noticed = tokio::time::timeout(
+            self.negotiated.max(self.config.request_limit()) * 2,
+            session.retired(),
+        )
+        .await;
+        match noticed {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Timeout {
+                operation: "noticing the expired session".into(),
+                addr: self.env.addr.to_string(),
+                after: self.negotiated * 2,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl LockBackend for ZkBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(BACKEND)
+            .with_fifo(true)
+            .with_fencing(Fencing::StrictlyIncreasing)
+            .with_rwlock(true)
+            .with_semaphore(true)
+            .with_revocation(true)
+            .with_lists_waiters(true)
+            .with_crash_release_bound(Some(self.negotiated))
+    }
+
+    fn address(&self) -> String {
+        self.env.addr.to_string()
+    }
+
+    async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
+        let AcquireRequest { name, kind, wait } = request;
+        let dir = self.layout.dir(&name)?;
+        if let LockKind::Permits { limit, count } = kind {
+            semaphore::check_permits(&name, limit, count)?;
+        }
+        loop {
+            let session = self.sessions.current().await?;
+            let attempt = match kind {
+                LockKind::Exclusive => {
+                    queue::attempt(&self.env, &session, &name, &dir, Role::Mutex, wait).await?
+                }
+                LockKind::Read => {
+                    queue::attempt(&self.env, &session, &name, &dir, Role::Read, wait).await?
+                }
+                LockKind::Write => {
+                    queue::attempt(&self.env, &session, &name, &dir, Role::Write, wait).await?
+                }
+                LockKind::Permits { limit, count } => {
+                    semaphore::attempt(&self.env, &session, &name, &dir, (limit, count), wait)
+                        .await?
+                }
+            };
+            match attempt {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Again => {
+                    tracing::debug!(name = %name, "session lost while acquiring; trying again")
+                }
+            }
+        }
+    }
+
+    async fn state(&self, name: &LockName) -> Result<LockState> {
+        let dir = self.layout.dir(name)?;
+        let session = self.sessions.current().await?;
+        inspect::state(&session, name, &dir)
+            .await
+            .map_err(|e| convert(e, &self.env.addr, &format!("state of {name}")))
+    }
+
+    async fn request_revoke(&self, name: &LockName) -> Result<usize> {
+        let dir = self.layout.dir(name)?;
+        let session = self.sessions.current().await?;
+        inspect::request_revoke(&session, &dir)
+            .await
+            .map_err(|e| convert(e, &self.env.addr, &format!("revoke of {name}")))
+    }
+
+    fn connection_events(&self) -> ConnectionEvents {
+        self.sessions.monitor().subscribe()
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.sessions.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! Creating and removing protected lock nodes: ACLs, parent folders, adoption of our own node
+//! after a lost create reply, and cleanup by uuid after a cancelled acquisition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+use zookeeper_client as zk;
+
+use crate::error::{limited, outcome_unknown, session_gone};
+use crate::layout::{join, protection};
+use crate::session::Session;
+
+/// Every permission for the creator's credentials, READ for everyone else.
+static SECURE_ACL: [zk::Acl; 2] = [
+    zk::Acl::new_const(zk::Permission::ALL, "auth", ""),
+    zk::Acl::new_const(zk::Permission::READ, "world", "anyone"),
+];
+
+/// How many times a create is retried after a missing parent or a lost reply.
+const CREATE_ROUNDS: usize = 4;
+
+/// The ACL policy of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AclPolicy {
+    /// No credentials: everyone may do everything (ZooKeeper's OPEN_ACL_UNSAFE).
+    Open,
+    /// Digest credentials: the creator's identity gets every permission, the world only READ.
+    Secure,
+}
+
+impl AclPolicy {
+    pub(crate) fn options(self, mode: zk::CreateMode) -> zk::CreateOptions<'static> {
+        match self {
+            AclPolicy::Open => mode.with_acls(zk::Acls::anyone_all()),
+            AclPolicy::Secure => mode.with_acls(zk::Acls::new(&SECURE_ACL)),
+        }
+    }
+}
+
+/// A node we created (or adopted).
+#[derive(Debug, Clone)]
+pub(crate) struct Created {
+    /// Its name (without the folder).
+    pub(crate) name: String,
+    /// Its creation zxid: the fencing token.
+    pub(crate) czxid: i64,
+    /// The folder's children listed right after the create, if that succeeded.
+    pub(crate) children: Option<Vec<String>>,
+}
+
+/// Creates the folder `dir` and its missing parents as container nodes (as Curator's
+/// `creatingParentContainersIfNeeded` does; the servers remove them once empty).
+pub(crate) async fn ensure_dir(
+    client: &zk::Client,
+    dir: &str,
+    acl: AclPolicy,
+    limit: Duration,
+) -> Result<(), zk::Error> {
+    limited(
+        limit,
+        client.mkdir(dir, &acl.options(zk::CreateMode::Container)),
+    )
+    .await
+}
+
+/// Creates the ephemeral sequential node `<dir>/<prefix><seq>` and lists `dir` in the same
+/// round trip. Creates missing folders; after a lost reply, adopts the node if the create did
+/// happen (found by the uuid in its name) and creates it again if it did not.
+pub(crate) async fn create_sequential(
+    session: &Session,
+    dir: &str,
+    prefix: &str,
+    uuid: &Uuid,
+    acl: AclPolicy,
+) -> Result<Created, zk::Error> {
+    let limit = session.request_limit();
+    let path = join(dir, prefix);
+    let options = acl.options(zk::CreateMode::EphemeralSequential);
+    let mut last = zk::Error::ConnectionLoss;
+    for _ in 0..CREATE_ROUNDS {
+        let client = session.client()?;
+        // Both requests are sent now, in this order; the listing sees our node.
+        let create = client.create(&path, &[], &options);
+        let list = client.list_children(dir);
+        let outcome = tokio::time::timeout(limit, async { (create.await, list.await) }).await;
+        let (created, listed) =
+            outcome.unwrap_or((Err(zk::Error::Timeout), Err(zk::Error::Timeout)));
+        match created {
+            Ok((stat, seq)) => {
+                return Ok(Created {
+                    name: format!("{prefix}{seq}"),
+                    czxid: stat.czxid,
+                    children: listed.ok(),
+                })
+            }
+            Err(zk::Error::NoNode) => ensure_dir(&client, dir, acl, limit).await?,
+            Err(error) if outcome_unknown(&error) => {
+                tracing::info!(%error, dir, "create reply lost; looking for our node");
+                if let Some(found) = find_own(session, dir, uuid).await? {
+                    return Ok(found);
+                }
+                last = error;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last)
+}
+
+/// Finds the node of `uuid` in `dir` after a lost reply (after a `sync`, so a create that
+/// reached the leader before the connection broke is visible).
+pub(crate) async fn find_own(
+    session: &Session,
+    dir: &str,
+    uuid: &Uuid,
+) -> Result<Option<Created>, zk::Error> {
+    let limit = session.request_limit();
+    let client = session.client()?;
+    let ours = protection(uuid);
+    limited(limit, client.sync(dir)).await?;
+    let children = match limited(limit, client.list_children(dir)).await {
+        Err(zk::Error::NoNode) => return Ok(None),
+        other => other?,
+    };
+    let Some(name) = children.iter().find(|c| c.starts_with(&ours)).cloned() else {
+        return Ok(None);
+    };
+    match limited(limit, client.check_stat(&join(dir, &name))).await? {
+        Some(stat) => Ok(Some(Created {
+            name,
+            czxid: stat.czxid,
+            children: Some(children),
+        })),
+        None => Ok(None),
+    }
+}
+
+/// Deletes every node of the acquisition `uuid` in `dirs`, retrying until done or until the
+/// session ends (which deletes them anyway). Requests on one session run in order, so this also
+/// removes a node whose create was still in flight when the acquisition was cancelled.
+pub(crate) async fn delete_by_uuid(session: Arc<Session>, dirs: Vec<String>, uuid: Uuid) {
+    let ours = protection(&uuid);
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let Ok(client) = session.client() else {
+            return;
+        };
+        let mut result = Ok(());
+        for dir in &dirs {
+            result = delete_matching(&client, dir, &ours).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        drop(client);
+        match result {
+            Ok(()) => return,
+            Err(error) if session_gone(&error) => return,
+            Err(error) => {
+                tracing::debug!(%error, "cleanup of a cancelled acquisition failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn delete_matching(client: &zk::Client, dir: &str, prefix: &str) -> Result<(), zk::Error> {
+    client.sync(dir).await.or_else(ignore_no_node)?;
+    let children = match client.list_children(dir).await {
+        Err(zk::Error::NoNode) => return Ok(()),
+        other => other?,
+    };
+    for child in children.iter().filter(|c| c.starts_with(prefix)) {
+        client
+            .delete(&join(dir, child), None)
+            .await
+            .or_else(ignore_no_node)?;
+        tracing::debug!(node = %join(dir, child), "removed the node of a cancelled acquisition");
+    }
+    Ok(())
+}
+
+fn ignore_no_node(error: zk::Error) -> Result<(), zk::Error> {
+    match error {
+        zk::Error::NoNode => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// Deletes `paths` (each may already be gone), retrying in the background until confirmed or
+/// until the session ends: for holds whose release could not be confirmed.
+pub(crate) fn delete_in_background(session: Arc<Session>, paths: Vec<String>) {
+    tokio::spawn(async move {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let Ok(client) = session.client() else {
+                return;
+            };
+            let mut result = Ok(());
+            for path in &paths {
+                result = client.delete(path, None).await.or_else(ignore_no_node);
+                if result.is_err() {
+                    break;
+                }
+            }
+            drop(client);
+            match result {
+                Ok(()) => return,
+                Err(error) if session_gone(&error) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "background delete failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    });
+}
