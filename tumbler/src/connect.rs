@@ -9,6 +9,7 @@ use lockcore::{Error, Result, SharedBackend};
 /// | scheme | store | feature |
 /// |---|---|---|
 /// | `memory://NAME?ttl=10s` | in-process store `NAME` (shared within this process only) | always |
+/// | `zk://[USER:PASS@]HOST:PORT[,HOST:PORT...][/BASE]?session_timeout=10s` | ZooKeeper ensemble, Curator-compatible recipes under `/BASE` (see `backend_zk`) | `zookeeper` |
 ///
 /// A scheme whose feature is not enabled fails with a message naming the feature to enable.
 /// Malformed URLs and unknown query parameters fail with [`Error::InvalidArgument`] naming the
@@ -23,6 +24,9 @@ pub async fn connect(url: &str) -> Result<SharedBackend> {
     match scheme {
         "memory" => connect_memory(rest).await,
         "redis" | "rediss" | "redis+redlock" => not_compiled("redis", "redis"),
+        #[cfg(feature = "zookeeper")]
+        "zk" | "zookeeper" => backend_zk::connect_url(url).await,
+        #[cfg(not(feature = "zookeeper"))]
         "zk" | "zookeeper" => not_compiled("zookeeper", "zookeeper"),
         "etcd" | "etcds" => not_compiled("etcd", "etcd"),
         "consul" | "consuls" => not_compiled("consul", "consul"),
