@@ -50,3 +50,19 @@ pub use ports::{free_port, try_free_port};
 pub use process::OWNER_ENV;
 pub use runtime::blocking;
 pub use workdir::remove_stale_dirs;
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<crate::redis::Redis>();
+        send_sync::<crate::zk::ZooKeeper>();
+        send_sync::<crate::zk::ZkEnsemble>();
+        send_sync::<crate::etcd::Etcd>();
+        send_sync::<crate::etcd::EtcdCluster>();
+        send_sync::<crate::proxy::FaultProxy>();
+        send_sync::<crate::Error>();
+    }
+}

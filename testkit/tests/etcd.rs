@@ -111,3 +111,19 @@ async fn cluster_keeps_serving_after_leader_kill_and_member_rejoins() {
         .await
         .expect("put through the rejoined member");
 }
+
+#[tokio::test]
+async fn cluster_with_auth_applies_it_to_every_member() {
+    let c = EtcdCluster::start_with(
+        1,
+        EtcdOptions {
+            auth: Some(("bob".into(), "builder".into())),
+        },
+    )
+    .await
+    .expect("start a cluster with auth");
+    assert_eq!(c.member(0).credentials(), Some(("bob", "builder")));
+    c.put("k", "v").await.expect("put as bob");
+    let err = raw_put_without_token(c.member(0)).await;
+    assert!(err.contains("user name is empty"), "{err}");
+}
