@@ -1,5 +1,6 @@
 //! `tumbler`: distributed locks from the shell.
 
+mod bench;
 mod exit;
 mod run;
 mod spinner;
@@ -83,6 +84,37 @@ While waiting on a terminal, a spinner shows who holds the lock.")]
         /// The lock's name.
         name: String,
     },
+    /// Measure throughput and latency of every store side by side (and peers where available).
+    #[command(after_help = "\
+Scenarios: single (one client acquire+release), contend-1/-8/-64 (N clients on one name),
+names-1k/-10k (one client holds N names), semaphore (8 clients, 3 permits), rwlock-read-heavy
+(8 clients, 9 reads : 1 write). Latencies come from HDR histograms; hand-off is the time from
+one holder starting its release to the next holder's acquisition; req/op counts server-side
+requests per acquisition (Redis INFO commandstats, ZooKeeper mntr, etcd /metrics, the Consul
+test server's counter). On redis:// URLs rslock is measured too, as a comparison.")]
+    Bench {
+        /// Store URLs to measure (repeatable; TUMBLER_URL/--url counts as one).
+        #[arg(long = "target", value_name = "URL")]
+        targets: Vec<String>,
+        /// Start local servers and measure them: any of redis,zk,etcd,consul.
+        #[arg(long, value_delimiter = ',')]
+        local: Vec<String>,
+        /// Scenarios to run (comma-separated); default: all but names-10k.
+        #[arg(long, value_delimiter = ',', value_parser = bench::Scenario::parse)]
+        scenario: Vec<bench::Scenario>,
+        /// How long each timed scenario runs.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        duration: Duration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write throughput.svg and latency.svg into this folder.
+        #[arg(long, value_name = "DIR")]
+        svg: Option<std::path::PathBuf>,
+        /// Do not measure peer libraries (rslock).
+        #[arg(long)]
+        no_peers: bool,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -116,6 +148,37 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    if let Command::Bench {
+        targets,
+        local,
+        scenario,
+        duration,
+        json,
+        svg,
+        no_peers,
+    } = cli.command
+    {
+        let args = bench::BenchArgs {
+            urls: cli.url.into_iter().chain(targets).collect(),
+            local,
+            scenarios: if scenario.is_empty() {
+                bench::default_scenarios()
+            } else {
+                scenario
+            },
+            duration,
+            json,
+            svg,
+            peers: !no_peers,
+        };
+        return match bench::run(args).await {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("tumbler bench: {message}");
+                exit::ERROR
+            }
+        };
+    }
     let Some(url) = cli.url else {
         eprintln!(
             "tumbler: no store given; pass --url or set TUMBLER_URL, e.g. \
@@ -156,6 +219,7 @@ async fn dispatch(cli: Cli) -> i32 {
             status::status(locks.clone(), &name, json).await.map(|()| 0)
         }
         Command::Revoke { name } => status::revoke(locks.clone(), &name).await.map(|()| 0),
+        Command::Bench { .. } => Ok(0),
     };
     let _ = locks.shutdown().await;
     match result {

@@ -1,0 +1,61 @@
+//! Local servers for `--local`: real Redis, ZooKeeper and etcd from the Debian packages and the
+//! Consul protocol test server, on free loopback ports, stopped when dropped.
+
+use std::any::Any;
+
+/// Running servers and the URLs that reach them.
+pub struct LocalStores {
+    pub urls: Vec<(String, String)>,
+    _servers: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+/// The store names `--local` accepts.
+pub const KNOWN: [&str; 4] = ["redis", "zk", "etcd", "consul"];
+
+/// Starts each named store.
+pub async fn start(names: &[String]) -> Result<LocalStores, String> {
+    let mut urls = Vec::new();
+    let mut servers: Vec<Box<dyn Any + Send + Sync>> = Vec::new();
+    for name in names {
+        match name.as_str() {
+            "redis" => {
+                let server = testkit::redis::Redis::start()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                urls.push((name.clone(), server.url()));
+                servers.push(Box::new(server));
+            }
+            "zk" => {
+                let server = testkit::zk::ZooKeeper::start()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                urls.push((name.clone(), format!("zk://{}", server.connect_string())));
+                servers.push(Box::new(server));
+            }
+            "etcd" => {
+                let server = testkit::etcd::Etcd::start()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                urls.push((name.clone(), format!("etcd://{}", server.addr())));
+                servers.push(Box::new(server));
+            }
+            "consul" => {
+                let server = testkit::consul::ConsulServer::start()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                urls.push((name.clone(), format!("consul://{}", server.http_addr())));
+                servers.push(Box::new(server));
+            }
+            other => {
+                return Err(format!(
+                    "unknown local store {other:?}; use {}",
+                    KNOWN.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(LocalStores {
+        urls,
+        _servers: servers,
+    })
+}
