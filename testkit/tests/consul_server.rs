@@ -1483,3 +1483,29 @@ async fn counters_count_requests_by_endpoint() {
     server.reset_counters();
     assert_eq!(server.counters().total, 0);
 }
+
+#[tokio::test]
+async fn agent_metrics_counts_requests_in_prometheus_text() {
+    let server = ConsulServer::start().await.unwrap();
+    for _ in 0..3 {
+        request(server.addr(), "GET", "/v1/kv/metric-probe", &[], b"")
+            .await
+            .unwrap();
+    }
+    let reply = request(
+        server.addr(),
+        "GET",
+        "/v1/agent/metrics?format=prometheus",
+        &[],
+        b"",
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&reply.body).to_string();
+    let kv_get: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tumbler_http_requests{endpoint=\"kv_get\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no kv_get counter in {text:?}"));
+    assert_eq!(kv_get, 3, "{text}");
+}

@@ -39,7 +39,7 @@ impl Latency {
     }
 
     pub fn summary(&self) -> Option<Percentiles> {
-        (self.0.len() > 0).then(|| Percentiles {
+        (!self.0.is_empty()).then(|| Percentiles {
             p50_us: self.0.value_at_quantile(0.50),
             p99_us: self.0.value_at_quantile(0.99),
             p999_us: self.0.value_at_quantile(0.999),

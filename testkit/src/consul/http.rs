@@ -364,14 +364,42 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, query: Query) -> Re
         return session_read(shared, SessionRead::Node(node), &query, &token).await;
     }
     match path.as_str() {
-        "/v1/status/leader" | "/v1/status/peers" | "/v1/agent/self" if method != Method::GET => {
+        "/v1/status/leader" | "/v1/status/peers" | "/v1/agent/self" | "/v1/agent/metrics"
+            if method != Method::GET =>
+        {
             method_not_allowed(&method, "GET")
         }
         "/v1/status/leader" => json(&LEADER_ADDR),
         "/v1/status/peers" => json(&[LEADER_ADDR]),
         "/v1/agent/self" => agent_self(shared, &token),
+        "/v1/agent/metrics" => agent_metrics(shared),
         _ => empty(StatusCode::NOT_FOUND),
     }
+}
+
+/// The request counters in Prometheus text format (`tumbler_http_requests{endpoint=...}`), for
+/// `tumbler bench`'s server requests per hand-off. Real Consul's metrics differ (interval
+/// summaries); this endpoint is the test server's own.
+fn agent_metrics(shared: &Shared) -> Resp {
+    let c = shared.counters.snapshot();
+    let mut out = String::from("# TYPE tumbler_http_requests counter\n");
+    for (endpoint, count) in [
+        ("kv_get", c.kv_get),
+        ("kv_put", c.kv_put),
+        ("kv_delete", c.kv_delete),
+        ("session_create", c.session_create),
+        ("session_destroy", c.session_destroy),
+        ("session_renew", c.session_renew),
+        ("session_info", c.session_info),
+        ("session_list", c.session_list),
+        ("session_node", c.session_node),
+        ("other", c.other),
+    ] {
+        out.push_str(&format!(
+            "tumbler_http_requests{{endpoint=\"{endpoint}\"}} {count}\n"
+        ));
+    }
+    text(StatusCode::OK, out)
 }
 
 fn agent_self(shared: &Shared, token: &str) -> Resp {
