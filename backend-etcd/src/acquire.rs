@@ -1,0 +1,445 @@
+//! Acquisition: put our key in the lock's queue, then wait for our turn.
+//!
+//! Round trips: an uncontended acquisition is one transaction (create the key if absent, and
+//! read the first contender, as Go's Mutex does). A waiter reads its predecessor, watches it
+//! from the current revision (a synced watcher, no 100 ms catch-up delay), and reads again
+//! only when the predecessor goes; the hand-off is then one delete event plus one read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
+use lockcore::cleanup::CancelCleanup;
+use lockcore::{Error, Hold, LockKind, LockName, Result};
+use tokio::time::sleep;
+
+use crate::errors::{self, BACKEND};
+use crate::hold;
+use crate::inner::{malformed, range_at, revision_of, Inner};
+use crate::keys::{parse_permits, KeyRole, DOWNGRADED};
+use crate::own_key::KeyWatch;
+use crate::session::Session;
+use crate::watch::{Note, Registration, Target};
+
+/// What an acquisition wants, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    Exclusive,
+    Read,
+    Write,
+    Permits { count: u32, limit: u32 },
+}
+
+impl Want {
+    fn of(kind: LockKind) -> Result<Self> {
+        Ok(match kind {
+            LockKind::Exclusive => Want::Exclusive,
+            LockKind::Read => Want::Read,
+            LockKind::Write => Want::Write,
+            LockKind::Permits { limit, count } => {
+                if limit == 0 || count == 0 || count > limit {
+                    return Err(Error::invalid(
+                        "permits",
+                        format!("{count} of {limit}: ask for 1 to {limit} permits of a semaphore with at least 1"),
+                    ));
+                }
+                Want::Permits { count, limit }
+            }
+        })
+    }
+
+    fn role(self) -> KeyRole {
+        match self {
+            Want::Exclusive => KeyRole::Mutex,
+            Want::Read => KeyRole::Read,
+            Want::Write => KeyRole::Write,
+            Want::Permits { .. } => KeyRole::Permits,
+        }
+    }
+
+    fn value(self) -> String {
+        match self {
+            Want::Permits { count, limit } => crate::keys::permits_value(count, limit),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Acquires a hold as lockcore's `acquire` asks.
+pub(crate) async fn acquire(
+    inner: &Arc<Inner>,
+    name: LockName,
+    kind: LockKind,
+    wait: bool,
+) -> Result<Option<Hold>> {
+    let want = Want::of(kind)?;
+    loop {
+        let session = inner.leases.live(inner.request_timeout).await?;
+        match attempt(inner, &session, &name, kind, want, wait).await? {
+            Outcome::Granted(hold) => return Ok(Some(hold)),
+            Outcome::Busy => return Ok(None),
+            Outcome::Requeue if wait => continue,
+            Outcome::Requeue => {
+                return Err(Error::connection(
+                    BACKEND,
+                    inner.addr.clone(),
+                    "the backend's lease was lost during the attempt; try again",
+                ))
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Granted(Hold),
+    Busy,
+    /// Our queue entry is gone (lease lost, or deleted by someone): start over.
+    Requeue,
+}
+
+/// One pass with one lease: enqueue, wait, and hand out the hold.
+async fn attempt(
+    inner: &Arc<Inner>,
+    session: &Arc<Session>,
+    name: &LockName,
+    kind: LockKind,
+    want: Want,
+    wait: bool,
+) -> Result<Outcome> {
+    let lease = session.lease();
+    let (key, reservation) = match want {
+        Want::Exclusive => {
+            let (key, reservation) = inner.reserve_mutex_key(name, lease);
+            (key, Some(reservation))
+        }
+        _ => {
+            let n = inner.next_number();
+            (inner.layout.unique_key(name, want.role(), lease, n), None)
+        }
+    };
+    // Watch our own key before creating it, so the hold's monitor usually needs no extra read.
+    let mut own = KeyWatch::start(&inner.watches, &key);
+    // From here on, a cancelled or failed acquisition must not leave the key behind.
+    let cleanup = {
+        let (inner, session, key, reservation) = (
+            inner.clone(),
+            session.clone(),
+            key.clone(),
+            reservation.clone(),
+        );
+        CancelCleanup::new("delete etcd queue key", async move {
+            inner.remove_key(&session, &key, 0).await;
+            drop(reservation);
+        })
+    };
+    let contender = Contender {
+        inner,
+        name,
+        want,
+        key,
+        revision: 0,
+    };
+    let Some((contender, granted)) = contender.enqueue(session, wait).await? else {
+        return Ok(Outcome::Requeue);
+    };
+    if !granted {
+        if !wait {
+            contender.leave().await?;
+            cleanup.disarm();
+            drop(reservation);
+            return Ok(Outcome::Busy);
+        }
+        match contender.wait_turn(session, &mut own).await? {
+            Turn::Granted => {}
+            Turn::Requeue => return Ok(Outcome::Requeue),
+        }
+    }
+    if !session.is_alive() {
+        return Ok(Outcome::Requeue);
+    }
+    let hold = hold::grant(hold::Granted {
+        inner: inner.clone(),
+        session: session.clone(),
+        name: name.clone(),
+        kind,
+        key: contender.key,
+        revision: contender.revision,
+        own,
+        reservation,
+    });
+    cleanup.disarm();
+    Ok(Outcome::Granted(hold))
+}
+
+enum Turn {
+    Granted,
+    Requeue,
+}
+
+/// What stands between a contender and the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Blocker {
+    /// The key just before ours that we must outlive.
+    Key(Vec<u8>),
+    /// A semaphore's contenders: any deletion may free enough permits.
+    Range(String),
+}
+
+impl Blocker {
+    fn target(&self) -> Target {
+        match self {
+            Blocker::Key(key) => Target::deletion_of(key),
+            Blocker::Range(prefix) => Target::deletions_under(prefix),
+        }
+    }
+}
+
+enum Verdict {
+    Granted,
+    Blocked(Blocker),
+    /// Our own key is gone.
+    Gone,
+}
+
+/// Our key in a lock's queue.
+struct Contender<'a> {
+    inner: &'a Inner,
+    name: &'a LockName,
+    want: Want,
+    key: String,
+    /// The create revision of our key: our place in the queue and the fencing token.
+    revision: i64,
+}
+
+impl<'a> Contender<'a> {
+    /// Creates our key (or finds it, if an earlier try of this very request created it) and
+    /// reads enough of the queue to tell whether we hold the lock at once. `None` when the
+    /// lease turned out to be gone.
+    async fn enqueue(mut self, session: &Session, wait: bool) -> Result<Option<(Self, bool)>> {
+        let put = TxnOp::put(
+            self.key.as_str(),
+            self.want.value(),
+            Some(PutOptions::new().with_lease(session.lease())),
+        );
+        let query = self.first_query();
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([put, query.clone()])
+            .or_else([TxnOp::get(self.key.as_str(), None), query]);
+        let what = format!("enqueue on {}", self.name);
+        let result = if wait {
+            self.inner.txn_while_alive(&what, txn, session).await
+        } else {
+            self.inner.txn(&what, txn).await.map(Some)
+        };
+        let response = match result {
+            Ok(Some(response)) => response,
+            Ok(None) => return Ok(None),
+            Err(error) if errors::says_lease_gone(&error) => {
+                session.kill(lockcore::LostReason::SessionExpired);
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        self.revision = if response.succeeded() {
+            revision_of(&response)
+        } else {
+            range_at(&response, 0)
+                .first()
+                .map(KeyValue::create_revision)
+                .ok_or_else(|| malformed("the enqueue transaction"))?
+        };
+        let queue = range_at(&response, 1);
+        let granted = self.first_verdict(&queue)?;
+        Ok(Some((self, granted)))
+    }
+
+    /// The read of the enqueue transaction (our create revision is not known yet).
+    fn first_query(&self) -> TxnOp {
+        let layout = &self.inner.layout;
+        let by_creation = |limit| {
+            GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Ascend)
+                .with_limit(limit)
+        };
+        match self.want {
+            // The first contender: Go's Mutex takes the same one-round-trip path.
+            Want::Exclusive | Want::Write => {
+                TxnOp::get(layout.lock_prefix(self.name), Some(by_creation(1)))
+            }
+            // The first two writers (only the first can be a downgraded one).
+            Want::Read => TxnOp::get(layout.writers_prefix(self.name), Some(by_creation(2))),
+            Want::Permits { .. } => {
+                TxnOp::get(layout.permits_prefix(self.name), Some(by_creation(0)))
+            }
+        }
+    }
+
+    fn first_verdict(&self, queue: &[KeyValue]) -> Result<bool> {
+        match self.want {
+            Want::Exclusive | Want::Write => Ok(queue
+                .first()
+                .is_none_or(|first| first.create_revision() == self.revision)),
+            Want::Read => Ok(!queue
+                .iter()
+                .any(|w| w.create_revision() < self.revision && w.value() != DOWNGRADED)),
+            Want::Permits { count, limit } => self.permits_fit(queue, count, limit),
+        }
+    }
+
+    /// Whether `count` permits fit after every earlier contender in `queue`.
+    fn permits_fit(&self, queue: &[KeyValue], count: u32, limit: u32) -> Result<bool> {
+        let mut taken = u64::from(count);
+        for earlier in queue
+            .iter()
+            .filter(|kv| kv.create_revision() < self.revision)
+        {
+            match parse_permits(earlier.value()) {
+                Some((_, theirs)) if theirs != limit => {
+                    return Err(Error::Conflict {
+                        name: self.name.clone(),
+                        problem: format!(
+                            "the semaphore is in use with a limit of {theirs} permits, not {limit}; use one limit everywhere"
+                        ),
+                    })
+                }
+                Some((held, _)) => taken += u64::from(held),
+                // A key this layout did not write: it can only block.
+                None => taken += u64::from(limit),
+            }
+        }
+        Ok(taken <= u64::from(limit))
+    }
+
+    /// Leaves the queue after a busy one-shot attempt.
+    async fn leave(&self) -> Result<()> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.key.as_str(),
+                CompareOp::Equal,
+                self.revision,
+            )])
+            .and_then([TxnOp::delete(self.key.as_str(), None)]);
+        self.inner
+            .txn(&format!("leaving the queue of {}", self.name), txn)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until we hold the lock, or our key is gone.
+    async fn wait_turn(&self, session: &Session, own: &mut KeyWatch) -> Result<Turn> {
+        let mut watched: Option<(Blocker, Registration)> = None;
+        loop {
+            let Some((verdict, checked_at)) = self.check(session).await? else {
+                return Ok(Turn::Requeue);
+            };
+            let blocker = match verdict {
+                Verdict::Granted => return Ok(Turn::Granted),
+                Verdict::Gone => return Ok(Turn::Requeue),
+                Verdict::Blocked(blocker) => blocker,
+            };
+            if watched.as_ref().map(|(b, _)| b) != Some(&blocker) {
+                let registration = self.inner.watches.register(blocker.target());
+                watched = Some((blocker, registration));
+            }
+            let Some((_, registration)) = watched.as_mut() else {
+                continue;
+            };
+            let mut rewatch = false;
+            // Wait for a reason to look again. A watcher created at or before `checked_at`
+            // sees every deletion after our read; one created later may have missed it.
+            loop {
+                tokio::select! {
+                    note = registration.next() => match note {
+                        None => return Err(Error::Closed { backend: BACKEND }),
+                        Some(Note::Created { revision }) if revision <= checked_at => {}
+                        Some(Note::Created { .. } | Note::Deleted { .. }) => break,
+                        Some(Note::Canceled(reason)) => {
+                            tracing::debug!(%reason, "etcd cancelled a predecessor watch; watching again");
+                            sleep(Duration::from_millis(100)).await;
+                            rewatch = true;
+                            break;
+                        }
+                        Some(Note::Reset | Note::Put { .. }) => {}
+                    },
+                    note = own.next() => match note {
+                        None => return Err(Error::Closed { backend: BACKEND }),
+                        Some(Note::Deleted { .. }) => return Ok(Turn::Requeue),
+                        Some(Note::Created { revision }) if revision > checked_at => break,
+                        Some(Note::Canceled(_)) => {
+                            own.renew(&self.inner.watches);
+                            break;
+                        }
+                        Some(_) => {}
+                    },
+                    _ = session.invalid() => return Ok(Turn::Requeue),
+                }
+            }
+            if rewatch {
+                watched = None;
+            }
+        }
+    }
+
+    /// Reads our key and what may block it, in one transaction. `None` if the lease died while
+    /// the store was unreachable.
+    async fn check(&self, session: &Session) -> Result<Option<(Verdict, i64)>> {
+        let txn = Txn::new().and_then([TxnOp::get(self.key.as_str(), None), self.blocker_query()]);
+        let what = format!("queue check on {}", self.name);
+        let Some(response) = self.inner.txn_while_alive(&what, txn, session).await? else {
+            return Ok(None);
+        };
+        let at = revision_of(&response);
+        let ours = range_at(&response, 0);
+        if ours.first().map(KeyValue::create_revision) != Some(self.revision) {
+            return Ok(Some((Verdict::Gone, at)));
+        }
+        let before = range_at(&response, 1);
+        let layout = &self.inner.layout;
+        let verdict = match self.want {
+            Want::Exclusive | Want::Write => match before.first() {
+                None => Verdict::Granted,
+                Some(kv) => Verdict::Blocked(Blocker::Key(kv.key().to_vec())),
+            },
+            Want::Read => match before.iter().find(|w| w.value() != DOWNGRADED) {
+                None => Verdict::Granted,
+                Some(kv) => Verdict::Blocked(Blocker::Key(kv.key().to_vec())),
+            },
+            Want::Permits { count, limit } => {
+                if self.permits_fit(&before, count, limit)? {
+                    Verdict::Granted
+                } else {
+                    Verdict::Blocked(Blocker::Range(layout.permits_prefix(self.name)))
+                }
+            }
+        };
+        Ok(Some((verdict, at)))
+    }
+
+    /// The contenders before ours that matter: the last one (mutex, writer), the last two
+    /// writers (reader), or all (semaphore).
+    fn blocker_query(&self) -> TxnOp {
+        let layout = &self.inner.layout;
+        let before = |limit| {
+            GetOptions::new()
+                .with_prefix()
+                .with_max_create_revision(self.revision - 1)
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(limit)
+        };
+        match self.want {
+            Want::Exclusive | Want::Write => {
+                TxnOp::get(layout.lock_prefix(self.name), Some(before(1)))
+            }
+            Want::Read => TxnOp::get(layout.writers_prefix(self.name), Some(before(2))),
+            Want::Permits { .. } => TxnOp::get(layout.permits_prefix(self.name), Some(before(0))),
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! A granted hold: its monitor (key deleted → lost, key rewritten by someone → revocation
+//! requested), its owner-checked release, and the write → read downgrade.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp};
+use lockcore::{
+    hold_signals, Error, HeldLock, Hold, HoldNotifier, LockKind, LockName, LostReason, Result,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::sleep;
+use tracing::Instrument;
+
+use crate::inner::{range_at, revision_of, Inner, Reservation};
+use crate::keys::DOWNGRADED;
+use crate::own_key::KeyWatch;
+use crate::session::Session;
+use crate::watch::Note;
+
+/// Everything known about a hold at the moment it is granted.
+pub(crate) struct Granted {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) session: Arc<Session>,
+    pub(crate) name: LockName,
+    pub(crate) kind: LockKind,
+    pub(crate) key: String,
+    /// The key's create revision: the fencing token.
+    pub(crate) revision: i64,
+    pub(crate) own: KeyWatch,
+    pub(crate) reservation: Option<Reservation>,
+}
+
+/// Turns a granted acquisition into a [`Hold`]: registers it with the session and starts its
+/// monitor.
+pub(crate) fn grant(granted: Granted) -> Hold {
+    let Granted {
+        inner,
+        session,
+        name,
+        kind,
+        key,
+        revision,
+        own,
+        reservation,
+    } = granted;
+    let (notifier, signals) = hold_signals();
+    let notifier = Arc::new(notifier);
+    let entry = session.register(notifier.clone());
+    let releasing = Arc::new(AtomicBool::new(false));
+    let monitor = Monitor::spawn(MonitorState {
+        inner: inner.clone(),
+        name: name.clone(),
+        key: key.clone(),
+        revision,
+        own_write: revision,
+        own,
+        notifier: notifier.clone(),
+        releasing: releasing.clone(),
+    });
+    Hold {
+        token: u64::try_from(revision).unwrap_or(0),
+        held: Box::new(EtcdHeld {
+            inner,
+            session,
+            name,
+            kind,
+            key,
+            revision,
+            live: Some(Live {
+                notifier,
+                entry,
+                releasing,
+                monitor,
+                reservation,
+            }),
+        }),
+        signals,
+    }
+}
+
+/// The backend's handle on one hold.
+struct EtcdHeld {
+    inner: Arc<Inner>,
+    session: Arc<Session>,
+    name: LockName,
+    kind: LockKind,
+    key: String,
+    revision: i64,
+    /// `None` once released or downgraded.
+    live: Option<Live>,
+}
+
+struct Live {
+    notifier: Arc<HoldNotifier>,
+    entry: u64,
+    releasing: Arc<AtomicBool>,
+    monitor: Monitor,
+    reservation: Option<Reservation>,
+}
+
+impl EtcdHeld {
+    /// Forgets the hold locally (the key is gone or handed on).
+    fn finish(&mut self) {
+        if let Some(live) = self.live.take() {
+            self.session.unregister(live.entry);
+            live.monitor.stop();
+        }
+    }
+
+    fn owner_checked(&self, then: TxnOp) -> Txn {
+        Txn::new()
+            .when([Compare::create_revision(
+                self.key.as_str(),
+                CompareOp::Equal,
+                self.revision,
+            )])
+            .and_then([then])
+    }
+}
+
+#[async_trait]
+impl HeldLock for EtcdHeld {
+    async fn release(&mut self) -> Result<()> {
+        let Some(live) = &self.live else {
+            return Ok(());
+        };
+        live.releasing.store(true, Ordering::SeqCst);
+        let txn = self.owner_checked(TxnOp::delete(self.key.as_str(), None));
+        let what = format!("release of {}", self.name);
+        let (response, doubtful) = self.inner.txn_reporting_doubt(&what, txn).await?;
+        let lost = live.notifier.is_lost();
+        self.finish();
+        // After an attempt whose answer was lost, "already gone" most likely means that attempt
+        // deleted the key: nobody else deletes the key of a live lease (only an operator).
+        if response.succeeded() || (doubtful && !lost && self.session.is_alive()) {
+            Ok(())
+        } else {
+            Err(Error::NotOwner {
+                name: self.name.clone(),
+            })
+        }
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        if self.kind != LockKind::Write {
+            return Err(Error::invalid(
+                "downgrade",
+                "only the write side of a read-write lock can be downgraded",
+            ));
+        }
+        // Rewriting the value keeps the key's create revision, so its place in the queue: no
+        // writer queued behind it can slip in between the write and the read hold.
+        let put = TxnOp::put(
+            self.key.as_str(),
+            DOWNGRADED,
+            Some(PutOptions::new().with_ignore_lease()),
+        );
+        let txn = self.owner_checked(put);
+        let Some(live) = self.live.as_mut() else {
+            return Err(Error::NotOwner {
+                name: self.name.clone(),
+            });
+        };
+        if live.notifier.is_lost() || !self.session.is_alive() {
+            return Err(Error::NotOwner {
+                name: self.name.clone(),
+            });
+        }
+        // Take the key watcher back from the write hold's monitor; the read hold keeps it.
+        let own = live.monitor.take().await;
+        let what = format!("downgrade of {}", self.name);
+        let outcome = self.inner.txn(&what, txn).await;
+        let own = match own {
+            Some(own) => own,
+            None => KeyWatch::start(&self.inner.watches, &self.key),
+        };
+        let response = match outcome {
+            Ok(response) if response.succeeded() => response,
+            Ok(_) => {
+                live.notifier.lost(LostReason::Deleted);
+                live.monitor = Monitor::spawn(MonitorState {
+                    inner: self.inner.clone(),
+                    name: self.name.clone(),
+                    key: self.key.clone(),
+                    revision: self.revision,
+                    own_write: self.revision,
+                    own,
+                    notifier: live.notifier.clone(),
+                    releasing: live.releasing.clone(),
+                });
+                return Err(Error::NotOwner {
+                    name: self.name.clone(),
+                });
+            }
+            Err(error) => {
+                // The write hold stays as it was: watch it again.
+                live.monitor = Monitor::spawn(MonitorState {
+                    inner: self.inner.clone(),
+                    name: self.name.clone(),
+                    key: self.key.clone(),
+                    revision: self.revision,
+                    own_write: self.revision,
+                    own,
+                    notifier: live.notifier.clone(),
+                    releasing: live.releasing.clone(),
+                });
+                return Err(error);
+            }
+        };
+        let own_write = revision_of(&response);
+        let reservation = live.reservation.take();
+        self.finish();
+        let (notifier, signals) = hold_signals();
+        let notifier = Arc::new(notifier);
+        let entry = self.session.register(notifier.clone());
+        let releasing = Arc::new(AtomicBool::new(false));
+        let monitor = Monitor::spawn(MonitorState {
+            inner: self.inner.clone(),
+            name: self.name.clone(),
+            key: self.key.clone(),
+            revision: self.revision,
+            own_write,
+            own,
+            notifier: notifier.clone(),
+            releasing: releasing.clone(),
+        });
+        Ok(Hold {
+            token: u64::try_from(self.revision).unwrap_or(0),
+            held: Box::new(EtcdHeld {
+                inner: self.inner.clone(),
+                session: self.session.clone(),
+                name: self.name.clone(),
+                kind: LockKind::Read,
+                key: self.key.clone(),
+                revision: self.revision,
+                live: Some(Live {
+                    notifier,
+                    entry,
+                    releasing,
+                    monitor,
+                    reservation,
+                }),
+            }),
+            signals,
+        })
+    }
+}
+
+impl Drop for EtcdHeld {
+    fn drop(&mut self) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        // Dropped without a confirmed release: delete the key in the background, or the shared
+        // lease would keep it (and the lock) for as long as this backend lives.
+        live.releasing.store(true, Ordering::SeqCst);
+        self.session.unregister(live.entry);
+        live.monitor.stop();
+        let (inner, session, key, revision, reservation) = (
+            self.inner.clone(),
+            self.session.clone(),
+            self.key.clone(),
+            self.revision,
+            live.reservation,
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    inner.remove_key(&session, &key, revision).await;
+                    drop(reservation);
+                });
+            }
+            Err(_) => tracing::error!(
+                key = %self.key,
+                "etcd hold dropped outside a tokio runtime; its key stays until the backend's lease ends"
+            ),
+        }
+    }
+}
+
+/// The task watching one hold's key.
+struct Monitor {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Option<KeyWatch>>>,
+}
+
+struct MonitorState {
+    inner: Arc<Inner>,
+    name: LockName,
+    key: String,
+    /// The key's create revision.
+    revision: i64,
+    /// The mod revision of our own last write of the key; later writes are someone else's.
+    own_write: i64,
+    own: KeyWatch,
+    notifier: Arc<HoldNotifier>,
+    releasing: Arc<AtomicBool>,
+}
+
+impl Monitor {
+    fn spawn(state: MonitorState) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let span = tracing::debug_span!("etcd_hold", name = %state.name, token = state.revision);
+        let task = tokio::spawn(state.run(stopped).instrument(span));
+        Monitor {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the monitor and returns its watcher (if it still had one).
+    async fn take(&mut self) -> Option<KeyWatch> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.ok().flatten(),
+            None => None,
+        }
+    }
+}
+
+impl MonitorState {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Option<KeyWatch> {
+        // What the watcher saw while we were still waiting for the lock.
+        if self.own.last_put > self.own_write {
+            self.notifier.revoke_requested();
+        }
+        let mut check = self.needs_check();
+        loop {
+            if check {
+                check = false;
+                match self.check().await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot read our etcd key; trying again");
+                        check = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = &mut stop => return Some(self.own),
+                _ = self.notifier.closed() => return Some(self.own),
+                _ = sleep(Duration::from_millis(250)), if check => {}
+                note = self.own.next() => match note {
+                    None => return None,
+                    Some(Note::Created { .. }) => check = self.needs_check(),
+                    Some(Note::Deleted { .. }) => {
+                        self.deleted();
+                        return None;
+                    }
+                    Some(Note::Put { create_revision, mod_revision, .. }) => {
+                        if create_revision != self.revision {
+                            // Deleted and created again by someone else.
+                            self.deleted();
+                            return None;
+                        }
+                        if mod_revision > self.own_write {
+                            tracing::info!("revocation requested");
+                            self.notifier.revoke_requested();
+                        }
+                    }
+                    Some(Note::Reset) => {}
+                    Some(Note::Canceled(reason)) => {
+                        tracing::debug!(%reason, "etcd cancelled our key watch; watching again");
+                        sleep(Duration::from_millis(100)).await;
+                        self.own.renew(&self.inner.watches);
+                    }
+                },
+            }
+        }
+    }
+
+    /// A watcher created after our last write may have missed a change in between.
+    fn needs_check(&self) -> bool {
+        self.own.created.is_some_and(|at| at > self.own_write)
+    }
+
+    /// Reads the key once; returns false when the hold is gone.
+    async fn check(&self) -> Result<bool> {
+        let txn = Txn::new().and_then([TxnOp::get(self.key.as_str(), None)]);
+        let response = self
+            .inner
+            .txn_once(&format!("check of our key for {}", self.name), txn)
+            .await?;
+        let ours = range_at(&response, 0);
+        match ours.first() {
+            Some(kv) if kv.create_revision() == self.revision => {
+                if KeyValue::mod_revision(kv) > self.own_write {
+                    self.notifier.revoke_requested();
+                }
+                Ok(true)
+            }
+            _ => {
+                self.deleted();
+                Ok(false)
+            }
+        }
+    }
+
+    fn deleted(&self) {
+        if self.releasing.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.notifier.lost(LostReason::Deleted) {
+            tracing::warn!(key = %self.key, "etcd lock key deleted by someone else; hold lost");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Where each primitive keeps its keys, and how to read them back.
+//!
+//! Every key of a lock lives under `<prefix><NAME>/` and carries the backend's lease:
+//!
+//! | primitive | key | value |
+//! |---|---|---|
+//! | mutex | `NAME/<lease hex>` (a second concurrent hold of the same name from the same backend instance: `NAME/<lease hex>_<n>`) | empty |
+//! | read side | `NAME/read/<lease hex>_<n>` | empty |
+//! | write side | `NAME/write/<lease hex>_<n>` | empty, `read` once downgraded |
+//! | semaphore | `NAME/sem/<lease hex>_<n>` | `<permits>/<limit>` |
+//!
+//! The mutex key is exactly the one of Go's `concurrency.Mutex` (and so `etcdctl lock NAME`).
+//! Order is always the key's create revision, never its mod revision: a revocation request or a
+//! downgrade rewrites a key in place and must not move it in the queue.
+
+use lockcore::LockName;
+
+/// The value of a write key that was downgraded to a read hold.
+pub(crate) const DOWNGRADED: &[u8] = b"read";
+
+/// The key layout of one backend instance (its key prefix).
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    prefix: String,
+}
+
+/// What a key under a lock's prefix is, as far as this layout can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyRole {
+    /// A mutex contender (`NAME/<id>`), ours or a Go client's.
+    Mutex,
+    /// A reader (`NAME/read/<id>`).
+    Read,
+    /// A writer (`NAME/write/<id>`).
+    Write,
+    /// A semaphore contender (`NAME/sem/<id>`).
+    Permits,
+}
+
+impl Layout {
+    /// A layout whose keys all start with `prefix` (may be empty).
+    pub(crate) fn new(prefix: String) -> Self {
+        Layout { prefix }
+    }
+
+    /// The key prefix every key of this layout starts with.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>NAME/`: every key of the lock (and, as in Go's Mutex, of locks nested below it).
+    pub(crate) fn lock_prefix(&self, name: &LockName) -> String {
+        format!("{}{}/", self.prefix, name.as_str())
+    }
+
+    /// `<prefix>NAME/write/`: the writers of a read-write lock.
+    pub(crate) fn writers_prefix(&self, name: &LockName) -> String {
+        format!("{}write/", self.lock_prefix(name))
+    }
+
+    /// `<prefix>NAME/sem/`: the contenders of a semaphore.
+    pub(crate) fn permits_prefix(&self, name: &LockName) -> String {
+        format!("{}sem/", self.lock_prefix(name))
+    }
+
+    /// The key of a mutex contender: Go's `NAME/<lease hex>`, or with `_<n>` for an extra
+    /// concurrent acquisition of the same name by the same instance.
+    pub(crate) fn mutex_key(&self, name: &LockName, lease: i64, extra: Option<u64>) -> String {
+        match extra {
+            None => format!("{}{:x}", self.lock_prefix(name), lease),
+            Some(n) => format!("{}{:x}_{n}", self.lock_prefix(name), lease),
+        }
+    }
+
+    /// The key of a reader, writer or semaphore contender.
+    pub(crate) fn unique_key(&self, name: &LockName, role: KeyRole, lease: i64, n: u64) -> String {
+        let folder = match role {
+            KeyRole::Mutex => return self.mutex_key(name, lease, Some(n)),
+            KeyRole::Read => "read/",
+            KeyRole::Write => "write/",
+            KeyRole::Permits => "sem/",
+        };
+        format!("{}{folder}{:x}_{n}", self.lock_prefix(name), lease)
+    }
+}
+
+/// Classifies `rest`, the part of a key after `NAME/`. Returns the role and the holder id (the
+/// last segment, e.g. the lease in hex); `None` for keys of locks nested below the name.
+pub(crate) fn classify(rest: &str) -> Option<(KeyRole, &str)> {
+    match rest.split_once('/') {
+        None if !rest.is_empty() => Some((KeyRole::Mutex, rest)),
+        Some(("read", id)) if is_segment(id) => Some((KeyRole::Read, id)),
+        Some(("write", id)) if is_segment(id) => Some((KeyRole::Write, id)),
+        Some(("sem", id)) if is_segment(id) => Some((KeyRole::Permits, id)),
+        _ => None,
+    }
+}
+
+fn is_segment(id: &str) -> bool {
+    !id.is_empty() && !id.contains('/')
+}
+
+/// The holder id of a key id: the lease in hex, without our `_<n>` suffix.
+pub(crate) fn holder_id(id: &str) -> &str {
+    id.split_once('_').map_or(id, |(lease, _)| lease)
+}
+
+/// The value of a semaphore key holding `count` of `limit` permits.
+pub(crate) fn permits_value(count: u32, limit: u32) -> String {
+    format!("{count}/{limit}")
+}
+
+/// Reads a semaphore key's value back: `(count, limit)`. `None` for values this layout did not
+/// write (such a key is treated as taking every permit, so it can only block, never admit).
+pub(crate) fn parse_permits(value: &[u8]) -> Option<(u32, u32)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (count, limit) = text.split_once('/')?;
+    Some((count.parse().ok()?, limit.parse().ok()?))
+}
+
+/// The first key after every key that starts with `prefix` (the end of a prefix range).
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> LockName {
+        LockName::new(s).unwrap()
+    }
+
+    #[test]
+    fn mutex_key_is_gos() {
+        let layout = Layout::new(String::new());
+        assert_eq!(
+            layout.mutex_key(&name("jobs/nightly"), 0x694d_7a1b_2c3d_4e5f, None),
+            "jobs/nightly/694d7a1b2c3d4e5f"
+        );
+        let prefixed = Layout::new("app/".into());
+        assert_eq!(prefixed.mutex_key(&name("x"), 255, Some(2)), "app/x/ff_2");
+        assert_eq!(
+            prefixed.unique_key(&name("x"), KeyRole::Write, 255, 7),
+            "app/x/write/ff_7"
+        );
+    }
+
+    #[test]
+    fn classifies_keys() {
+        assert_eq!(classify("ff"), Some((KeyRole::Mutex, "ff")));
+        assert_eq!(classify("read/ff_1"), Some((KeyRole::Read, "ff_1")));
+        assert_eq!(classify("write/ff_1"), Some((KeyRole::Write, "ff_1")));
+        assert_eq!(classify("sem/ff_1"), Some((KeyRole::Permits, "ff_1")));
+        assert_eq!(classify("child/ff"), None);
+        assert_eq!(classify("read/child/ff"), None);
+        assert_eq!(holder_id("ff_1"), "ff");
+        assert_eq!(holder_id("ff"), "ff");
+    }
+
+    #[test]
+    fn permits_round_trip() {
+        assert_eq!(parse_permits(permits_value(2, 5).as_bytes()), Some((2, 5)));
+        assert_eq!(parse_permits(b""), None);
+        assert_eq!(parse_permits(b"x/5"), None);
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end("a/"), b"a0".to_vec());
+        assert_eq!(prefix_end(""), vec![0]);
+    }
+}
