@@ -108,29 +108,71 @@ impl ZkBackend {
     }
 
     /// Fault injection for tests: has the servers end this backend's current session now, as an
-    /// expiry would (a second connection attaches to the session and closes it, deleting its
-    /// ephemeral nodes). Returns once this backend has noticed: its holds have reported
-    /// `lost()` and a new session is used for later operations.
+    /// expiry would, and returns once this backend has noticed (its holds have reported
+    /// `lost()`; later operations use a new session).
+    ///
+    /// A second connection attaches to the session and closes it, which deletes its ephemeral
+    /// nodes. This backend's own client may win the session back in between, so this retries a
+    /// few times; when the test can cut this backend's route first (a fault proxy), prefer
+    /// [`ZkBackend::expire_session_at`].
     pub async fn expire_session(&self) -> Result<()> {
         let session = self.sessions.current().await?;
+        let patience = self.negotiated.max(Duration::from_secs(1));
+        let mut last = None;
+        for _ in 0..5 {
+            if let Err(error) = self
+                .close_session(&session, &self.config.connect_string())
+                .await
+            {
+                last = Some(error);
+            }
+            if tokio::time::timeout(patience, session.retired())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Timeout {
+            operation: "expiring the session".into(),
+            addr: self.env.addr.to_string(),
+            after: patience * 5,
+        }))
+    }
+
+    /// Fault injection for tests: has the servers reached through `hosts` (a connect string)
+    /// end this backend's current session now, as an expiry would. Returns once the servers
+    /// confirmed; this backend notices when it next reaches them (cut its route first, e.g.
+    /// with a fault proxy, so that it cannot win the session back before it is closed).
+    pub async fn expire_session_at(&self, hosts: &str) -> Result<()> {
+        let session = self
+            .sessions
+            .peek()
+            .ok_or(Error::Closed { backend: BACKEND })?;
+        self.close_session(&session, hosts).await
+    }
+
+    async fn close_session(&self, session: &crate::session::Session, hosts: &str) -> Result<()> {
+        let what = "attaching to the session to expire";
         let info = session
             .info()
-            .map_err(|e| convert(e, &self.env.addr, "reading the session to expire"))?;
+            .map_err(|e| convert(e, &self.env.addr, what))?;
+        let limit = self.config.connect_timeout.min(self.negotiated * 2);
         let attached = tokio::time::timeout(
-            self.config.connect_timeout,
+            limit,
             zk::Client::connector()
                 .with_session(info)
                 .with_session_timeout(self.config.session_timeout)
-                .connect(&self.config.connect_string()),
+                .connect(hosts),
         )
         .await
         .map_err(|_| Error::Timeout {
-            operation: "attaching to the session to expire".into(),
-            addr: self.env.addr.to_string(),
-            after: self.config.connect_timeout,
+            operation: what.into(),
+            addr: hosts.to_owned(),
+            after: limit,
         })?
-        .map_err(|e| convert(e, &self.env.addr, "attaching to the session to expire"))?;
-        // Dropping the only handle closes the session on the servers.
+        .map_err(|e| convert(e, hosts, what))?;
+        // Dropping the only handle sends CloseSession; wait until the servers answered it.
         let mut states = attached.state_watcher();
         drop(attached);
         let closing = async {
@@ -138,20 +180,13 @@ impl ZkBackend {
                 states.changed().await;
             }
         };
-        let _ = tokio::time::timeout(self.config.request_limit(), closing).await;
-        let noticed = tokio::time::timeout(
-            self.negotiated.max(self.config.request_limit()) * 2,
-            session.retired(),
-        )
-        .await;
-        match noticed {
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::Timeout {
-                operation: "noticing the expired session".into(),
-                addr: self.env.addr.to_string(),
-                after: self.negotiated * 2,
-            }),
-        }
+        tokio::time::timeout(self.config.request_limit(), closing)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "closing the session to expire".into(),
+                addr: hosts.to_owned(),
+                after: self.config.request_limit(),
+            })
     }
 }
 

@@ -1,0 +1,153 @@
+//! The whole conformance suite on a real standalone ZooKeeper server.
+//!
+//! Every test gets its own server (a JVM start takes about a second), so restarting it in one
+//! case disturbs no other. Every client reaches the server through its own fault proxy, so its
+//! connection can be cut alone; sessions last 2 s.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backend_zk::{ZkBackend, ZkConfig};
+use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use lockcore::{ConnectionEvent, LockBackend, LockName, SharedBackend};
+use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::zk::ZooKeeper;
+
+/// The session timeout of every client in this suite.
+const SESSION: Duration = Duration::from_secs(2);
+
+struct ZkHarness {
+    zk: ZooKeeper,
+    clients: Mutex<Vec<(Arc<ZkBackend>, Arc<FaultProxy>)>>,
+}
+
+impl ZkHarness {
+    fn config(&self, hosts: &str) -> lockcore::Result<ZkConfig> {
+        ZkConfig::new(hosts)?.session_timeout(SESSION)
+    }
+
+    fn entry(&self, client: &TestClient) -> HookResult<(Arc<ZkBackend>, Arc<FaultProxy>)> {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let (backend, proxy) = clients
+            .get(client.index)
+            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))?;
+        Ok((backend.clone(), proxy.clone()))
+    }
+}
+
+#[async_trait]
+impl Harness for ZkHarness {
+    fn name(&self) -> String {
+        "zookeeper".into()
+    }
+
+    async fn client(&self) -> Result<TestClient, String> {
+        let proxy = FaultProxy::start(self.zk.addr())
+            .await
+            .map_err(|e| format!("fault proxy: {e}"))?;
+        let config = self
+            .config(&proxy.addr().to_string())
+            .map_err(|e| e.to_string())?;
+        let backend = ZkBackend::connect(config)
+            .await
+            .map_err(|e| format!("connect through the proxy: {e}"))?;
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.push((backend.clone(), Arc::new(proxy)));
+        Ok(TestClient {
+            locks: backend as SharedBackend,
+            index: clients.len() - 1,
+        })
+    }
+
+    fn crash_release_bound(&self) -> Duration {
+        SESSION * 3
+    }
+
+    /// Closes the client's session from a second connection straight to the server while the
+    /// client's own route is cut (so it cannot win the session back), then lets the client
+    /// reconnect and waits until it has been told (`Lost`): the servers end a session at once,
+    /// and no client can learn of that before it next reaches them.
+    async fn expire_session(&self, client: &TestClient) -> HookResult {
+        let (backend, proxy) = self.entry(client)?;
+        let mut events = backend.connection_events();
+        proxy.set_mode(ProxyMode::Refuse);
+        proxy.cut_all();
+        let closed = backend.expire_session_at(&self.zk.connect_string()).await;
+        proxy.set_mode(ProxyMode::Pass);
+        closed.map_err(|e| HookError::Failed(format!("closing the session: {e}")))?;
+        let told = tokio::time::timeout(SESSION * 3, async {
+            while events.current() != ConnectionEvent::Lost {
+                if events.next().await.is_none() {
+                    return;
+                }
+            }
+        })
+        .await;
+        told.map_err(|_| HookError::Failed("the client did not notice its expired session".into()))
+    }
+
+    async fn cut_connection(&self, client: &TestClient) -> HookResult {
+        let (_, proxy) = self.entry(client)?;
+        proxy.set_mode(ProxyMode::Refuse);
+        proxy.cut_all();
+        Ok(())
+    }
+
+    async fn heal_connection(&self, client: &TestClient) -> HookResult {
+        let (_, proxy) = self.entry(client)?;
+        proxy.set_mode(ProxyMode::Pass);
+        Ok(())
+    }
+
+    async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        let url = format!(
+            "zk://{}?session_timeout={}ms",
+            self.zk.connect_string(),
+            SESSION.as_millis()
+        );
+        ProcessHolder::spawn(
+            env!("CARGO_BIN_EXE_holder"),
+            &url,
+            name.as_str(),
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
+    async fn restart_server(&self) -> HookResult {
+        self.zk
+            .restart()
+            .await
+            .map_err(|e| HookError::Failed(format!("restarting zookeeper: {e}")))
+    }
+
+    async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
+        Ok(
+            match ZkConfig::new(&self.zk.connect_string()).and_then(|c| c.session_timeout(ttl)) {
+                Ok(config) => config.connect().await,
+                Err(e) => Err(e),
+            },
+        )
+    }
+
+    async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
+        let port = testkit::free_port();
+        Ok(match self.config(&format!("127.0.0.1:{port}")) {
+            Ok(config) => config.connect().await,
+            Err(e) => Err(e),
+        })
+    }
+}
+
+async fn harness() -> Arc<dyn Harness> {
+    let zk = ZooKeeper::start()
+        .await
+        .unwrap_or_else(|e| panic!("starting zookeeper: {e}"));
+    Arc::new(ZkHarness {
+        zk,
+        clients: Mutex::new(Vec::new()),
+    })
+}
+
+conformance::suite!(harness);
