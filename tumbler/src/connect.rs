@@ -10,6 +10,7 @@ use lockcore::{Error, Result, SharedBackend};
 /// |---|---|---|
 /// | `memory://NAME?ttl=10s` | in-process store `NAME` (shared within this process only) | always |
 /// | `zk://[USER:PASS@]HOST:PORT[,HOST:PORT...][/BASE]?session_timeout=10s` | ZooKeeper ensemble, Curator-compatible recipes under `/BASE` (see `backend_zk`) | `zookeeper` |
+/// | `etcd://[USER:PASS@]HOST:PORT[,HOST:PORT...][/PREFIX]?ttl=10s` (`etcds://` for TLS, `&ca=…&cert=…&key=…`) | etcd cluster, `etcdctl lock`-compatible mutex keys under `PREFIX` (see `backend_etcd`) | `etcd` |
 ///
 /// A scheme whose feature is not enabled fails with a message naming the feature to enable.
 /// Malformed URLs and unknown query parameters fail with [`Error::InvalidArgument`] naming the
@@ -28,6 +29,9 @@ pub async fn connect(url: &str) -> Result<SharedBackend> {
         "zk" | "zookeeper" => backend_zk::connect_url(url).await,
         #[cfg(not(feature = "zookeeper"))]
         "zk" | "zookeeper" => not_compiled("zookeeper", "zookeeper"),
+        #[cfg(feature = "etcd")]
+        "etcd" | "etcds" => backend_etcd::connect_url(url).await,
+        #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => not_compiled("etcd", "etcd"),
         "consul" | "consuls" => not_compiled("consul", "consul"),
         other => Err(Error::invalid(
