@@ -1,0 +1,526 @@
+//! Redlock: a mutex held on a majority of independent Redis masters.
+//!
+//! An acquisition runs the single-server acquire script on every master at once (one id for
+//! all), each within a short per-master timeout. It holds when a majority granted it and the
+//! time spent is still below the validity (`ttl - drift`); otherwise whatever was granted is
+//! removed on every master and, when waiting, the acquisition tries again: at once when a
+//! master announces a release (`free` on the lock's channel), after a random pause below
+//! `retry_delay` after a split vote, and at the latest when the holder's key would expire.
+//! When fewer than a majority of masters answer at all, the acquisition fails with
+//! [`Error::Connection`] saying how many answered.
+//!
+//! Renewal extends the key on every master and counts a majority; release runs on every
+//! master. Redlock mode offers mutexes only, and is not fair (no queue spans the masters).
+//!
+//! # Why Redlock's fencing tokens are best effort
+//!
+//! Each master keeps its own token counter (`max(last + 1, server time in µs)`), and a hold's
+//! token is the largest of the tokens its majority granted. Two holders' majorities overlap in
+//! at least one master, but the largest token of the earlier holder may come from a master the
+//! later holder did not use, whose clock runs ahead of the others: the later holder can then
+//! get a smaller token. Redlock's exclusion itself rests on timing assumptions (bounded clock
+//! drift, bounded pauses, bounded network delay) that fencing exists to do without. So
+//! [`lockcore::Fencing::BestEffort`]: the tokens usually increase, but do not rely on them for
+//! safety; use a single server (or a consensus store) when a protected resource must reject
+//! stale holders.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use lockcore::cleanup::CancelCleanup;
+use lockcore::{
+    hold_signals, AcquireRequest, Error, HeldLock, Hold, HoldNotifier, LockKind, LockName,
+    LockState, Result,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::millis;
+use crate::error::BACKEND;
+use crate::hold::{Registry, Releaser};
+use crate::keys::{new_id, Family, Keys};
+use crate::node::{HolderReg, Node, WaiterReg};
+use crate::reply::{self, Attempt};
+use crate::scripts;
+use crate::single;
+use crate::watchdog::{self, Renewal, Renewer, Timing};
+
+/// The masters of a Redlock backend.
+pub(crate) struct Masters<'a> {
+    pub(crate) nodes: &'a [Arc<Node>],
+}
+
+impl Masters<'_> {
+    fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    fn settings(&self) -> &crate::config::Settings {
+        &self.nodes[0].settings
+    }
+
+    /// The per-master timeout: a dead master must not eat the validity.
+    fn node_timeout(&self) -> Duration {
+        let s = self.settings();
+        s.request_timeout
+            .min(s.ttl / 10)
+            .max(Duration::from_millis(10))
+    }
+
+    /// Runs `op` on every master at once, each within the per-master timeout.
+    async fn on_all<'n, T, F, Fut>(&'n self, op: F) -> Vec<Result<T>>
+    where
+        F: Fn(&'n Arc<Node>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + 'n,
+    {
+        let limit = self.node_timeout();
+        join_all(self.nodes.iter().map(|node| {
+            let call = op(node);
+            async move {
+                match tokio::time::timeout(limit, call).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::Timeout {
+                        operation: "a Redlock request".into(),
+                        addr: node.addr.clone(),
+                        after: limit,
+                    }),
+                }
+            }
+        }))
+        .await
+    }
+
+    fn too_few(&self, answered: usize, errors: &[Error]) -> Error {
+        let why = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Error::Connection {
+            backend: BACKEND,
+            addr: self.address(),
+            message: format!(
+                "only {answered} of {} Redis masters answered; Redlock needs a majority of {} ({why})",
+                self.nodes.len(),
+                self.quorum()
+            ),
+        }
+    }
+
+    pub(crate) fn address(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| n.addr.split("://").nth(1).unwrap_or(&n.addr).to_owned())
+            .collect();
+        format!("redis+redlock://{}", hosts.join(","))
+    }
+}
+
+/// Acquires a mutex on a majority of `masters`.
+pub(crate) async fn acquire(
+    masters: &Masters<'_>,
+    registry: &Arc<Registry>,
+    request: AcquireRequest,
+) -> Result<Option<Hold>> {
+    if request.kind != LockKind::Exclusive {
+        return Err(Error::Unsupported {
+            capability: "read-write locks and semaphores in Redlock mode",
+            backend: BACKEND,
+        });
+    }
+    let keys = Arc::new(Keys::new(&masters.settings().prefix, &request.name));
+    let id = new_id();
+    let cleanup = CancelCleanup::new(
+        "redis: undo a cancelled Redlock acquisition",
+        cancel_everywhere(masters.nodes.to_vec(), keys.clone(), id.clone()),
+    );
+    let member = format!("{id}:x");
+    let wake = Arc::new(Notify::new());
+    let mut listening: Vec<WaiterReg> = Vec::new();
+    loop {
+        let sent = Instant::now();
+        let results = masters
+            .on_all(|node| single::attempt(node, &keys, LockKind::Exclusive, &id, false))
+            .await;
+        let mut values = Vec::with_capacity(results.len());
+        let (mut granted, mut answered, mut best, mut hint) = (0, 0, 0u64, None::<u64>);
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(Attempt::Granted { token, value }) => {
+                    granted += 1;
+                    answered += 1;
+                    best = best.max(token);
+                    values.push(Some(value));
+                }
+                Ok(Attempt::Busy { wait_ms }) => {
+                    answered += 1;
+                    if wait_ms > 0 {
+                        hint = Some(hint.map_or(wait_ms, |h| h.min(wait_ms)));
+                    }
+                    values.push(None);
+                }
+                Ok(Attempt::LimitConflict { .. }) => values.push(None),
+                Err(error @ Error::Auth { .. }) => return Err(error),
+                Err(error) => {
+                    errors.push(error);
+                    values.push(None);
+                }
+            }
+        }
+        let settings = masters.settings();
+        if granted >= masters.quorum() && sent.elapsed() < settings.validity() {
+            cleanup.disarm();
+            return Ok(Some(into_hold(
+                masters,
+                registry,
+                keys,
+                request.name,
+                values,
+                best,
+                sent,
+            )));
+        }
+        if granted > 0 || !errors.is_empty() {
+            // Give back what was granted (and whatever a timed-out request may have set).
+            cancel_everywhere(masters.nodes.to_vec(), keys.clone(), id.clone()).await;
+        }
+        if answered < masters.quorum() {
+            return Err(masters.too_few(answered, &errors));
+        }
+        if !request.wait {
+            cleanup.disarm();
+            return Ok(None);
+        }
+        if listening.is_empty() {
+            for node in masters.nodes {
+                listening.push(node.add_waiter_with(&keys.channel, &member, wake.clone()));
+            }
+            let _ = masters
+                .on_all(|node| node.ensure_subscribed(&keys.channel))
+                .await;
+            continue;
+        }
+        let jitter = jitter(settings.retry_delay);
+        if granted > 0 {
+            // Split vote: everybody backs off a different random time.
+            tokio::time::sleep(jitter).await;
+            continue;
+        }
+        let limit = hint
+            .map(Duration::from_millis)
+            .unwrap_or(settings.waiter_refresh())
+            .min(settings.waiter_refresh())
+            + jitter;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(limit) => {}
+        }
+    }
+}
+
+fn jitter(max: Duration) -> Duration {
+    let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
+    Duration::from_micros(rand::random::<u64>() % max_us)
+}
+
+/// Removes acquisition `id` from every master (grants it got, possibly without knowing).
+async fn cancel_everywhere(nodes: Vec<Arc<Node>>, keys: Arc<Keys>, id: String) {
+    join_all(
+        nodes
+            .into_iter()
+            .map(|node| single::cancel(node, keys.clone(), Family::Lock, id.clone(), true)),
+    )
+    .await;
+}
+
+fn into_hold(
+    masters: &Masters<'_>,
+    registry: &Arc<Registry>,
+    keys: Arc<Keys>,
+    name: LockName,
+    values: Vec<Option<String>>,
+    token: u64,
+    sent: Instant,
+) -> Hold {
+    let (notifier, signals) = hold_signals();
+    let notifier = Arc::new(notifier);
+    let settings = masters.settings();
+    let registrations: Vec<HolderReg> = masters
+        .nodes
+        .iter()
+        .zip(&values)
+        .filter_map(|(node, value)| {
+            value
+                .as_ref()
+                .map(|v| node.add_holder(&keys.channel, v, notifier.clone()))
+        })
+        .collect();
+    let lease = Arc::new(RedlockLease {
+        nodes: masters.nodes.to_vec(),
+        keys,
+        values,
+        name: name.clone(),
+    });
+    let timing = Timing {
+        validity: settings.validity(),
+        period: settings.renew_period(),
+    };
+    let kicks = masters.nodes[0].health().reconnects();
+    let watchdog = watchdog::spawn(
+        lease.clone(),
+        notifier.clone(),
+        timing,
+        sent,
+        kicks,
+        name.clone(),
+        token,
+    );
+    let registered = registry.add(
+        name,
+        lease.clone(),
+        Some(watchdog.abort_handle()),
+        notifier.clone(),
+    );
+    Hold {
+        token,
+        held: Box::new(RedlockHeld {
+            lease,
+            watchdog: Some(watchdog),
+            _registrations: registrations,
+            _notifier: notifier,
+            registry: registry.clone(),
+            registered,
+            released: false,
+        }),
+        signals,
+    }
+}
+
+/// A hold on a majority of masters.
+struct RedlockLease {
+    nodes: Vec<Arc<Node>>,
+    keys: Arc<Keys>,
+    /// The value stored on each master (`None` where it was not granted).
+    values: Vec<Option<String>>,
+    name: LockName,
+}
+
+impl RedlockLease {
+    fn masters(&self) -> Masters<'_> {
+        Masters { nodes: &self.nodes }
+    }
+}
+
+#[async_trait]
+impl Renewer for RedlockLease {
+    async fn renew(&self) -> Renewal {
+        let ttl = millis(self.nodes[0].settings.ttl).to_string();
+        let keys = &self.keys;
+        let masters = self.masters();
+        let results = masters
+            .on_all(|node| {
+                let index = self.nodes.iter().position(|n| Arc::ptr_eq(n, node));
+                let value = index.and_then(|i| self.values[i].clone());
+                let ttl = ttl.clone();
+                async move {
+                    let Some(value) = value else {
+                        return Ok(None);
+                    };
+                    let reply = node
+                        .eval(
+                            "renewing a Redlock lock",
+                            &scripts::EXTEND_LOCK,
+                            &[&keys.lock, &keys.readers, &keys.revoked],
+                            &["x", &value, &ttl],
+                        )
+                        .await?;
+                    reply::extended("renewal", &reply)
+                }
+            })
+            .await;
+        let (mut renewed, mut gone, mut revoke, mut last_error) = (0, 0, false, None);
+        for (result, value) in results.into_iter().zip(&self.values) {
+            match (result, value) {
+                (_, None) => gone += 1,
+                (Ok(Some(r)), Some(_)) => {
+                    renewed += 1;
+                    revoke |= r;
+                }
+                (Ok(None), Some(_)) => gone += 1,
+                (Err(error), Some(_)) => last_error = Some(error),
+            }
+        }
+        let quorum = masters.quorum();
+        if renewed >= quorum {
+            Renewal::Renewed { revoke }
+        } else if self.nodes.len() - gone < quorum {
+            Renewal::Gone
+        } else {
+            Renewal::Failed(last_error.unwrap_or_else(|| {
+                Error::connection(
+                    BACKEND,
+                    masters.address(),
+                    format!("renewed on only {renewed} of {} masters", self.nodes.len()),
+                )
+            }))
+        }
+    }
+}
+
+#[async_trait]
+impl Releaser for RedlockLease {
+    async fn release_on_store(&self) -> Result<bool> {
+        let keys = &self.keys;
+        let masters = self.masters();
+        let results = masters
+            .on_all(|node| {
+                let index = self.nodes.iter().position(|n| Arc::ptr_eq(n, node));
+                let value = index.and_then(|i| self.values[i].clone());
+                async move {
+                    let Some(value) = value else {
+                        return Ok(None);
+                    };
+                    let reply = node
+                        .eval(
+                            "releasing a Redlock lock",
+                            &scripts::RELEASE_LOCK,
+                            &[
+                                &keys.lock,
+                                &keys.readers,
+                                &keys.queue,
+                                &keys.queue_exp,
+                                &keys.revoked,
+                            ],
+                            &["x", &value, &keys.channel, "1"],
+                        )
+                        .await?;
+                    reply::flag("release", &reply).map(Some)
+                }
+            })
+            .await;
+        let (mut released, mut errors) = (0, Vec::new());
+        for result in results {
+            match result {
+                Ok(Some(true)) => released += 1,
+                Ok(_) => {}
+                Err(error) => errors.push(error),
+            }
+        }
+        if released >= masters.quorum() {
+            Ok(true)
+        } else if errors.is_empty() {
+            Ok(false)
+        } else {
+            Err(masters.too_few(self.nodes.len() - errors.len(), &errors))
+        }
+    }
+}
+
+/// The backend's handle on a Redlock hold.
+struct RedlockHeld {
+    lease: Arc<RedlockLease>,
+    watchdog: Option<JoinHandle<()>>,
+    _registrations: Vec<HolderReg>,
+    _notifier: Arc<HoldNotifier>,
+    registry: Arc<Registry>,
+    registered: u64,
+    released: bool,
+}
+
+#[async_trait]
+impl HeldLock for RedlockHeld {
+    async fn release(&mut self) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+        let released = self.lease.release_on_store().await?;
+        self.released = true;
+        self.registry.remove(self.registered);
+        if released {
+            Ok(())
+        } else {
+            Err(Error::NotOwner {
+                name: self.lease.name.clone(),
+            })
+        }
+    }
+}
+
+impl Drop for RedlockHeld {
+    fn drop(&mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+        if !self.released {
+            self.registry.remove(self.registered);
+        }
+    }
+}
+
+/// Holders seen on a majority of masters; waiters cannot be counted without a queue.
+pub(crate) async fn state(masters: &Masters<'_>, name: &LockName) -> Result<LockState> {
+    let results = masters.on_all(|node| single::state(node, name)).await;
+    let mut seen: Vec<(lockcore::HolderInfo, usize)> = Vec::new();
+    let mut answered = 0;
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(state) => {
+                answered += 1;
+                for holder in state.holders {
+                    match seen.iter_mut().find(|(h, _)| h.id == holder.id) {
+                        Some((known, count)) => {
+                            *count += 1;
+                            known.token = known.token.max(holder.token);
+                        }
+                        None => seen.push((holder, 1)),
+                    }
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    if answered < masters.quorum() {
+        return Err(masters.too_few(answered, &errors));
+    }
+    let mut state = LockState::free(name.clone());
+    state.holders = seen
+        .into_iter()
+        .filter(|(_, count)| *count >= masters.quorum())
+        .map(|(holder, _)| holder)
+        .collect();
+    state.waiters = None;
+    Ok(state)
+}
+
+/// Runs a per-master operation that returns a count; answers the largest count.
+pub(crate) async fn count_on_all<'n, F, Fut>(masters: &'n Masters<'_>, op: F) -> Result<usize>
+where
+    F: Fn(&'n Arc<Node>) -> Fut,
+    Fut: std::future::Future<Output = Result<usize>> + 'n,
+{
+    let results = masters.on_all(op).await;
+    let mut best = 0;
+    let mut answered = 0;
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(n) => {
+                answered += 1;
+                best = best.max(n);
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    if answered < masters.quorum() {
+        return Err(masters.too_few(answered, &errors));
+    }
+    Ok(best)
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the backend's integration tests: a fresh server and clients of it.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend_redis::{RedisBackend, RedisConfig};
+use lockcore::SharedBackend;
+use testkit::redis::Redis;
+
+/// The lock TTL the tests use.
+pub const TTL: Duration = Duration::from_secs(2);
+
+/// How long a test waits for something that should happen promptly.
+pub const PROMPT: Duration = Duration::from_secs(10);
+
+/// Starts a Redis server and declares it fresh (no restart delay for the first locks).
+pub async fn fresh_redis() -> Redis {
+    let redis = Redis::start().await.expect("start redis");
+    let admin = connect_backend(&redis.url()).await;
+    admin
+        .declare_fresh_servers()
+        .await
+        .expect("declare the server fresh");
+    redis
+}
+
+/// `url` with the test TTL and short timeouts.
+pub fn with_test_params(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}ttl=2s&connect_timeout=1s")
+}
+
+/// A client of the server at `url` (test TTL).
+pub async fn connect(url: &str) -> SharedBackend {
+    connect_backend(url).await
+}
+
+/// The concrete backend of a client of the server at `url` (test TTL).
+pub async fn connect_backend(url: &str) -> Arc<RedisBackend> {
+    RedisConfig::from_url(&with_test_params(url))
+        .expect("test URL")
+        .connect_backend()
+        .await
+        .expect("connect to the test redis")
+}
+
+/// Waits until `check` holds, polling every 10 ms, for at most `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Installs a log subscriber once (RUST_LOG controls it).
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
