@@ -2,6 +2,7 @@
 
 mod bench;
 mod exit;
+mod lab;
 mod run;
 mod spinner;
 mod status;
@@ -115,6 +116,41 @@ test server's counter). On redis:// URLs rslock is measured too, as a comparison
         #[arg(long)]
         no_peers: bool,
     },
+    /// Put every store through the same faults with the same workload and compare safety.
+    #[command(after_help = "\
+Each cell starts fresh local servers (through testkit), a victim process that holds the lock and
+writes every 20 ms to two resources, and a rival process waiting for the lock; then injects the
+fault. Faults: crash (SIGKILL the holder), paused (SIGSTOP it for 2x the TTL), partition
+(black-hole its connection for 2x the TTL), restart (Redis restarted without persistence; for
+Redlock one of three masters), leader-kill (3-node ZooKeeper ensemble, 3-member etcd cluster).
+
+Columns: unfenced overlaps = writes by the old holder after the rival held the lock; fenced
+rejects = writes a fencing-aware resource refused (token lower than one it saw); stale accepted
+must be 0; usable again after = fault to the rival's acquisition; lost() lead = how long before
+the rival's acquisition the old holder's lost() fired (negative: after). Exits non-zero if the
+fenced resource ever accepted a stale write.")]
+    Lab {
+        /// Stores to test: redis, redlock, zookeeper (zk), etcd, consul.
+        #[arg(long, value_delimiter = ',', value_parser = lab::parse_store)]
+        store: Vec<lab::Store>,
+        /// Faults to inject: crash, paused, partition, restart, leader-kill.
+        #[arg(long, value_delimiter = ',', value_parser = lab::parse_fault)]
+        fault: Vec<lab::Fault>,
+        /// Folder for lab.md, lab.html and lab.json.
+        #[arg(long, default_value = "lab-report")]
+        out: std::path::PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The lab's workload process (internal).
+    #[command(hide = true)]
+    LabWorker {
+        #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+        every: Duration,
+        url: String,
+        name: String,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -148,6 +184,40 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::LabWorker { every, url, name } => {
+            return lab::worker::run(&url, &name, every).await
+        }
+        Command::Lab {
+            store,
+            fault,
+            out,
+            json,
+        } => {
+            let args = lab::LabArgs {
+                stores: if store.is_empty() {
+                    lab::Store::ALL.to_vec()
+                } else {
+                    store
+                },
+                faults: if fault.is_empty() {
+                    lab::Fault::ALL.to_vec()
+                } else {
+                    fault
+                },
+                out,
+                json,
+            };
+            return match lab::run(args).await {
+                Ok(()) => 0,
+                Err(message) => {
+                    eprintln!("tumbler lab: {message}");
+                    exit::ERROR
+                }
+            };
+        }
+        _ => {}
+    }
     if let Command::Bench {
         targets,
         local,
@@ -219,7 +289,7 @@ async fn dispatch(cli: Cli) -> i32 {
             status::status(locks.clone(), &name, json).await.map(|()| 0)
         }
         Command::Revoke { name } => status::revoke(locks.clone(), &name).await.map(|()| 0),
-        Command::Bench { .. } => Ok(0),
+        Command::Bench { .. } | Command::Lab { .. } | Command::LabWorker { .. } => Ok(0),
     };
     let _ = locks.shutdown().await;
     match result {

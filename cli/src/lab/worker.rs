@@ -1,0 +1,49 @@
+//! `tumbler lab-worker URL NAME`: the lab's workload process. It takes the lock, then writes to
+//! the lab's two resources (by printing `WRITE <token> <seq>` lines the lab applies) until its
+//! `lost()` fires, when it prints `LOST <reason>` and stops writing.
+//!
+//! Like a real service, it checks `lost_reason()` before each write, and a write it already
+//! decided to make still goes out: that is the window fencing tokens exist for.
+
+use std::io::Write;
+use std::time::Duration;
+
+/// Runs the worker; returns the process exit code.
+pub async fn run(url: &str, name: &str, every: Duration) -> i32 {
+    match work(url, name, every).await {
+        Ok(()) => 0,
+        Err(e) => {
+            say(&format!("ERROR {e}"));
+            crate::exit::ERROR
+        }
+    }
+}
+
+async fn work(url: &str, name: &str, every: Duration) -> tumbler::Result<()> {
+    let locks = tumbler::connect(url).await?;
+    let guard = locks.mutex(name)?.lock().await?;
+    let token = guard.fencing_token();
+    say(&format!("ACQUIRED {token}"));
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            reason = guard.lost() => {
+                say(&format!("LOST {reason}"));
+                // A lost lock needs no release; stay up until the lab stops us.
+                std::future::pending::<()>().await;
+            }
+            _ = tokio::time::sleep(every) => {
+                if guard.lost_reason().is_none() {
+                    seq += 1;
+                    say(&format!("WRITE {token} {seq}"));
+                }
+            }
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
