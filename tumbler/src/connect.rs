@@ -9,6 +9,7 @@ use lockcore::{Error, Result, SharedBackend};
 /// | scheme | store | feature |
 /// |---|---|---|
 /// | `memory://NAME?ttl=10s` | in-process store `NAME` (shared within this process only) | always |
+/// | `redis://[USER:PASS@]HOST:PORT[/DB]?ttl=30s&prefix=P` (`rediss://` for TLS; `redis+redlock://H1:P1,H2:P2,H3:P3` for Redlock) | Redis, `SET NX PX` keys compatible with redis-py's `Lock` and rslock (see `backend_redis`) | `redis` |
 /// | `zk://[USER:PASS@]HOST:PORT[,HOST:PORT...][/BASE]?session_timeout=10s` | ZooKeeper ensemble, Curator-compatible recipes under `/BASE` (see `backend_zk`) | `zookeeper` |
 /// | `etcd://[USER:PASS@]HOST:PORT[,HOST:PORT...][/PREFIX]?ttl=10s` (`etcds://` for TLS, `&ca=…&cert=…&key=…`) | etcd cluster, `etcdctl lock`-compatible mutex keys under `PREFIX` (see `backend_etcd`) | `etcd` |
 ///
@@ -24,7 +25,12 @@ pub async fn connect(url: &str) -> Result<SharedBackend> {
     };
     match scheme {
         "memory" => connect_memory(rest).await,
-        "redis" | "rediss" | "redis+redlock" => not_compiled("redis", "redis"),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" => {
+            backend_redis::connect_url(url).await
+        }
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" => not_compiled("redis", "redis"),
         #[cfg(feature = "zookeeper")]
         "zk" | "zookeeper" => backend_zk::connect_url(url).await,
         #[cfg(not(feature = "zookeeper"))]
@@ -36,7 +42,7 @@ pub async fn connect(url: &str) -> Result<SharedBackend> {
         "consul" | "consuls" => not_compiled("consul", "consul"),
         other => Err(Error::invalid(
             "URL scheme",
-            format!("{other:?} is not a known store; use memory, redis, rediss, redis+redlock, zk, etcd, etcds, consul or consuls"),
+            format!("{other:?} is not a known store; use memory, redis, rediss, redis+redlock, rediss+redlock, zk, etcd, etcds, consul or consuls"),
         )),
     }
 }
