@@ -5,6 +5,7 @@
 //! hands the [`HoldSignals`] to lockcore, which exposes them on guards and leases.
 
 use std::fmt;
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -48,14 +49,17 @@ impl fmt::Display for LostReason {
 pub fn hold_signals() -> (HoldNotifier, HoldSignals) {
     let (lost_tx, lost_rx) = watch::channel(None);
     let (revoke_tx, revoke_rx) = watch::channel(false);
+    let (valid_tx, valid_rx) = watch::channel(None);
     (
         HoldNotifier {
             lost: lost_tx,
             revoke: revoke_tx,
+            valid_until: valid_tx,
         },
         HoldSignals {
             lost: lost_rx,
             revoke: revoke_rx,
+            valid_until: valid_rx,
         },
     )
 }
@@ -65,6 +69,7 @@ pub fn hold_signals() -> (HoldNotifier, HoldSignals) {
 pub struct HoldNotifier {
     lost: watch::Sender<Option<LostReason>>,
     revoke: watch::Sender<bool>,
+    valid_until: watch::Sender<Option<Instant>>,
 }
 
 impl HoldNotifier {
@@ -83,6 +88,18 @@ impl HoldNotifier {
     /// Whether the hold has been marked lost.
     pub fn is_lost(&self) -> bool {
         self.lost.borrow().is_some()
+    }
+
+    /// Sets the moment after which the hold can no longer be vouched for unless renewed again
+    /// (for example: when the last successful renewal was *sent*, plus the TTL, minus the
+    /// clock-drift allowance); `None` means no deadline (e.g. a session that is connected).
+    ///
+    /// The holder's `lost()` and `lost_reason()` check this deadline themselves, on the local
+    /// monotonic clock, so a holder that was paused (GC, SIGSTOP) sees the loss as soon as it
+    /// runs again, before it can act on a hold that has lapsed. A backend calls this after each
+    /// successful renewal.
+    pub fn set_valid_until(&self, deadline: Option<Instant>) {
+        self.valid_until.send_replace(deadline);
     }
 
     /// Tells the holder that someone asked for the lock to be released.
@@ -105,6 +122,7 @@ impl HoldNotifier {
         HoldSignals {
             lost: self.lost.subscribe(),
             revoke: self.revoke.subscribe(),
+            valid_until: self.valid_until.subscribe(),
         }
     }
 }
@@ -114,27 +132,60 @@ impl HoldNotifier {
 pub struct HoldSignals {
     lost: watch::Receiver<Option<LostReason>>,
     revoke: watch::Receiver<bool>,
+    valid_until: watch::Receiver<Option<Instant>>,
 }
 
 impl HoldSignals {
     /// Resolves when the hold is lost. If the backend stops watching the hold without saying why,
     /// this resolves with [`LostReason::Abandoned`]: nobody vouches for the hold any more.
+    ///
+    /// It also resolves, with [`LostReason::RenewalFailed`], once the validity deadline set by
+    /// the backend ([`HoldNotifier::set_valid_until`]) passes without a renewal.
     pub async fn lost(&self) -> LostReason {
-        let mut rx = self.lost.clone();
-        let outcome = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            Err(_) => None,
-        };
-        outcome.unwrap_or(LostReason::Abandoned)
+        let mut lost = self.lost.clone();
+        let mut valid_until = self.valid_until.clone();
+        loop {
+            if let Some(reason) = self.lost_reason() {
+                return reason;
+            }
+            let deadline = *valid_until.borrow_and_update();
+            let expiry = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = lost.changed() => {
+                    if changed.is_err() {
+                        return self.lost_reason().unwrap_or(LostReason::Abandoned);
+                    }
+                }
+                changed = valid_until.changed() => {
+                    if changed.is_err() {
+                        return self.lost_reason().unwrap_or(LostReason::Abandoned);
+                    }
+                }
+                () = expiry => {}
+            }
+        }
     }
 
-    /// The reason the hold was lost, if it was.
+    /// The reason the hold was lost, if it was: reported by the backend, or its validity
+    /// deadline passed, or the backend stopped watching it.
     pub fn lost_reason(&self) -> Option<LostReason> {
         if let Some(reason) = self.lost.borrow().clone() {
             return Some(reason);
         }
         if self.lost.has_changed().is_err() {
             return Some(LostReason::Abandoned);
+        }
+        if self
+            .valid_until
+            .borrow()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Some(LostReason::RenewalFailed);
         }
         None
     }
@@ -174,6 +225,30 @@ mod tests {
         drop(tx);
         assert_eq!(rx.lost_reason(), Some(LostReason::Abandoned));
         assert_eq!(rx.lost().await, LostReason::Abandoned);
+    }
+
+    #[tokio::test]
+    async fn validity_deadline_counts_as_lost_without_a_timer() {
+        let (tx, rx) = hold_signals();
+        tx.set_valid_until(Some(Instant::now() + std::time::Duration::from_secs(60)));
+        assert_eq!(rx.lost_reason(), None);
+        // A holder that was stopped past its deadline sees the loss on its very next look.
+        tx.set_valid_until(Some(Instant::now() - std::time::Duration::from_millis(1)));
+        assert_eq!(rx.lost_reason(), Some(LostReason::RenewalFailed));
+        assert_eq!(rx.lost().await, LostReason::RenewalFailed);
+    }
+
+    #[tokio::test]
+    async fn lost_waits_for_a_deadline_that_moves() {
+        let (tx, rx) = hold_signals();
+        let start = Instant::now();
+        tx.set_valid_until(Some(start + std::time::Duration::from_millis(50)));
+        let waiter = tokio::spawn(async move { rx.lost().await });
+        // Renewed before the first deadline: the loss comes only at the second.
+        tx.set_valid_until(Some(start + std::time::Duration::from_millis(250)));
+        assert_eq!(waiter.await.unwrap(), LostReason::RenewalFailed);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(250));
+        drop(tx);
     }
 
     #[tokio::test]
