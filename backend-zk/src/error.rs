@@ -21,9 +21,16 @@ pub(crate) async fn limited<T>(
     }
 }
 
-/// Whether the request may or may not have been applied (the reply was lost).
+/// Whether the request may or may not have been applied (the reply was lost). The client
+/// reports a broken connection as `ConnectionLoss`, or as the I/O error itself (`Custom`).
 pub(crate) fn outcome_unknown(error: &zk::Error) -> bool {
-    matches!(error, zk::Error::ConnectionLoss | zk::Error::Timeout)
+    matches!(
+        error,
+        zk::Error::ConnectionLoss
+            | zk::Error::Timeout
+            | zk::Error::Custom(_)
+            | zk::Error::UnexpectedError(_)
+    )
 }
 
 /// Whether the session behind the request is gone for good.
@@ -40,7 +47,11 @@ pub(crate) fn session_gone(error: &zk::Error) -> bool {
 /// A lockcore error for `error`, which happened while doing `what` against `addr`.
 pub(crate) fn convert(error: zk::Error, addr: &str, what: &str) -> Error {
     match error {
-        zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::NoHosts => Error::connection(
+        zk::Error::ConnectionLoss
+        | zk::Error::Timeout
+        | zk::Error::NoHosts
+        | zk::Error::Custom(_)
+        | zk::Error::UnexpectedError(_) => Error::connection(
             BACKEND,
             addr,
             format!("{what}: {error}; check that the ensemble is up and reachable"),

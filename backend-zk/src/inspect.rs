@@ -8,6 +8,7 @@ use crate::error::limited;
 use crate::layout::{
     holders, join, lease_groups, sorted, Marker, REVOKE_MESSAGE, SEMAPHORE_LEASES, SEMAPHORE_LOCKS,
 };
+use crate::nodes::read;
 use crate::session::Session;
 
 /// One current holder: the node that carries its token, and how it holds.
@@ -18,12 +19,10 @@ struct Holding {
 
 /// The holders of the lock in `dir` and how many wait.
 async fn holdings(session: &Session, dir: &str) -> Result<(Vec<Holding>, usize), zk::Error> {
-    let limit = session.request_limit();
-    let client = session.client()?;
-    let children = match limited(limit, client.list_children(dir)).await {
-        Err(zk::Error::NoNode) => return Ok((Vec::new(), 0)),
-        other => other?,
-    };
+    let children = read(session, |client| async move {
+        client.list_children(dir).await.or_else(empty_if_missing)
+    })
+    .await?;
     let (held, mut waiting) = holders(&children);
     let mut found: Vec<Holding> = held
         .into_iter()
@@ -39,11 +38,21 @@ async fn holdings(session: &Session, dir: &str) -> Result<(Vec<Holding>, usize),
     if children.iter().any(|c| c == SEMAPHORE_LEASES) {
         let leases_dir = join(dir, SEMAPHORE_LEASES);
         let locks_dir = join(dir, SEMAPHORE_LOCKS);
-        let leases = limited(limit, client.list_children(&leases_dir));
-        let locks = limited(limit, client.list_children(&locks_dir));
-        let (leases, locks) = (leases.await, locks.await);
-        let leases = leases.or_else(empty_if_missing)?;
-        let locks = sorted(&locks.or_else(empty_if_missing)?, &[Marker::Lock]);
+        let (leases, locks) = read(session, |client| {
+            let (leases_dir, locks_dir) = (leases_dir.clone(), locks_dir.clone());
+            async move {
+                // Both requests are sent before either reply is awaited.
+                let leases = client.list_children(&leases_dir);
+                let locks = client.list_children(&locks_dir);
+                let (leases, locks) = (leases.await, locks.await);
+                Ok((
+                    leases.or_else(empty_if_missing)?,
+                    locks.or_else(empty_if_missing)?,
+                ))
+            }
+        })
+        .await?;
+        let locks = sorted(&locks, &[Marker::Lock]);
         // The acquisition holding the semaphore's mutex is still waiting for its permits.
         let acquiring = locks.first().and_then(|n| n.uuid().map(str::to_owned));
         waiting += locks.len();
@@ -77,13 +86,23 @@ pub(crate) async fn state(
     dir: &str,
 ) -> Result<LockState, zk::Error> {
     let (found, waiting) = holdings(session, dir).await?;
-    let client = session.client()?;
-    let stats: Vec<_> = found.iter().map(|h| client.check_stat(&h.node)).collect();
+    let paths: Vec<String> = found.iter().map(|h| h.node.clone()).collect();
+    let stats = read(session, |client| {
+        let paths = paths.clone();
+        async move {
+            let requests: Vec<_> = paths.iter().map(|p| client.check_stat(p)).collect();
+            let mut stats = Vec::with_capacity(requests.len());
+            for request in requests {
+                stats.push(request.await?);
+            }
+            Ok(stats)
+        }
+    })
+    .await?;
     let mut holders = Vec::with_capacity(found.len());
-    let limit = session.request_limit();
     for (holding, stat) in found.into_iter().zip(stats) {
         // A holder that left between the listing and the stat is not a holder any more.
-        if let Some(stat) = limited(limit, stat).await? {
+        if let Some(stat) = stat {
             holders.push(HolderInfo {
                 id: format!(
                     "{} (session {:#x})",

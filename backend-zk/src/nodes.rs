@@ -1,8 +1,11 @@
 //! Creating and removing protected lock nodes: ACLs, parent folders, adoption of our own node
 //! after a lost create reply, and cleanup by uuid after a cancelled acquisition.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use uuid::Uuid;
 use zookeeper_client as zk;
@@ -18,7 +21,7 @@ static SECURE_ACL: [zk::Acl; 2] = [
 ];
 
 /// How many times a create is retried after a missing parent or a lost reply.
-const CREATE_ROUNDS: usize = 4;
+const CREATE_ROUNDS: usize = 6;
 
 /// The ACL policy of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,36 @@ pub(crate) async fn ensure_dir(
     .await
 }
 
+/// Runs the idempotent read `request` on a client of `session`, again after a connection
+/// blip (while the session lives), within the request time limit in all.
+pub(crate) async fn read<T, F, Fut>(session: &Session, request: F) -> Result<T, zk::Error>
+where
+    F: Fn(zk::Client) -> Fut,
+    Fut: Future<Output = Result<T, zk::Error>>,
+{
+    let deadline = Instant::now() + session.request_limit();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let client = session.client()?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match limited(left, request(client)).await {
+            Err(error)
+                if outcome_unknown(&error)
+                    && Instant::now() + pause < deadline
+                    && session.retired_reason().is_none() =>
+            {
+                tracing::debug!(%error, "read failed on a broken connection; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = session.retired() => return Err(error),
+                }
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Creates the ephemeral sequential node `<dir>/<prefix><seq>` and lists `dir` in the same
 /// round trip. Creates missing folders; after a lost reply, adopts the node if the create did
 /// happen (found by the uuid in its name) and creates it again if it did not.
@@ -78,7 +111,20 @@ pub(crate) async fn create_sequential(
     let path = join(dir, prefix);
     let options = acl.options(zk::CreateMode::EphemeralSequential);
     let mut last = zk::Error::ConnectionLoss;
+    // Whether an earlier create may have happened although its reply was lost.
+    let mut maybe_created = false;
     for _ in 0..CREATE_ROUNDS {
+        if maybe_created {
+            match find_own(session, dir, uuid).await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => maybe_created = false,
+                Err(error) if outcome_unknown(&error) => {
+                    last = error;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let client = session.client()?;
         // Both requests are sent now, in this order; the listing sees our node.
         let create = client.create(&path, &[], &options);
@@ -94,17 +140,20 @@ pub(crate) async fn create_sequential(
                     children: listed.ok(),
                 })
             }
-            Err(zk::Error::NoNode) => ensure_dir(&client, dir, acl, limit).await?,
+            Err(zk::Error::NoNode) => match ensure_dir(&client, dir, acl, limit).await {
+                Ok(()) => {}
+                Err(error) if outcome_unknown(&error) => last = error,
+                Err(error) => return Err(error),
+            },
             Err(error) if outcome_unknown(&error) => {
                 tracing::info!(%error, dir, "create reply lost; looking for our node");
-                if let Some(found) = find_own(session, dir, uuid).await? {
-                    return Ok(found);
-                }
+                maybe_created = true;
                 last = error;
             }
             Err(error) => return Err(error),
         }
     }
+    // If a create may still have happened, the caller's cleanup removes it by uuid.
     Err(last)
 }
 
@@ -115,25 +164,29 @@ pub(crate) async fn find_own(
     dir: &str,
     uuid: &Uuid,
 ) -> Result<Option<Created>, zk::Error> {
-    let limit = session.request_limit();
-    let client = session.client()?;
     let ours = protection(uuid);
-    limited(limit, client.sync(dir)).await?;
-    let children = match limited(limit, client.list_children(dir)).await {
-        Err(zk::Error::NoNode) => return Ok(None),
-        other => other?,
-    };
+    let children = read(session, |client| async move {
+        client.sync(dir).await.or_else(ignore_no_node)?;
+        match client.list_children(dir).await {
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            other => other,
+        }
+    })
+    .await?;
     let Some(name) = children.iter().find(|c| c.starts_with(&ours)).cloned() else {
         return Ok(None);
     };
-    match limited(limit, client.check_stat(&join(dir, &name))).await? {
-        Some(stat) => Ok(Some(Created {
-            name,
-            czxid: stat.czxid,
-            children: Some(children),
-        })),
-        None => Ok(None),
-    }
+    let path = join(dir, &name);
+    let stat = read(session, |client| {
+        let path = path.clone();
+        async move { client.check_stat(&path).await }
+    })
+    .await?;
+    Ok(stat.map(|stat| Created {
+        name,
+        czxid: stat.czxid,
+        children: Some(children),
+    }))
 }
 
 /// Deletes every node of the acquisition `uuid` in `dirs`, retrying until done or until the

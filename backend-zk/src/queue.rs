@@ -14,7 +14,7 @@ use zookeeper_client as zk;
 use crate::error::{convert, limited, session_gone};
 use crate::hold::{grant, Env};
 use crate::layout::{join, node_prefix, standing, Role, Standing};
-use crate::nodes::{create_sequential, delete_by_uuid, Created};
+use crate::nodes::{create_sequential, delete_by_uuid, read, Created};
 use crate::session::Session;
 
 /// How one attempt on one session ended.
@@ -100,16 +100,19 @@ pub(crate) async fn wait_turn(
     role: Role,
     wait: bool,
 ) -> std::result::Result<Turn, zk::Error> {
-    let limit = session.request_limit();
     let mut listed = created.children;
     loop {
-        let client = session.client()?;
         let children = match listed.take() {
             Some(children) => children,
-            None => match limited(limit, client.list_children(dir)).await {
-                Err(zk::Error::NoNode) => Vec::new(),
-                other => other?,
-            },
+            None => {
+                read(session, |client| async move {
+                    match client.list_children(dir).await {
+                        Err(zk::Error::NoNode) => Ok(Vec::new()),
+                        other => other,
+                    }
+                })
+                .await?
+            }
         };
         let before = match standing(&children, &created.name, role) {
             Standing::Holds => return Ok(Turn::Holds),
@@ -117,21 +120,31 @@ pub(crate) async fn wait_turn(
                 tracing::info!(node = %created.name, "our queue node is gone; queueing again");
                 return Ok(Turn::Again);
             }
-            Standing::WaitFor(before) => before,
+            Standing::WaitFor(before) => join(dir, &before),
         };
         if !wait {
-            match limited(limit, client.delete(&join(dir, &created.name), None)).await {
-                Ok(()) | Err(zk::Error::NoNode) => return Ok(Turn::Busy),
-                Err(error) => return Err(error),
-            }
+            let client = session.client()?;
+            let deleted = limited(
+                session.request_limit(),
+                client.delete(&join(dir, &created.name), None),
+            )
+            .await;
+            return match deleted {
+                Ok(()) | Err(zk::Error::NoNode) => Ok(Turn::Busy),
+                Err(error) => Err(error),
+            };
         }
         // getData rather than exists: no watch is left behind when the node is already gone.
-        let watched = match limited(limit, client.get_and_watch_data(&join(dir, &before))).await {
+        let watched = read(session, |client| {
+            let before = before.clone();
+            async move { client.get_and_watch_data(&before).await }
+        })
+        .await;
+        let watcher = match watched {
+            Ok((_, _, watcher)) => watcher,
             Err(zk::Error::NoNode) => continue,
-            other => other?,
+            Err(error) => return Err(error),
         };
-        drop(client);
-        let (_, _, watcher) = watched;
         tokio::select! {
             _ = watcher.changed() => {}
             _ = session.retired() => return Ok(Turn::Again),

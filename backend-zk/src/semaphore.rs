@@ -19,7 +19,7 @@ use crate::hold::{grant, Env};
 use crate::layout::{
     join, node_prefix, protection, sorted, Marker, Role, SEMAPHORE_LEASES, SEMAPHORE_LOCKS,
 };
-use crate::nodes::{create_sequential, delete_by_uuid, delete_in_background, ensure_dir};
+use crate::nodes::{create_sequential, delete_by_uuid, delete_in_background, ensure_dir, read};
 use crate::queue::{wait_turn, Attempt, Turn};
 use crate::session::Session;
 
@@ -188,8 +188,11 @@ async fn create_leases(
             Err(zk::Error::NoNode) => ensure_dir(&client, leases, env.acl, limit).await?,
             Err(error) if outcome_unknown(&error) => {
                 let ours = protection(uuid);
-                limited(limit, client.sync(leases)).await?;
-                let children = limited(limit, client.list_children(leases)).await?;
+                let children = read(session, |client| async move {
+                    client.sync(leases).await?;
+                    client.list_children(leases).await
+                })
+                .await?;
                 let names: Vec<String> = children
                     .into_iter()
                     .filter(|c| c.starts_with(&ours))
@@ -213,12 +216,11 @@ async fn wait_for_room(
     limit: u32,
     wait: bool,
 ) -> std::result::Result<Option<bool>, zk::Error> {
-    let request_limit = session.request_limit();
     loop {
-        let client = session.client()?;
-        let (children, watcher) =
-            limited(request_limit, client.list_and_watch_children(leases)).await?;
-        drop(client);
+        let (children, watcher) = read(session, |client| async move {
+            client.list_and_watch_children(leases).await
+        })
+        .await?;
         let present = sorted(&children, &[Marker::Lease]);
         if !ours.iter().all(|n| present.iter().any(|p| &p.name == n)) {
             return Ok(Some(false));
