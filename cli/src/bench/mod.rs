@@ -1,5 +1,6 @@
 //! `tumbler bench`: speed of every store, measured the same way, side by side.
 
+mod curator_peer;
 mod local;
 mod progress;
 mod report;
@@ -56,7 +57,27 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             }
         }
         let counter = server_stats::for_url(url);
+        let curator = if args.peers {
+            curator_peer::Curator::new(url)
+        } else {
+            None
+        };
         for scenario in &args.scenarios {
+            if let Some(m) = match &curator {
+                Some(curator) => curator.measure(*scenario, args.duration).await,
+                None => None,
+            } {
+                if !args.json {
+                    eprintln!(
+                        "{}",
+                        report::table(std::slice::from_ref(&m))
+                            .lines()
+                            .nth(1)
+                            .unwrap_or("")
+                    );
+                }
+                results.push(m);
+            }
             for subject in &subjects {
                 let m = measure(
                     subject.as_ref(),

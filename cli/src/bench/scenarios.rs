@@ -85,6 +85,24 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// A row for a run that failed.
+    pub fn failed(subject: String, url: &str, scenario: Scenario, why: String) -> Self {
+        Measured {
+            subject,
+            url: url.to_owned(),
+            scenario: scenario.name(),
+            clients: 0,
+            ops: 0,
+            seconds: 0.0,
+            ops_per_sec: 0.0,
+            acquire: None,
+            handoff: None,
+            requests_per_op: None,
+            errors: 1,
+            skipped: Some(format!("failed: {why}")),
+        }
+    }
+
     fn skipped(subject: &dyn Subject, scenario: Scenario, why: String) -> Self {
         Measured {
             subject: subject.label(),
@@ -103,8 +121,9 @@ impl Measured {
     }
 }
 
+/// One acquisition or release, for hand-off latencies.
 #[derive(Clone, Copy)]
-enum Event {
+pub enum Event {
     Acquired { client: usize },
     Releasing { client: usize },
 }
@@ -267,7 +286,7 @@ async fn contend(
         client.close().await;
     }
     let ops = acquire.count();
-    let handoff = handoffs(&mut lock_events(&events));
+    let handoff = handoffs_from(&mut lock_events(&events));
     Ok(Measured {
         subject: subject.label(),
         url: subject.url().to_owned(),
@@ -292,7 +311,7 @@ fn lock_events(
 
 /// Hand-off latency: from one client starting its release to the next (other) client's
 /// acknowledged acquisition.
-fn handoffs(events: &mut [(Instant, Event)]) -> Latency {
+pub fn handoffs_from(events: &mut [(Instant, Event)]) -> Latency {
     events.sort_by_key(|(at, _)| *at);
     let mut latency = Latency::new();
     let mut releasing: Option<(Instant, usize)> = None;
@@ -387,7 +406,7 @@ mod tests {
             (ms(9), Event::Releasing { client: 1 }),
             (ms(10), Event::Acquired { client: 1 }), // same client again: not a hand-off
         ];
-        let h = handoffs(&mut events);
+        let h = handoffs_from(&mut events);
         assert_eq!(h.count(), 1);
         let p = h.summary().unwrap();
         assert!((1_900..=2_100).contains(&p.p50_us), "{p:?}");
