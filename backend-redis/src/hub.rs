@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lockcore::{HoldNotifier, LostReason};
 use tokio::sync::Notify;
@@ -24,12 +24,25 @@ struct Channel {
     subscribed: Option<u64>,
     /// When the last listener left (the channel lingers subscribed a while).
     idle_since: Option<Instant>,
+    /// A janitor task is watching this channel for retirement.
+    janitor: bool,
 }
 
 impl Channel {
     fn listeners(&self) -> usize {
         self.waiters.len() + self.holders.len()
     }
+}
+
+/// What the janitor of an idle channel should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Janitor {
+    /// The channel was taken out: unsubscribe it.
+    Retired,
+    /// Still lingering: look again after this long.
+    Wait(Duration),
+    /// Listeners came back: stop watching.
+    Busy,
 }
 
 /// Every channel of one node.
@@ -51,14 +64,14 @@ impl HubState {
         entry.holders.insert(value.to_owned(), notifier);
     }
 
-    /// Removes a waiter; returns true if the channel has no listener left.
+    /// Removes a waiter; returns true if a janitor should start watching the channel.
     pub(crate) fn remove_waiter(&mut self, channel: &str, member: &str) -> bool {
         self.remove(channel, |c| {
             c.waiters.remove(member);
         })
     }
 
-    /// Removes a holder; returns true if the channel has no listener left.
+    /// Removes a holder; returns true if a janitor should start watching the channel.
     pub(crate) fn remove_holder(&mut self, channel: &str, value: &str) -> bool {
         self.remove(channel, |c| {
             c.holders.remove(value);
@@ -70,12 +83,11 @@ impl HubState {
             return false;
         };
         what(entry);
-        if entry.listeners() == 0 {
-            entry.idle_since = Some(Instant::now());
-            true
-        } else {
-            false
+        if entry.listeners() > 0 {
+            return false;
         }
+        entry.idle_since = Some(Instant::now());
+        !std::mem::replace(&mut entry.janitor, true)
     }
 
     pub(crate) fn is_subscribed(&self, channel: &str, gen: u64) -> bool {
@@ -112,15 +124,27 @@ impl HubState {
         }
     }
 
-    /// Takes a channel out if it has been idle at least `linger`; returns whether it did.
-    pub(crate) fn retire_if_idle(&mut self, channel: &str, linger: std::time::Duration) -> bool {
-        let idle = self.channels.get(channel).is_some_and(|c| {
-            c.listeners() == 0 && c.idle_since.is_some_and(|at| at.elapsed() >= linger)
-        });
-        if idle {
-            self.channels.remove(channel);
+    /// The janitor's check: `Retired` takes the channel out (unsubscribe it), `Wait(d)` means
+    /// look again after `d`, `Busy` means listeners came back (the janitor ends).
+    pub(crate) fn janitor_check(&mut self, channel: &str, linger: Duration) -> Janitor {
+        let Some(entry) = self.channels.get_mut(channel) else {
+            return Janitor::Busy;
+        };
+        match entry.idle_since {
+            Some(at) if entry.listeners() == 0 => {
+                let idle = at.elapsed();
+                if idle >= linger {
+                    self.channels.remove(channel);
+                    Janitor::Retired
+                } else {
+                    Janitor::Wait(linger - idle)
+                }
+            }
+            _ => {
+                entry.janitor = false;
+                Janitor::Busy
+            }
         }
-        idle
     }
 
     /// Wakes every local waiter (after a reconnect, messages may have been missed).
@@ -175,8 +199,6 @@ impl HubState {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test]
@@ -211,7 +233,15 @@ mod tests {
         hub.dispatch("c", "gone id:x:1");
         assert_eq!(rx.lost_reason(), Some(LostReason::Deleted));
         assert!(hub.remove_holder("c", "id:x:1"));
-        assert!(!hub.retire_if_idle("c", Duration::from_secs(60)));
-        assert!(hub.retire_if_idle("c", Duration::ZERO));
+        assert!(matches!(
+            hub.janitor_check("c", Duration::from_secs(60)),
+            Janitor::Wait(_)
+        ));
+        hub.add_holder("c", "id:x:2", Arc::new(lockcore::hold_signals().0));
+        assert!(
+            !hub.remove_holder("c", "id:x:2"),
+            "a janitor is already watching"
+        );
+        assert_eq!(hub.janitor_check("c", Duration::ZERO), Janitor::Retired);
     }
 }

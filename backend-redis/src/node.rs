@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::{RedisNode, Settings};
 use crate::error::{breaks_connection, map};
-use crate::hub::HubState;
+use crate::hub::{HubState, Janitor};
 use crate::scripts;
 
 /// How long a channel stays subscribed after its last listener left (saves a
@@ -404,36 +404,45 @@ impl Node {
         }
     }
 
-    /// A listener left `channel`; unsubscribe after it lingered unused.
-    fn listener_left(self: &Arc<Self>, channel: String, now_idle: bool) {
-        if !now_idle {
-            return;
-        }
+    /// The last listener left `channel`: unsubscribe once it stayed unused for [`LINGER`].
+    fn start_janitor(self: &Arc<Self>, channel: String) {
         let node = Arc::downgrade(self);
         self.runtime.spawn(async move {
-            tokio::time::sleep(LINGER).await;
-            let Some(node) = node.upgrade() else {
-                return;
-            };
-            if !node.hub().retire_if_idle(&channel, LINGER) {
-                return;
-            }
-            if let Some((gen, mut conn)) = node.current() {
-                let done =
-                    tokio::time::timeout(node.settings.request_timeout, conn.unsubscribe(&channel))
-                        .await;
-                if !matches!(done, Ok(Ok(()))) {
-                    node.invalidate(gen, "unsubscribe failed");
-                }
-            }
-            // A listener that came back meanwhile may have subscribed before the UNSUBSCRIBE
-            // went out: subscribe it again.
-            if node.hub().forget_subscription(&channel) {
-                if let Err(error) = node.ensure_subscribed(&channel).await {
-                    tracing::debug!(%error, "re-subscribing a lock channel failed");
+            let mut pause = LINGER;
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(node) = node.upgrade() else {
+                    return;
+                };
+                let check = node.hub().janitor_check(&channel, LINGER);
+                match check {
+                    Janitor::Busy => return,
+                    Janitor::Wait(more) => pause = more,
+                    Janitor::Retired => {
+                        node.unsubscribe(&channel).await;
+                        return;
+                    }
                 }
             }
         });
+    }
+
+    async fn unsubscribe(self: &Arc<Self>, channel: &str) {
+        if let Some((gen, mut conn)) = self.current() {
+            let done =
+                tokio::time::timeout(self.settings.request_timeout, conn.unsubscribe(channel))
+                    .await;
+            if !matches!(done, Ok(Ok(()))) {
+                self.invalidate(gen, "unsubscribe failed");
+            }
+        }
+        // A listener that came back meanwhile may have subscribed before the UNSUBSCRIBE went
+        // out: subscribe it again.
+        if self.hub().forget_subscription(channel) {
+            if let Err(error) = self.ensure_subscribed(channel).await {
+                tracing::debug!(%error, "re-subscribing a lock channel failed");
+            }
+        }
     }
 
     fn dispatch(&self, data: &[Value]) {
@@ -510,9 +519,9 @@ impl WaiterReg {
 
 impl Drop for WaiterReg {
     fn drop(&mut self) {
-        let idle = self.node.hub().remove_waiter(&self.channel, &self.member);
-        self.node
-            .listener_left(std::mem::take(&mut self.channel), idle);
+        if self.node.hub().remove_waiter(&self.channel, &self.member) {
+            self.node.start_janitor(std::mem::take(&mut self.channel));
+        }
     }
 }
 
@@ -525,8 +534,8 @@ pub(crate) struct HolderReg {
 
 impl Drop for HolderReg {
     fn drop(&mut self) {
-        let idle = self.node.hub().remove_holder(&self.channel, &self.value);
-        self.node
-            .listener_left(std::mem::take(&mut self.channel), idle);
+        if self.node.hub().remove_holder(&self.channel, &self.value) {
+            self.node.start_janitor(std::mem::take(&mut self.channel));
+        }
     }
 }

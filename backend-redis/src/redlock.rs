@@ -410,7 +410,10 @@ impl Releaser for RedlockLease {
                 Err(error) => errors.push(error),
             }
         }
-        if released >= masters.quorum() {
+        // Released for everyone else once too few masters may still carry the key for any
+        // majority to be blocked by it.
+        let may_still_hold = errors.len();
+        if released > 0 && may_still_hold <= self.nodes.len() - masters.quorum() {
             Ok(true)
         } else if errors.is_empty() {
             Ok(false)

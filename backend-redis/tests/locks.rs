@@ -16,7 +16,13 @@ async fn mutex_excludes_and_tokens_increase() {
     let redis = fresh_redis().await;
     let (a, b) = (connect(&redis.url()).await, connect(&redis.url()).await);
     let first = a.mutex("jobs/nightly").unwrap().lock().await.unwrap();
-    assert!(b.mutex("jobs/nightly").unwrap().try_lock().await.unwrap().is_none());
+    assert!(b
+        .mutex("jobs/nightly")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
     // The key is exactly the name, holding our value (redis-py and rslock see it as held).
     match redis.cmd(&["GET", "jobs/nightly"]).await.unwrap() {
         Reply::Bulk(Some(v)) => {
@@ -27,10 +33,19 @@ async fn mutex_excludes_and_tokens_increase() {
     }
     let token = first.fencing_token();
     first.release().await.unwrap();
-    let second = b.mutex("jobs/nightly").unwrap().try_lock().await.unwrap().expect("free");
+    let second = b
+        .mutex("jobs/nightly")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("free");
     assert!(second.fencing_token() > token);
     second.release().await.unwrap();
-    assert_eq!(redis.cmd(&["EXISTS", "jobs/nightly"]).await.unwrap(), Reply::Int(0));
+    assert_eq!(
+        redis.cmd(&["EXISTS", "jobs/nightly"]).await.unwrap(),
+        Reply::Int(0)
+    );
 }
 
 #[tokio::test]
@@ -39,7 +54,11 @@ async fn release_wakes_the_waiter_without_waiting_for_a_timer() {
     // A long TTL: the fallback retry would come only after ttl/3 = 10 s.
     let url = format!("{}?ttl=30s", redis.url());
     let connect_long = || async {
-        RedisConfig::from_url(&url).unwrap().connect().await.unwrap()
+        RedisConfig::from_url(&url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     };
     let (a, b) = (connect_long().await, connect_long().await);
     let held = a.mutex("handoff").unwrap().lock().await.unwrap();
@@ -152,7 +171,10 @@ async fn semaphore_is_all_or_nothing_and_checks_the_limit() {
     let pool = a.semaphore("pool", 3).unwrap();
     let two = pool.acquire(2).await.unwrap();
     let other = b.semaphore("pool", 3).unwrap();
-    assert!(other.try_acquire(2).await.unwrap().is_none(), "only 1 of 3 free");
+    assert!(
+        other.try_acquire(2).await.unwrap().is_none(),
+        "only 1 of 3 free"
+    );
     let waiting = tokio::spawn(async move { other.acquire(2).await });
     eventually(PROMPT, "the semaphore waiter queued", || async {
         a.state("pool").await.unwrap().waiters == Some(1)
@@ -168,7 +190,11 @@ async fn semaphore_is_all_or_nothing_and_checks_the_limit() {
         other => panic!("a different limit gave {other:?}"),
     }
     two.release().await.unwrap();
-    let lease = tokio::time::timeout(PROMPT, waiting).await.unwrap().unwrap().unwrap();
+    let lease = tokio::time::timeout(PROMPT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(lease.permits(), 2);
     lease.release().await.unwrap();
 }
@@ -181,11 +207,20 @@ async fn rwlock_readers_share_and_a_queued_writer_keeps_new_readers_out() {
         connect(&redis.url()).await,
         connect(&redis.url()).await,
     ];
-    let rw: Vec<_> = clients.iter().map(|c| c.rwlock("config").unwrap()).collect();
+    let rw: Vec<_> = clients
+        .iter()
+        .map(|c| c.rwlock("config").unwrap())
+        .collect();
     let r0 = rw[0].read().await.unwrap();
     let r1 = rw[1].try_read().await.unwrap().expect("readers share");
     // A mutex of the same name is a writer.
-    assert!(clients[2].mutex("config").unwrap().try_lock().await.unwrap().is_none());
+    assert!(clients[2]
+        .mutex("config")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
     let writer = rw[2].clone();
     let waiting = tokio::spawn(async move { writer.write().await });
     eventually(PROMPT, "the writer queued", || async {
@@ -193,17 +228,28 @@ async fn rwlock_readers_share_and_a_queued_writer_keeps_new_readers_out() {
     })
     .await;
     let late = clients[2].rwlock("config").unwrap();
-    assert!(late.try_read().await.unwrap().is_none(), "a reader jumped the waiting writer");
+    assert!(
+        late.try_read().await.unwrap().is_none(),
+        "a reader jumped the waiting writer"
+    );
     r0.release().await.unwrap();
     r1.release().await.unwrap();
-    let w = tokio::time::timeout(PROMPT, waiting).await.unwrap().unwrap().unwrap();
+    let w = tokio::time::timeout(PROMPT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let token = w.fencing_token();
     let read = w.downgrade().await.unwrap();
     assert_eq!(read.fencing_token(), token);
     let state = clients[0].state("config").await.unwrap();
     assert_eq!(state.holders.len(), 1);
     assert_eq!(state.holders[0].mode, HoldMode::Read);
-    let shared = rw[0].try_read().await.unwrap().expect("readers share after a downgrade");
+    let shared = rw[0]
+        .try_read()
+        .await
+        .unwrap()
+        .expect("readers share after a downgrade");
     assert!(rw[1].try_write().await.unwrap().is_none());
     shared.release().await.unwrap();
     read.release().await.unwrap();
@@ -221,7 +267,10 @@ async fn hold_outlives_its_ttl_while_renewed() {
         .lock_timeout(common::TTL * 3)
         .await
         .unwrap();
-    assert!(intruder.is_none(), "the lock expired while its holder was healthy");
+    assert!(
+        intruder.is_none(),
+        "the lock expired while its holder was healthy"
+    );
     assert_eq!(held.lost_reason(), None);
     held.release().await.unwrap();
 }
@@ -229,13 +278,21 @@ async fn hold_outlives_its_ttl_while_renewed() {
 #[tokio::test]
 async fn revocation_and_forced_release_reach_the_holder() {
     let redis = fresh_redis().await;
-    let (a, b) = (connect_backend(&redis.url()).await, connect_backend(&redis.url()).await);
+    let (a, b) = (
+        connect_backend(&redis.url()).await,
+        connect_backend(&redis.url()).await,
+    );
     let (la, lb): (lockcore::SharedBackend, lockcore::SharedBackend) = (a.clone(), b.clone());
     let held = la.mutex("revoke").unwrap().lock().await.unwrap();
     assert_eq!(lb.request_revoke("revoke").await.unwrap(), 1);
-    tokio::time::timeout(PROMPT, held.revoke_requested()).await.unwrap();
+    tokio::time::timeout(PROMPT, held.revoke_requested())
+        .await
+        .unwrap();
     assert_eq!(held.lost_reason(), None);
-    assert_eq!(a.held_locks(), vec![lockcore::LockName::new("revoke").unwrap()]);
+    assert_eq!(
+        a.held_locks(),
+        vec![lockcore::LockName::new("revoke").unwrap()]
+    );
     a.settle().await.unwrap();
     let waiter = lb.mutex("revoke").unwrap();
     let waiting = tokio::spawn(async move { waiter.lock().await });
@@ -244,8 +301,16 @@ async fn revocation_and_forced_release_reach_the_holder() {
     })
     .await;
     assert_eq!(b.force_release("revoke").await.unwrap(), 1);
-    let next = tokio::time::timeout(PROMPT, waiting).await.unwrap().unwrap().unwrap();
-    assert_eq!(held.lost_reason(), Some(LostReason::Deleted), "lost() had not fired when B got in");
+    let next = tokio::time::timeout(PROMPT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        held.lost_reason(),
+        Some(LostReason::Deleted),
+        "lost() had not fired when B got in"
+    );
     assert!(next.fencing_token() > held.fencing_token());
     assert!(matches!(held.release().await, Err(Error::NotOwner { .. })));
     next.release().await.unwrap();
@@ -278,9 +343,18 @@ async fn after_a_restart_no_lock_is_granted_before_old_holds_ran_out() {
         .unwrap()
         .expect("the lock after the restart");
     let waited = restarted_at.elapsed();
-    assert!(held.lost_reason().is_some(), "B got the lock before A heard it was lost");
-    assert!(waited >= common::TTL - Duration::from_millis(100), "granted after {waited:?}");
-    assert!(guard.fencing_token() > held.fencing_token(), "tokens went backwards across the restart");
+    assert!(
+        held.lost_reason().is_some(),
+        "B got the lock before A heard it was lost"
+    );
+    assert!(
+        waited >= common::TTL - Duration::from_millis(100),
+        "granted after {waited:?}"
+    );
+    assert!(
+        guard.fencing_token() > held.fencing_token(),
+        "tokens went backwards across the restart"
+    );
     guard.release().await.unwrap();
 }
 
@@ -292,6 +366,9 @@ async fn shutdown_releases_every_hold() {
     a.shutdown().await.unwrap();
     assert_eq!(held.lost_reason(), Some(LostReason::Abandoned));
     assert!(b.mutex("bye").unwrap().try_lock().await.unwrap().is_some());
-    assert!(matches!(a.mutex("bye").unwrap().try_lock().await, Err(Error::Closed { .. })));
+    assert!(matches!(
+        a.mutex("bye").unwrap().try_lock().await,
+        Err(Error::Closed { .. })
+    ));
     drop(held);
 }

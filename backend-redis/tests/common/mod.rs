@@ -54,7 +54,10 @@ where
 {
     let deadline = Instant::now() + within;
     while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,0 +1,122 @@
+//! Faults through a TCP proxy: a cut connection makes `lost()` fire within the validity bound,
+//! before the key expires on the server; a waiter whose connection breaks still gets woken.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use backend_redis::RedisConfig;
+use common::{fresh_redis, logs, PROMPT};
+use lockcore::{ConnectionEvent, LostReason};
+use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::resp::Reply;
+
+#[tokio::test]
+async fn cut_connection_fires_lost_before_the_key_expires() {
+    logs();
+    let redis = fresh_redis().await;
+    let proxy = FaultProxy::start(redis.addr()).await.unwrap();
+    let ttl = Duration::from_secs(2);
+    let drift = Duration::from_millis(400);
+    let locks = RedisConfig::from_url(&format!(
+        "redis://{}?ttl=2s&drift=400ms&connect_timeout=500ms",
+        proxy.addr()
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mut events = locks.connection_events();
+    let held = locks.mutex("cut").unwrap().lock().await.unwrap();
+    // Let a renewal or two happen first.
+    tokio::time::sleep(ttl / 2).await;
+    proxy.set_mode(ProxyMode::Blackhole);
+    proxy.cut_all();
+    let cut_at = Instant::now();
+    let reason = tokio::time::timeout(ttl * 2, held.lost())
+        .await
+        .expect("lost() fired");
+    let lost_after = cut_at.elapsed();
+    let pttl = match redis.cmd(&["PTTL", "cut"]).await.unwrap() {
+        Reply::Int(ms) => ms,
+        other => panic!("PTTL answered {other:?}"),
+    };
+    assert_eq!(reason, LostReason::Disconnected);
+    assert!(
+        pttl > 0,
+        "lost() fired only after the key expired (PTTL {pttl})"
+    );
+    let validity = ttl - drift;
+    // The last renewal was sent at most ttl/3 before the cut.
+    assert!(
+        lost_after + ttl / 3 + Duration::from_millis(50) >= validity,
+        "lost() fired early: {lost_after:?}"
+    );
+    assert!(
+        lost_after <= validity + Duration::from_millis(500),
+        "lost() fired late: {lost_after:?}"
+    );
+    assert_eq!(events.current(), ConnectionEvent::Suspended);
+    proxy.set_mode(ProxyMode::Pass);
+    tokio::time::timeout(PROMPT, async {
+        while events.next().await != Some(ConnectionEvent::Reconnected) {}
+    })
+    .await
+    .expect("Reconnected after healing");
+    let again = locks
+        .mutex("cut")
+        .unwrap()
+        .lock_timeout(PROMPT)
+        .await
+        .unwrap();
+    again
+        .expect("the lock after it expired")
+        .release()
+        .await
+        .unwrap();
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_waiter_whose_connection_breaks_is_still_woken() {
+    let redis = fresh_redis().await;
+    let proxy = FaultProxy::start(redis.addr()).await.unwrap();
+    // TTL 30 s: without a notification the waiter would retry only after 10 s.
+    let a = RedisConfig::from_url(&format!("{}?ttl=30s", redis.url()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let b = RedisConfig::from_url(&format!("redis://{}?ttl=30s", proxy.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let held = a.mutex("rewake").unwrap().lock().await.unwrap();
+    let waiter = b.mutex("rewake").unwrap();
+    let waiting = tokio::spawn(async move { waiter.lock().await });
+    common::eventually(PROMPT, "the waiter queued", || async {
+        a.state("rewake").await.unwrap().waiters == Some(1)
+    })
+    .await;
+    let mut events = b.connection_events();
+    proxy.cut_all();
+    tokio::time::timeout(PROMPT, async {
+        while events.next().await != Some(ConnectionEvent::Reconnected) {}
+    })
+    .await
+    .expect("the waiter reconnected");
+    let released_at = Instant::now();
+    held.release().await.unwrap();
+    let guard = tokio::time::timeout(PROMPT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let handoff = released_at.elapsed();
+    assert!(
+        handoff < Duration::from_secs(5),
+        "the waiter was not woken after its reconnect ({handoff:?})"
+    );
+    guard.release().await.unwrap();
+}

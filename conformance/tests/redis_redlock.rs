@@ -1,0 +1,183 @@
+//! The whole conformance suite on Redlock over three real Redis masters (three servers per
+//! case, one fault proxy per client and master, lock TTL 2 s). Read-write locks, semaphores,
+//! FIFO order and strict fencing are not offered in Redlock mode; those cases report skips.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backend_redis::{RedisBackend, RedisConfig};
+use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use lockcore::{LockBackend, LockName, SharedBackend};
+use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::redis::Redis;
+
+/// The lock TTL of every client in this suite.
+const TTL: Duration = Duration::from_secs(2);
+
+struct RedlockHarness {
+    masters: Vec<Redis>,
+    /// A client straight to the masters, for the store-side hooks.
+    admin: Arc<RedisBackend>,
+    clients: Mutex<Vec<(Arc<RedisBackend>, Vec<FaultProxy>)>>,
+}
+
+fn url_of(addrs: &[std::net::SocketAddr]) -> String {
+    let hosts: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    format!(
+        "redis+redlock://{}?ttl={}ms&connect_timeout=1s",
+        hosts.join(","),
+        TTL.as_millis()
+    )
+}
+
+impl RedlockHarness {
+    fn direct_url(&self) -> String {
+        url_of(&self.masters.iter().map(Redis::addr).collect::<Vec<_>>())
+    }
+
+    fn with_client<T>(
+        &self,
+        client: &TestClient,
+        f: impl FnOnce(&Arc<RedisBackend>, &[FaultProxy]) -> T,
+    ) -> HookResult<T> {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let (backend, proxies) = clients
+            .get(client.index)
+            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))?;
+        Ok(f(backend, proxies))
+    }
+}
+
+#[async_trait]
+impl Harness for RedlockHarness {
+    fn name(&self) -> String {
+        "redis-redlock".into()
+    }
+
+    async fn client(&self) -> Result<TestClient, String> {
+        let mut proxies = Vec::new();
+        for master in &self.masters {
+            proxies.push(
+                FaultProxy::start(master.addr())
+                    .await
+                    .map_err(|e| format!("fault proxy: {e}"))?,
+            );
+        }
+        let url = url_of(&proxies.iter().map(FaultProxy::addr).collect::<Vec<_>>());
+        let backend = RedisConfig::from_url(&url)
+            .map_err(|e| e.to_string())?
+            .connect_backend()
+            .await
+            .map_err(|e| format!("connect through the proxies: {e}"))?;
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.push((backend.clone(), proxies));
+        Ok(TestClient {
+            locks: backend as SharedBackend,
+            index: clients.len() - 1,
+        })
+    }
+
+    fn crash_release_bound(&self) -> Duration {
+        TTL * 3
+    }
+
+    /// A forced release on every master by another client; the holder's next round trip to
+    /// each master comes back after the removal notice, so it has been told on return.
+    async fn expire_session(&self, client: &TestClient) -> HookResult {
+        let backend = self.with_client(client, |b, _| b.clone())?;
+        let failed = |what: &str, e: lockcore::Error| HookError::Failed(format!("{what}: {e}"));
+        backend
+            .settle()
+            .await
+            .map_err(|e| failed("holder subscriptions", e))?;
+        for name in backend.held_locks() {
+            self.admin
+                .force_release(&name)
+                .await
+                .map_err(|e| failed("forced release", e))?;
+            LockBackend::state(&*backend, &name)
+                .await
+                .map_err(|e| failed("the holder's round trip", e))?;
+        }
+        Ok(())
+    }
+
+    async fn cut_connection(&self, client: &TestClient) -> HookResult {
+        self.with_client(client, |_, proxies| {
+            for proxy in proxies {
+                proxy.set_mode(ProxyMode::Blackhole);
+                proxy.cut_all();
+            }
+        })
+    }
+
+    async fn heal_connection(&self, client: &TestClient) -> HookResult {
+        self.with_client(client, |_, proxies| {
+            for proxy in proxies {
+                proxy.set_mode(ProxyMode::Pass);
+            }
+        })
+    }
+
+    async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        ProcessHolder::spawn(
+            env!("CARGO_BIN_EXE_holder"),
+            &self.direct_url(),
+            name.as_str(),
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
+    async fn restart_server(&self) -> HookResult {
+        for master in &self.masters {
+            master
+                .restart()
+                .await
+                .map_err(|e| HookError::Failed(format!("restarting a master: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
+        Ok(match RedisConfig::from_url(&self.direct_url()) {
+            Ok(config) => config.ttl(ttl).connect().await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
+        let ports = [
+            testkit::free_port(),
+            testkit::free_port(),
+            testkit::free_port(),
+        ];
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        Ok(backend_redis::connect_url(&format!("redis+redlock://{}", hosts.join(","))).await)
+    }
+}
+
+async fn harness() -> Arc<dyn Harness> {
+    let masters = Redis::start_many(3)
+        .await
+        .unwrap_or_else(|e| panic!("starting 3 redis masters: {e}"));
+    let url = url_of(&masters.iter().map(Redis::addr).collect::<Vec<_>>());
+    let admin = RedisConfig::from_url(&url)
+        .unwrap_or_else(|e| panic!("admin URL: {e}"))
+        .connect_backend()
+        .await
+        .unwrap_or_else(|e| panic!("connecting the admin client: {e}"));
+    // Servers started just now hold no locks from before a restart.
+    admin
+        .declare_fresh_servers()
+        .await
+        .unwrap_or_else(|e| panic!("declaring the masters fresh: {e}"));
+    Arc::new(RedlockHarness {
+        masters,
+        admin,
+        clients: Mutex::new(Vec::new()),
+    })
+}
+
+conformance::suite!(harness);
