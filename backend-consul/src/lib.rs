@@ -1,1 +1,128 @@
-//! Placeholder: filled by its issue.
+//! # backend-consul
+//!
+//! tumbler's Consul backend: distributed mutexes, semaphores and read-write locks on a Consul
+//! agent's sessions and KV store, through its HTTP API.
+//!
+//! ```no_run
+//! # async fn demo() -> lockcore::Result<()> {
+//! let locks = backend_consul::connect_url("consul://127.0.0.1:8500?lock_delay=1s").await?;
+//! let guard = locks.mutex("jobs/nightly")?.lock().await?;
+//! println!("fencing token {}", guard.fencing_token());
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # URL grammar
+//!
+//! `consul://HOST[:PORT][/][?PARAMS]` (plain http, default port 8500) or
+//! `consuls://HOST[:PORT][/][?PARAMS]` (https, default port 8501). Parameters:
+//!
+//! | parameter | default | meaning |
+//! |---|---|---|
+//! | `ttl` | `15s` | session TTL, 1s..=24h (a real agent requires ≥ its `session_ttl_min`, 10s by default); renewed every TTL/2 |
+//! | `lock_delay` | `15s` | lock-delay of this client's session, 0s..=60s (`0s` allowed: fast hand-off after a crash) |
+//! | `prefix` | `tumbler/` | KV prefix of every key (may be empty: `prefix=`) |
+//! | `token` | none | ACL token, sent as `X-Consul-Token` |
+//! | `session_name` | `tumbler (pid N)` | the session's name in the UI |
+//! | `dc` | the agent's | datacenter |
+//! | `connect_timeout` | `5s` | TCP/TLS connect timeout |
+//! | `request_timeout` | `10s` | timeout of one request (blocking queries get their wait on top) |
+//! | `query_wait` | `60s` | longest single blocking query |
+//! | `ca_file` | system roots | PEM CA certificate(s) to trust (`consuls://` only) |
+//! | `cert_file`, `key_file` | none | client certificate and key for `verify_incoming` agents (`consuls://` only) |
+//!
+//! Durations are written `500ms`, `10s`, `2m`, `1h`. Unknown parameters are errors. For code,
+//! [`ConsulConfig`] has a builder with the same settings and [`ConsulConfig::from_env`] reads
+//! the `CONSUL_HTTP_*` variables the `consul` CLI reads.
+//!
+//! # Keys, and working with `consul lock` and Go clients
+//!
+//! A lock name `NAME` lives under `<prefix>NAME/` (each `:` in the name becomes `,`, since
+//! Consul 1.21.5+ refuses `:` in keys; segments starting with `.` are refused):
+//!
+//! - **Mutex**: the api.Lock protocol on the key `<prefix>NAME/.lock` with flags
+//!   `0x2ddccbc058a50c18` — the key `consul lock <prefix>NAME …` uses. So
+//!   `consul lock tumbler/jobs/nightly ./run.sh` excludes with `locks.mutex("jobs/nightly")`,
+//!   and a Go service excludes with us using `client.LockKey("tumbler/jobs/nightly/.lock")`.
+//!   With `prefix=` (empty) the name is the `consul lock` prefix itself. Each `consul lock` and
+//!   api.Lock session has its own lock-delay (api.Lock's default is 15s).
+//! - **Semaphore**: api.Semaphore's layout under the prefix `<prefix>NAME/`: contender keys
+//!   `<prefix>NAME/<session>` and the holders record `<prefix>NAME/.lock`
+//!   (`{"Limit":n,"Holders":{…}}`, flags `0xe0f69a2baa414de0`), so `consul lock -n N
+//!   <prefix>NAME …` and Go's `SemaphorePrefix` share it. Each lease has its own session; a
+//!   lease of n permits is one holder entry whose contender value records n. Go clients count
+//!   each holder as one permit: mix them only with leases of one permit.
+//! - **RwLock**: tumbler's own design (see the `rwlock` module docs): a CAS-updated record
+//!   `<prefix>NAME/.rwlock` and contender keys `<prefix>NAME/.rw/<lease>`.
+//! - Mutex waiters queue in `<prefix>NAME/.queue/<session>` so that a release wakes one waiter,
+//!   not all of them (api.Lock's waiters all wake on every release).
+//!
+//! A mutex and a semaphore of the same name conflict on the `.lock` key's flags and report
+//! [`lockcore::Error::Conflict`], as Consul's own clients do.
+//!
+//! # Guarantees and their bounds
+//!
+//! - **Fencing tokens** strictly increase per name: a hold's token is the ModifyIndex of its
+//!   key (mutex) or record (semaphore, read-write lock) read right after it was granted, while
+//!   it was still held. Consul's index is global and grows with every write, and the next
+//!   holder can only be granted by a later write, so its token is larger. (LockIndex is not
+//!   used: it restarts at 0 when a key is rewritten.)
+//! - **`lost()`** fires when the agent reports the session gone (renewal answers 404), when no
+//!   renewal has succeeded for 0.9 × TTL since it was sent (the agent cannot be reached), and
+//!   when a blocking query on the hold's key shows it deleted or held by another session.
+//!   Consul invalidates a session only after 2 × TTL without renewal and then keeps its locks
+//!   unacquirable for the lock-delay, so the holder gives up at least 1.1 × TTL + lock-delay
+//!   before a rival can be granted (with clocks whose rates differ by less than 10%). When
+//!   someone else invalidates the session (an operator, a failed health check), only the
+//!   lock-delay separates the server-side release from a rival's grant: with `lock_delay=0s`
+//!   the old holder's `lost()` then races the rival.
+//! - **Crash**: a killed holder's locks are free again within 2 × TTL (session invalidation)
+//!   plus the lock-delay, and not before the invalidation; see
+//!   [`ConsulConfig::crash_release_bound`].
+//! - **Hand-off** uses blocking queries (`?index=&wait=`); an acquire refused while the key is
+//!   free (a lock-delay) waits out our configured lock-delay with a blocking query, then backs
+//!   off from 100ms. No fixed-interval polling.
+//! - **Cancellation**: dropping an acquisition destroys its waiter or lease session (Consul
+//!   deletes its keys) and releases a key that was being acquired, keeping the key's local gate
+//!   closed until that is done.
+//! - **ACLs and TLS**: a refused token gives [`lockcore::Error::Auth`]; `consuls://` uses rustls
+//!   (ring) with the system's roots or `ca_file`.
+//!
+//! # What is not supported
+//!
+//! Sessions tied to health checks other than the agent's default `serfHealth` (sessions here
+//! use TTLs), Consul Enterprise namespaces and admin partitions, and FIFO order (a new
+//! acquisition may take a lock that was just released before the first queued waiter does).
+#![warn(missing_docs)]
+
+mod api;
+mod backend;
+mod config;
+mod gates;
+mod layout;
+mod mutex;
+mod queue;
+mod record;
+mod rwlock;
+mod semaphore;
+mod session;
+mod state;
+mod watch;
+
+pub use backend::ConsulBackend;
+pub use config::{
+    ConsulConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_DELAY, DEFAULT_QUERY_WAIT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SESSION_TTL, MAX_LOCK_DELAY, MAX_SESSION_TTL, MIN_SESSION_TTL,
+    URL_PARAMETERS,
+};
+pub use layout::{DEFAULT_PREFIX, LOCK_FLAGS, QUEUE_FLAGS, RWLOCK_FLAGS, SEMAPHORE_FLAGS};
+
+/// Connects to the agent named by a `consul://` or `consuls://` URL (see the crate docs for the
+/// grammar) and returns a shared backend.
+///
+/// Fails with [`lockcore::Error::InvalidArgument`] for a malformed URL or setting,
+/// [`lockcore::Error::Connection`] or [`lockcore::Error::Timeout`] when the agent cannot be
+/// reached, and [`lockcore::Error::Auth`] when it refuses the token.
+pub async fn connect_url(url: &str) -> lockcore::Result<lockcore::SharedBackend> {
+    ConsulConfig::from_url(url)?.connect().await
+}

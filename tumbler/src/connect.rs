@@ -12,6 +12,7 @@ use lockcore::{Error, Result, SharedBackend};
 /// | `redis://[USER:PASS@]HOST:PORT[/DB]?ttl=30s&prefix=P` (`rediss://` for TLS; `redis+redlock://H1:P1,H2:P2,H3:P3` for Redlock) | Redis, `SET NX PX` keys compatible with redis-py's `Lock` and rslock (see `backend_redis`) | `redis` |
 /// | `zk://[USER:PASS@]HOST:PORT[,HOST:PORT...][/BASE]?session_timeout=10s` | ZooKeeper ensemble, Curator-compatible recipes under `/BASE` (see `backend_zk`) | `zookeeper` |
 /// | `etcd://[USER:PASS@]HOST:PORT[,HOST:PORT...][/PREFIX]?ttl=10s` (`etcds://` for TLS, `&ca=…&cert=…&key=…`) | etcd cluster, `etcdctl lock`-compatible mutex keys under `PREFIX` (see `backend_etcd`) | `etcd` |
+/// | `consul://HOST[:PORT]?ttl=15s&lock_delay=15s&prefix=tumbler/&token=T` (`consuls://` for https, `&ca_file=…`) | Consul agent: sessions + KV, `consul lock`/api.Lock-compatible mutex keys `PREFIX NAME/.lock`, api.Semaphore layout (see `backend_consul`) | `consul` |
 ///
 /// A scheme whose feature is not enabled fails with a message naming the feature to enable.
 /// Malformed URLs and unknown query parameters fail with [`Error::InvalidArgument`] naming the
@@ -39,6 +40,9 @@ pub async fn connect(url: &str) -> Result<SharedBackend> {
         "etcd" | "etcds" => backend_etcd::connect_url(url).await,
         #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => not_compiled("etcd", "etcd"),
+        #[cfg(feature = "consul")]
+        "consul" | "consuls" => backend_consul::connect_url(url).await,
+        #[cfg(not(feature = "consul"))]
         "consul" | "consuls" => not_compiled("consul", "consul"),
         other => Err(Error::invalid(
             "URL scheme",

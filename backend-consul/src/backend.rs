@@ -1,0 +1,188 @@
+//! [`ConsulBackend`]: the `LockBackend` over one Consul agent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lockcore::{
+    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LockBackend, LockKind,
+    LockName, LockState, Result,
+};
+
+use crate::api::{Api, Behavior, Health, SessionSpec, BACKEND};
+use crate::config::ConsulConfig;
+use crate::gates::Gates;
+use crate::layout::Layout;
+use crate::session::Sessions;
+
+/// What every part of the backend shares.
+pub(crate) struct Inner {
+    pub(crate) api: Arc<Api>,
+    pub(crate) sessions: Sessions,
+    pub(crate) layout: Layout,
+    pub(crate) gates: Arc<Gates>,
+    pub(crate) config: ConsulConfig,
+    closed: AtomicBool,
+}
+
+/// Distributed locks on a Consul agent: mutexes on the api.Lock protocol, semaphores on
+/// api.Semaphore's layout, read-write locks of tumbler's own design (see the crate docs).
+///
+/// One session per backend (TTL and lock-delay from the [`ConsulConfig`]) carries every mutex
+/// and read-write hold; each semaphore lease and each queued mutex waiter has a session of its
+/// own. Use it through lockcore's handles:
+///
+/// ```no_run
+/// # async fn demo() -> lockcore::Result<()> {
+/// let locks = backend_consul::connect_url("consul://127.0.0.1:8500?ttl=15s&lock_delay=1s").await?;
+/// let guard = locks.mutex("jobs/nightly")?.lock().await?;
+/// tokio::select! {
+///     reason = guard.lost() => eprintln!("stop: {reason}"),
+///     _ = async { /* work, passing guard.fencing_token() to the resource */ } => {}
+/// }
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+pub struct ConsulBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ConsulBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulBackend")
+            .field("address", &self.inner.api.address())
+            .field("prefix", &self.inner.layout.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsulBackend {
+    /// Checks `config`, creates the backend's session (which proves the agent is reachable and
+    /// the token works) and starts renewing it.
+    pub async fn connect(config: ConsulConfig) -> Result<ConsulBackend> {
+        config.validate()?;
+        let health = Arc::new(Health::new());
+        let api = Arc::new(Api::new(&config, health)?);
+        let main_spec = SessionSpec {
+            name: config.session_name.clone(),
+            ttl: config.session_ttl,
+            lock_delay: config.lock_delay,
+            behavior: Behavior::Release,
+        };
+        let temp_spec = SessionSpec {
+            name: format!("{} (waiter or semaphore lease)", config.session_name),
+            ttl: config.session_ttl,
+            lock_delay: std::time::Duration::ZERO,
+            behavior: Behavior::Delete,
+        };
+        let sessions = Sessions::new(api.clone(), main_spec, temp_spec);
+        sessions.main().await?;
+        Ok(ConsulBackend {
+            inner: Arc::new(Inner {
+                api,
+                sessions,
+                layout: Layout::new(config.prefix.clone()),
+                gates: Arc::new(Gates::default()),
+                config,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The settings this backend runs with.
+    pub fn config(&self) -> &ConsulConfig {
+        &self.inner.config
+    }
+
+    /// The ID of the backend's own session (mutex and read-write holds), if it is live.
+    pub async fn session_id(&self) -> Option<String> {
+        self.inner
+            .sessions
+            .main_if_live()
+            .await
+            .map(|s| s.id().to_string())
+    }
+
+    /// The IDs of every live session of this backend: its own, and those of semaphore leases
+    /// and queued waiters.
+    pub fn session_ids(&self) -> Vec<String> {
+        self.inner.sessions.ids()
+    }
+
+    /// The KV key of the mutex `name` (`<prefix><name>/.lock`), e.g. to point `consul lock`
+    /// or Go's `api.LockKey` at it.
+    pub fn mutex_key(&self, name: &LockName) -> Result<String> {
+        Ok(self.inner.layout.folder(name)?.lock_key())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed { backend: BACKEND });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LockBackend for ConsulBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(BACKEND)
+            .with_fifo(false)
+            .with_fencing(Fencing::StrictlyIncreasing)
+            .with_rwlock(true)
+            .with_semaphore(true)
+            .with_revocation(true)
+            .with_lists_waiters(true)
+            .with_crash_release_bound(Some(self.inner.config.crash_release_bound()))
+    }
+
+    fn address(&self) -> String {
+        self.inner.api.address().to_string()
+    }
+
+    async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
+        self.check_open()?;
+        let inner = &self.inner;
+        match request.kind {
+            LockKind::Exclusive => crate::mutex::acquire(inner, &request.name, request.wait).await,
+            LockKind::Read => {
+                crate::rwlock::acquire(inner, &request.name, false, request.wait).await
+            }
+            LockKind::Write => {
+                crate::rwlock::acquire(inner, &request.name, true, request.wait).await
+            }
+            LockKind::Permits { limit, count } => {
+                if count == 0 || count > limit {
+                    return Err(Error::invalid(
+                        "permits",
+                        format!("asked for {count} of {limit} permits; ask for 1..={limit}"),
+                    ));
+                }
+                crate::semaphore::acquire(inner, &request.name, limit, count, request.wait).await
+            }
+        }
+    }
+
+    async fn state(&self, name: &LockName) -> Result<LockState> {
+        self.check_open()?;
+        let folder = self.inner.layout.folder(name)?;
+        crate::state::state(&self.inner.api, name, &folder).await
+    }
+
+    async fn request_revoke(&self, name: &LockName) -> Result<usize> {
+        self.check_open()?;
+        let folder = self.inner.layout.folder(name)?;
+        crate::state::request_revoke(&self.inner.api, name, &folder).await
+    }
+
+    fn connection_events(&self) -> ConnectionEvents {
+        self.inner.api.health().subscribe()
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.sessions.close().await
+    }
+}

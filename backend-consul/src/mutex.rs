@@ -1,0 +1,372 @@
+//! Mutexes on the api.Lock protocol, so `consul lock` and Go's `api.Lock` exclude with us.
+//!
+//! One attempt reads the key `NAME/.lock` (refusing it if its flags are not api.Lock's, as
+//! api.Lock does), and if no other session holds it, `PUT ?acquire=<session>&flags=…`, then
+//! reads the key back: the ModifyIndex of that read is the fencing token. A waiter queues (see
+//! [`crate::queue`]); the first in line blocks on the key until its `Session` is empty, then
+//! tries again. An `?acquire=` refused while the key is free means a lock-delay is running: the
+//! waiter waits out our own configured lock-delay with a blocking query on the key (which also
+//! wakes on any change), then backs off from 100ms. Once held, a blocking query on the key
+//! follows it (api.Lock's `monitorLock`) and fires `lost()` when the key is deleted or held by
+//! another session. Release is `PUT ?release=<session>`, then (like `consul lock`'s cleanup)
+//! a `DELETE ?cas=` of the key if nobody took it meanwhile.
+
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lockcore::cleanup::CancelCleanup;
+use lockcore::{hold_signals, Error, HeldLock, Hold, HoldNotifier, LockName, LostReason, Result};
+use tokio::time::Instant;
+
+use crate::api::{Acquire, Api, Block, KvPair};
+use crate::backend::Inner;
+use crate::gates::GatePass;
+use crate::layout::LOCK_FLAGS;
+use crate::queue::Queue;
+use crate::record::RevokeMarker;
+use crate::session::Session;
+use crate::watch::{monitor, next_index, watch_hold, Backoff, Check, Target, Watcher};
+
+/// The gate pass of an acquisition: handed to the hold, or to the cleanup of a cancelled
+/// attempt (which keeps the gate closed until it has released the key).
+type PassSlot = Arc<StdMutex<Option<GatePass>>>;
+
+/// Acquires the mutex `name`.
+pub(crate) async fn acquire(
+    inner: &Arc<Inner>,
+    name: &LockName,
+    wait: bool,
+) -> Result<Option<Hold>> {
+    let key = inner.layout.folder(name)?.lock_key();
+    let pass = if wait {
+        inner.gates.enter(&key).await
+    } else {
+        match inner.gates.try_enter(&key) {
+            Some(pass) => pass,
+            None => return Ok(None),
+        }
+    };
+    let slot: PassSlot = Arc::new(StdMutex::new(Some(pass)));
+    match attempt(inner, name, &key, &slot).await? {
+        Attempt::Taken(taken) => Ok(Some(grant(inner, name, key, taken, &slot))),
+        Attempt::Held { .. } | Attempt::Delayed { .. } if !wait => Ok(None),
+        Attempt::Held { index } => wait_then_take(inner, name, key, slot, index, false)
+            .await
+            .map(Some),
+        Attempt::Delayed { index } => wait_then_take(inner, name, key, slot, index, true)
+            .await
+            .map(Some),
+    }
+}
+
+/// What one attempt found.
+enum Attempt {
+    /// We hold the key.
+    Taken(Taken),
+    /// Another session holds it; `index` is the `X-Consul-Index` of the read.
+    Held { index: u64 },
+    /// Free, but `?acquire=` was refused: a lock-delay is running.
+    Delayed { index: u64 },
+}
+
+struct Taken {
+    session: Arc<Session>,
+    token: u64,
+    index: u64,
+    revoke: Option<String>,
+}
+
+/// One api.Lock attempt: read, `?acquire=` if free, read back.
+async fn attempt(
+    inner: &Arc<Inner>,
+    name: &LockName,
+    key: &str,
+    slot: &PassSlot,
+) -> Result<Attempt> {
+    for _ in 0..3 {
+        let read = inner.api.kv_get(key, None).await?;
+        let session = inner.sessions.main().await?;
+        if let Some(pair) = &read.value {
+            check_flags(name, pair)?;
+            if pair.is_held() && !pair.held_by(session.id()) {
+                return Ok(Attempt::Held { index: read.index });
+            }
+        }
+        // From the moment the acquire is sent, a cancelled acquisition must release the key.
+        let cleanup = CancelCleanup::new(
+            "release the key of a cancelled Consul lock acquisition",
+            undo_acquire(
+                inner.api.clone(),
+                key.to_string(),
+                session.clone(),
+                slot.clone(),
+            ),
+        );
+        match inner
+            .api
+            .kv_acquire(key, session.id(), LOCK_FLAGS, Vec::new())
+            .await?
+        {
+            Acquire::InvalidSession => {
+                cleanup.disarm();
+                inner.sessions.forget(session.id()).await;
+                continue;
+            }
+            Acquire::Busy => {
+                cleanup.disarm();
+                return Ok(Attempt::Delayed { index: read.index });
+            }
+            Acquire::Acquired => {}
+        }
+        let back = inner.api.kv_get(key, None).await?;
+        cleanup.disarm();
+        return Ok(match back.value {
+            Some(pair) if pair.held_by(session.id()) => {
+                let marker = RevokeMarker::parse(&pair.value);
+                Attempt::Taken(Taken {
+                    token: marker.as_ref().map_or(pair.modify_index, |m| m.token),
+                    revoke: marker.map(|m| m.nonce),
+                    session,
+                    index: back.index,
+                })
+            }
+            // Lost again at once (our session was invalidated meanwhile).
+            _ => Attempt::Held { index: back.index },
+        });
+    }
+    Err(Error::backend(
+        crate::api::BACKEND,
+        format!("could not acquire {key}: the agent refused three fresh sessions"),
+    ))
+}
+
+/// Refuses a key that is not an api.Lock key (e.g. a semaphore's holders record).
+fn check_flags(name: &LockName, pair: &KvPair) -> Result<()> {
+    if pair.flags == LOCK_FLAGS {
+        return Ok(());
+    }
+    Err(Error::Conflict {
+        name: name.clone(),
+        problem: format!(
+            "the Consul key {} has flags {:#x}, not api.Lock's {LOCK_FLAGS:#x}: it is used by \
+             something else (a semaphore of the same name?); use another name",
+            pair.key, pair.flags
+        ),
+    })
+}
+
+/// Waits in the queue, then as its first waiter for the key, and takes it.
+async fn wait_then_take(
+    inner: &Arc<Inner>,
+    name: &LockName,
+    key: String,
+    slot: PassSlot,
+    index: u64,
+    delayed: bool,
+) -> Result<Hold> {
+    let folder = inner.layout.folder(name)?;
+    let mut queue = Queue::join(inner, &folder).await?;
+    queue.wait_turn().await?;
+    let mut last = if delayed {
+        Attempt::Delayed { index }
+    } else {
+        Attempt::Held { index }
+    };
+    let mut delay_ends: Option<Instant> = None;
+    let mut backoff = Backoff::new();
+    loop {
+        let waited = match last {
+            Attempt::Taken(taken) => return Ok(grant(inner, name, key, taken, &slot)),
+            Attempt::Held { index } => {
+                delay_ends = None;
+                wait_free(&inner.api, &key, index, &queue).await
+            }
+            Attempt::Delayed { index } => {
+                let now = Instant::now();
+                let ends = *delay_ends.get_or_insert(now + inner.config.lock_delay);
+                let pause = if ends > now {
+                    ends - now
+                } else {
+                    // Longer than our own lock-delay: another client's session set it.
+                    let pause = backoff.step();
+                    delay_ends = Some(now);
+                    pause
+                };
+                wait_change(&inner.api, &key, index, pause, &queue).await
+            }
+        };
+        match waited {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => backoff.wait().await,
+            Err(e) => return Err(e),
+        }
+        if !queue.session().is_live() {
+            queue.rejoin().await?;
+            queue.wait_turn().await?;
+        }
+        last = attempt(inner, name, &key, &slot).await?;
+    }
+}
+
+/// Blocks until the key is free (not held), or our waiter session is lost.
+async fn wait_free(api: &Api, key: &str, index: u64, queue: &Queue) -> Result<()> {
+    let mut index = index;
+    loop {
+        let block = Block {
+            index,
+            wait: api.query_wait(),
+        };
+        let read = tokio::select! {
+            _ = queue.session().lost() => return Ok(()),
+            read = api.kv_get(key, Some(block)) => read?,
+        };
+        match read.value {
+            Some(pair) if pair.is_held() => index = next_index(index, read.index),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Blocks for at most `pause`, or until the key changes, or our waiter session is lost.
+async fn wait_change(
+    api: &Api,
+    key: &str,
+    index: u64,
+    pause: Duration,
+    queue: &Queue,
+) -> Result<()> {
+    let block = Block {
+        index: index.max(1),
+        wait: pause,
+    };
+    tokio::select! {
+        _ = queue.session().lost() => Ok(()),
+        read = api.kv_get(key, Some(block)) => read.map(|_| ()),
+    }
+}
+
+/// Builds the hold and starts watching it.
+fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &PassSlot) -> Hold {
+    let (notifier, signals) = hold_signals();
+    let notifier = Arc::new(notifier);
+    if taken.revoke.is_some() {
+        notifier.revoke_requested();
+    }
+    let sid = taken.session.id().to_string();
+    let mut seen = taken.revoke;
+    let check = move |pairs: &[KvPair]| match pairs.first() {
+        Some(pair) if pair.held_by(&sid) => {
+            let nonce = RevokeMarker::parse(&pair.value).map(|m| m.nonce);
+            let revoke = nonce.is_some() && nonce != seen;
+            if revoke {
+                seen = nonce;
+            }
+            Check::Held { revoke }
+        }
+        _ => Check::Lost(LostReason::Deleted),
+    };
+    let store_side = monitor(
+        inner.api.clone(),
+        Target::Key(key.clone()),
+        taken.index,
+        notifier.clone(),
+        check,
+    );
+    let watcher = watch_hold(name, notifier.clone(), taken.session.clone(), store_side);
+    let pass = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    Hold {
+        token: taken.token,
+        held: Box::new(MutexHold {
+            api: inner.api.clone(),
+            name: name.clone(),
+            key,
+            session: taken.session,
+            notifier,
+            watcher: Some(watcher),
+            _pass: pass,
+            released: false,
+        }),
+        signals,
+    }
+}
+
+/// A held mutex.
+struct MutexHold {
+    api: Arc<Api>,
+    name: LockName,
+    key: String,
+    session: Arc<Session>,
+    notifier: Arc<HoldNotifier>,
+    watcher: Option<Watcher>,
+    _pass: Option<GatePass>,
+    released: bool,
+}
+
+#[async_trait]
+impl HeldLock for MutexHold {
+    async fn release(&mut self) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        let confirmed = self
+            .api
+            .kv_release(&self.key, self.session.id(), LOCK_FLAGS)
+            .await?;
+        self.released = true;
+        self.watcher = None;
+        self._pass = None;
+        if !confirmed {
+            self.notifier.lost(LostReason::Deleted);
+            return Err(Error::NotOwner {
+                name: self.name.clone(),
+            });
+        }
+        tokio::spawn(delete_if_free(self.api.clone(), self.key.clone()));
+        Ok(())
+    }
+}
+
+/// `consul lock`'s cleanup: deletes the key unless someone holds (or changed) it meanwhile.
+async fn delete_if_free(api: Arc<Api>, key: String) {
+    if let Ok(read) = api.kv_get(&key, None).await {
+        if let Some(pair) = read.value.filter(|p| !p.is_held() && p.flags == LOCK_FLAGS) {
+            let _ = api.kv_delete_cas(&key, pair.modify_index).await;
+        }
+    }
+}
+
+/// Releases the key after a cancelled attempt, keeping the gate closed until done. An acquire
+/// still in flight could land after the release, so the key is watched for one request
+/// timeout and released again if our session shows up on it.
+async fn undo_acquire(api: Arc<Api>, key: String, session: Arc<Session>, slot: PassSlot) {
+    let _pass = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let mut backoff = Backoff::new();
+    while session.is_live() {
+        match api.kv_release(&key, session.id(), LOCK_FLAGS).await {
+            Ok(_) => break,
+            Err(_) => backoff.wait().await,
+        }
+    }
+    let until = Instant::now() + api.request_timeout();
+    let mut index = 1;
+    while session.is_live() {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        let block = Block {
+            index,
+            wait: until - now,
+        };
+        match api.kv_get(&key, Some(block)).await {
+            Ok(read) => {
+                if read.value.is_some_and(|p| p.held_by(session.id())) {
+                    let _ = api.kv_release(&key, session.id(), LOCK_FLAGS).await;
+                }
+                index = next_index(index, read.index);
+            }
+            Err(_) => backoff.wait().await,
+        }
+    }
+}

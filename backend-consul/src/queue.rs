@@ -1,0 +1,143 @@
+//! The waiter queue of a mutex, so that a release wakes one waiter instead of all of them.
+//!
+//! api.Lock's waiters all block on the lock key, so every release wakes every waiter and they
+//! all race with `?acquire=` (a herd). tumbler's waiters instead each put a key
+//! `NAME/.queue/<waiter session>` (acquired with a session of their own, `Behavior=delete`, so
+//! it vanishes when the waiter gives up or dies) and order themselves by its CreateIndex. Only
+//! the first waiter blocks on the lock key; each other waiter blocks on the key of the waiter
+//! just before it. Go clients know nothing of the queue and compete on the lock key directly,
+//! which stays the only thing that decides who holds the lock, so exclusion with them is
+//! unchanged (the queue only orders tumbler's own waiters).
+
+use std::sync::Arc;
+
+use lockcore::{Error, Result};
+
+use crate::api::{Acquire, Block, KvPair};
+use crate::backend::Inner;
+use crate::layout::{Entry, Folder, QUEUE_FLAGS};
+use crate::session::Session;
+use crate::watch::{next_index, Backoff};
+
+/// This acquisition's place in the queue of one mutex. Dropping it destroys the waiter
+/// session, which deletes the queue key.
+pub(crate) struct Queue {
+    inner: Arc<Inner>,
+    folder: Folder,
+    session: Arc<Session>,
+}
+
+impl Queue {
+    /// Creates a waiter session and its queue key.
+    pub(crate) async fn join(inner: &Arc<Inner>, folder: &Folder) -> Result<Queue> {
+        let session = enqueue(inner, folder).await?;
+        Ok(Queue {
+            inner: inner.clone(),
+            folder: folder.clone(),
+            session,
+        })
+    }
+
+    /// The waiter session (its loss means our place in the queue is gone).
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Takes a new place at the end of the queue (after our waiter session was lost).
+    pub(crate) async fn rejoin(&mut self) -> Result<()> {
+        tracing::debug!("waiter session lost; queueing again");
+        self.session = enqueue(&self.inner, &self.folder).await?;
+        Ok(())
+    }
+
+    /// Returns once no live waiter is ahead of us.
+    pub(crate) async fn wait_turn(&mut self) -> Result<()> {
+        let mut backoff = Backoff::new();
+        loop {
+            if !self.session.is_live() {
+                self.rejoin().await?;
+            }
+            let listed = self
+                .inner
+                .api
+                .kv_list(&self.folder.queue_prefix(), None)
+                .await;
+            let listed = match listed {
+                Ok(listed) => listed,
+                Err(e) if e.is_transient() => {
+                    backoff.wait().await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            backoff.reset();
+            let mine = self.session.id().to_string();
+            let waiters = live_waiters(&self.folder, &listed.value);
+            let Some(position) = waiters.iter().position(|w| w.held_by(&mine)) else {
+                // Our key is gone although the session looked live: queue again.
+                self.rejoin().await?;
+                continue;
+            };
+            let Some(ahead) = position.checked_sub(1).map(|i| waiters[i].clone()) else {
+                return Ok(());
+            };
+            let session = self.session.clone();
+            tokio::select! {
+                _ = session.lost() => {}
+                gone = wait_gone(&self.inner, &ahead, listed.index) => gone?,
+            }
+        }
+    }
+}
+
+/// Creates a waiter session and acquires its queue key with it.
+async fn enqueue(inner: &Arc<Inner>, folder: &Folder) -> Result<Arc<Session>> {
+    for _ in 0..3 {
+        let session = inner.sessions.temporary().await?;
+        let key = folder.queue_key(session.id());
+        match inner
+            .api
+            .kv_acquire(&key, session.id(), QUEUE_FLAGS, Vec::new())
+            .await?
+        {
+            Acquire::Acquired => return Ok(session),
+            Acquire::InvalidSession | Acquire::Busy => continue,
+        }
+    }
+    Err(Error::backend(
+        crate::api::BACKEND,
+        "could not create a waiter key: the agent refused three fresh sessions",
+    ))
+}
+
+/// The queue's live entries in arrival order.
+pub(crate) fn live_waiters(folder: &Folder, pairs: &[KvPair]) -> Vec<KvPair> {
+    let mut waiters: Vec<KvPair> = pairs
+        .iter()
+        .filter(|p| matches!(folder.classify(&p.key), Entry::Queued(_)) && p.is_held())
+        .cloned()
+        .collect();
+    waiters.sort_by_key(|p| p.create_index);
+    waiters
+}
+
+/// Blocks until the waiter `ahead` has left the queue (its key deleted or no longer held).
+async fn wait_gone(inner: &Inner, ahead: &KvPair, index: u64) -> Result<()> {
+    let holder = ahead.session.clone().unwrap_or_default();
+    let mut index = index;
+    let mut backoff = Backoff::new();
+    loop {
+        let block = Block {
+            index,
+            wait: inner.api.query_wait(),
+        };
+        match inner.api.kv_get(&ahead.key, Some(block)).await {
+            Ok(q) => match q.value {
+                Some(pair) if pair.held_by(&holder) => index = next_index(index, q.index),
+                _ => return Ok(()),
+            },
+            Err(e) if e.is_transient() => backoff.wait().await,
+            Err(e) => return Err(e),
+        }
+    }
+}
