@@ -107,43 +107,15 @@ impl ZkBackend {
         self.layout.dir(name)
     }
 
-    /// Fault injection for tests: has the servers end this backend's current session now, as an
-    /// expiry would, and returns once this backend has noticed (its holds have reported
-    /// `lost()`; later operations use a new session).
-    ///
-    /// A second connection attaches to the session and closes it, which deletes its ephemeral
-    /// nodes. This backend's own client may win the session back in between, so this retries a
-    /// few times; when the test can cut this backend's route first (a fault proxy), prefer
-    /// [`ZkBackend::expire_session_at`].
-    pub async fn expire_session(&self) -> Result<()> {
-        let session = self.sessions.current().await?;
-        let patience = self.negotiated.max(Duration::from_secs(1));
-        let mut last = None;
-        for _ in 0..5 {
-            if let Err(error) = self
-                .close_session(&session, &self.config.connect_string())
-                .await
-            {
-                last = Some(error);
-            }
-            if tokio::time::timeout(patience, session.retired())
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Timeout {
-            operation: "expiring the session".into(),
-            addr: self.env.addr.to_string(),
-            after: patience * 5,
-        }))
-    }
-
     /// Fault injection for tests: has the servers reached through `hosts` (a connect string)
-    /// end this backend's current session now, as an expiry would. Returns once the servers
-    /// confirmed; this backend notices when it next reaches them (cut its route first, e.g.
-    /// with a fault proxy, so that it cannot win the session back before it is closed).
+    /// end this backend's current session now, as an expiry would: a second connection
+    /// attaches to the session and closes it, which deletes its ephemeral nodes. Returns once
+    /// the servers confirmed; this backend notices when it next reaches them, and its holds
+    /// then report `lost()` with [`lockcore::LostReason::SessionExpired`].
+    ///
+    /// Cut this backend's own route to the servers first (e.g. with a fault proxy) and restore
+    /// it afterwards: otherwise its client reconnects at once and wins the session back before
+    /// the second connection can close it.
     pub async fn expire_session_at(&self, hosts: &str) -> Result<()> {
         let session = self
             .sessions

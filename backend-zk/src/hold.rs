@@ -107,47 +107,12 @@ impl HeldLock for ZkHeld {
         if self.status == Status::Released {
             return Ok(());
         }
+        // The watcher stays until the delete is answered: the server delivers the node's
+        // deletion event first, which ends the watch without a RemoveWatches request.
+        self.shared.releasing.store(true, Ordering::SeqCst);
+        let outcome = self.delete_nodes().await;
         self.stop_watching();
-        let session = &self.shared.session;
-        if session.retired_reason() == Some(LostReason::SessionExpired) {
-            // Ephemeral nodes die with their session.
-            self.status = Status::Released;
-            return Err(self.not_owner());
-        }
-        let Ok(client) = session.client() else {
-            self.status = Status::Released;
-            return Err(Error::Closed {
-                backend: crate::error::BACKEND,
-            });
-        };
-        let outcome = delete_paths(&client, &self.shared.nodes, session.request_limit()).await;
-        match outcome {
-            Ok(0) => {
-                self.status = Status::Released;
-                Ok(())
-            }
-            Ok(_missing) if self.status == Status::Unconfirmed => {
-                // Our earlier attempt deleted them before its reply was lost.
-                self.status = Status::Released;
-                Ok(())
-            }
-            Ok(_missing) => {
-                self.status = Status::Released;
-                Err(self.not_owner())
-            }
-            Err(error) if session_gone(&error) => {
-                self.status = Status::Released;
-                Err(self.not_owner())
-            }
-            Err(error) => {
-                self.status = Status::Unconfirmed;
-                Err(convert(
-                    error,
-                    &self.env.addr,
-                    &format!("release of {}", self.shared.name),
-                ))
-            }
-        }
+        outcome
     }
 
     async fn downgrade(&mut self) -> Result<Hold> {
@@ -255,6 +220,52 @@ impl HeldLock for ZkHeld {
             czxid,
             None,
         ))
+    }
+}
+
+impl ZkHeld {
+    /// Deletes the hold's nodes and reports what the store confirmed.
+    async fn delete_nodes(&mut self) -> Result<()> {
+        let session = &self.shared.session;
+        if session.retired_reason() == Some(LostReason::SessionExpired) {
+            // Ephemeral nodes die with their session.
+            self.status = Status::Released;
+            return Err(self.not_owner());
+        }
+        let Ok(client) = session.client() else {
+            self.status = Status::Released;
+            return Err(Error::Closed {
+                backend: crate::error::BACKEND,
+            });
+        };
+        let outcome = delete_paths(&client, &self.shared.nodes, session.request_limit()).await;
+        match outcome {
+            Ok(0) => {
+                self.status = Status::Released;
+                Ok(())
+            }
+            Ok(_missing) if self.status == Status::Unconfirmed => {
+                // Our earlier attempt deleted them before its reply was lost.
+                self.status = Status::Released;
+                Ok(())
+            }
+            Ok(_missing) => {
+                self.status = Status::Released;
+                Err(self.not_owner())
+            }
+            Err(error) if session_gone(&error) => {
+                self.status = Status::Released;
+                Err(self.not_owner())
+            }
+            Err(error) => {
+                self.status = Status::Unconfirmed;
+                Err(convert(
+                    error,
+                    &self.env.addr,
+                    &format!("release of {}", self.shared.name),
+                ))
+            }
+        }
     }
 }
 

@@ -112,20 +112,17 @@ pub(crate) async fn attempt(
         return Ok(Attempt::Again);
     }
 
-    // 3. Let the next acquisition in.
-    cleanup.disarm();
+    // 3. Let the next acquisition in. The cleanup stays armed until the hold is handed over:
+    // if this future is dropped before, the leases go too.
     release_mutex(session, &mutex_path).await;
     let token = match ours.czxid {
         Some(czxid) => czxid,
         None => match first_czxid(session, &leases, &ours.names).await {
             Ok(czxid) => czxid,
-            Err(error) => {
-                // The leases are ours but unusable without a token: give them back.
-                delete_in_background(session.clone(), ours.paths(&leases));
-                return fail(error);
-            }
+            Err(error) => return fail(error),
         },
     };
+    cleanup.disarm();
     Ok(Attempt::Done(Some(grant(
         env,
         session.clone(),

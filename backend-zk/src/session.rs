@@ -108,7 +108,7 @@ impl Session {
             .ok_or(zk::Error::ClientClosed)
     }
 
-    /// The id and password of the session, to reattach to it (see `ZkBackend::expire_session`).
+    /// The id and password of the session, to reattach to it (see `ZkBackend::expire_session_at`).
     pub(crate) fn info(&self) -> Result<zk::SessionInfo, zk::Error> {
         Ok(self.client()?.session().clone())
     }

@@ -171,23 +171,29 @@ async fn a_silent_partition_fires_lost_before_a_rival_holds() {
     );
 }
 
-/// `ZkBackend::expire_session` without any proxy: the servers end the session, the hold
-/// reports `SessionExpired`, and the backend carries on with a new session.
+/// `ZkBackend::expire_session_at` while the client's own route is cut: the servers end the
+/// session, the hold reports `SessionExpired` once the client is back, and the backend carries
+/// on with a new session.
 #[tokio::test]
 async fn forced_expiry_is_noticed_and_a_new_session_takes_over() {
     let zk = server().await;
     let hosts = zk.connect_string();
     let look = raw(&hosts).await;
-    let a = backend(&hosts, Duration::from_secs(2)).await;
+    let proxy = FaultProxy::start(zk.addr()).await.unwrap();
+    let a = through(&proxy, Duration::from_secs(6)).await;
     let before = a.session_id();
     let mut events = a.connection_events();
     let held = shared(&a).mutex("expire").unwrap().lock().await.unwrap();
-    a.expire_session().await.unwrap();
-    assert_eq!(held.lost_reason(), Some(LostReason::SessionExpired));
+    proxy.set_mode(ProxyMode::Refuse);
+    proxy.cut_all();
+    a.expire_session_at(&hosts).await.unwrap();
     assert!(
         children(&look, "/expire").await.is_empty(),
         "the ephemeral node died with the session"
     );
+    proxy.set_mode(ProxyMode::Pass);
+    let reason = tokio::time::timeout(PROMPT, held.lost()).await.unwrap();
+    assert_eq!(reason, LostReason::SessionExpired);
     next_event(&mut events, ConnectionEvent::Lost).await;
     next_event(&mut events, ConnectionEvent::Reconnected).await;
     let again = shared(&a)
