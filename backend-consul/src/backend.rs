@@ -115,6 +115,12 @@ impl ConsulBackend {
         Ok(self.inner.layout.folder(name)?.lock_key())
     }
 
+    /// Destroys the session `id` on the agent, whoever owns it (an operator's action: its keys
+    /// are released, or deleted, and put under its lock-delay).
+    pub async fn destroy_session(&self, id: &str) -> Result<()> {
+        self.inner.api.session_destroy(id).await
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed { backend: BACKEND });

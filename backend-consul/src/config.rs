@@ -211,6 +211,12 @@ impl ConsulConfig {
         Ok(config)
     }
 
+    /// Points the configuration at another agent (`host:port`), keeping every other setting.
+    pub fn agent(mut self, address: impl Into<String>) -> Self {
+        self.address = address.into();
+        self
+    }
+
     /// Uses https (`consuls://`) instead of plain http.
     pub fn https(mut self, yes: bool) -> Self {
         self.https = yes;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::api::{Acquire, Api, Block, KvPair};
 use crate::backend::Inner;
-use crate::gates::GatePass;
+use crate::gates::{GatePass, Gates};
 use crate::layout::LOCK_FLAGS;
 use crate::queue::Queue;
 use crate::record::RevokeMarker;
@@ -273,8 +273,16 @@ fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &
         notifier.clone(),
         check,
     );
-    let watcher = watch_hold(name, notifier.clone(), taken.session.clone(), store_side);
-    let pass = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // Once the hold is lost, this backend may take the key again: our own release of a lost
+    // hold first takes the gate back (see `MutexHold::release`).
+    let relinquish = slot.clone();
+    let watcher = watch_hold(
+        name,
+        notifier.clone(),
+        taken.session.clone(),
+        store_side,
+        move || drop(relinquish.lock().unwrap_or_else(|p| p.into_inner()).take()),
+    );
     Hold {
         token: taken.token,
         held: Box::new(MutexHold {
@@ -284,7 +292,8 @@ fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &
             session: taken.session,
             notifier,
             watcher: Some(watcher),
-            _pass: pass,
+            gates: inner.gates.clone(),
+            pass: slot.clone(),
             released: false,
         }),
         signals,
@@ -299,7 +308,9 @@ struct MutexHold {
     session: Arc<Session>,
     notifier: Arc<HoldNotifier>,
     watcher: Option<Watcher>,
-    _pass: Option<GatePass>,
+    gates: Arc<Gates>,
+    /// This key's gate while the hold is live; emptied when the hold is lost.
+    pass: PassSlot,
     released: bool,
 }
 
@@ -309,13 +320,35 @@ impl HeldLock for MutexHold {
         if self.released {
             return Ok(());
         }
-        let confirmed = self
+        // Keep the key's gate across the release so that no other acquisition of this
+        // backend takes the key with our session meanwhile. A lost hold gave the gate up: then
+        // release only if nobody else of this backend uses the key.
+        let taken = self.pass.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let pass = match taken.or_else(|| self.gates.try_enter(&self.key)) {
+            Some(pass) => pass,
+            None => {
+                self.released = true;
+                self.watcher = None;
+                return Err(Error::NotOwner {
+                    name: self.name.clone(),
+                });
+            }
+        };
+        let confirmed = match self
             .api
             .kv_release(&self.key, self.session.id(), LOCK_FLAGS)
-            .await?;
+            .await
+        {
+            Ok(confirmed) => confirmed,
+            Err(e) => {
+                // Still held as far as we know: keep the gate for the retry.
+                *self.pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(pass);
+                return Err(e);
+            }
+        };
         self.released = true;
         self.watcher = None;
-        self._pass = None;
+        drop(pass);
         if !confirmed {
             self.notifier.lost(LostReason::Deleted);
             return Err(Error::NotOwner {

@@ -408,7 +408,13 @@ fn start_watch(
         notifier.clone(),
         check,
     );
-    watch_hold(name, notifier.clone(), who.session.clone(), store_side)
+    watch_hold(
+        name,
+        notifier.clone(),
+        who.session.clone(),
+        store_side,
+        || {},
+    )
 }
 
 /// A held read or write side.

@@ -303,7 +303,7 @@ fn grant(
         notifier.clone(),
         check,
     );
-    let watcher = watch_hold(name, notifier.clone(), lease.clone(), store_side);
+    let watcher = watch_hold(name, notifier.clone(), lease.clone(), store_side, || {});
     Hold {
         token: admitted.token,
         held: Box::new(SemaphoreHold {

@@ -30,8 +30,8 @@ pub(crate) fn validity(ttl: Duration) -> Duration {
 /// Whether a session can still vouch for its holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SessionState {
-    /// Renewed recently enough.
-    Live,
+    /// Renewed recently enough: valid until this moment unless renewed again.
+    Live(Instant),
     /// Expired, invalidated or given up, and why.
     Gone(LostReason),
 }
@@ -72,7 +72,7 @@ impl Session {
     ) -> Result<Arc<Session>> {
         let sent = Instant::now();
         let id = api.session_create(spec).await?;
-        let (state_tx, state_rx) = watch::channel(SessionState::Live);
+        let (state_tx, state_rx) = watch::channel(SessionState::Live(sent + validity(spec.ttl)));
         let (stop_tx, stop_rx) = watch::channel(Stop::Run);
         let span = tracing::debug_span!("consul session", id = %id, ttl = ?spec.ttl);
         tokio::spawn(
@@ -105,16 +105,21 @@ impl Session {
 
     /// Whether the session can still vouch for holds.
     pub(crate) fn is_live(&self) -> bool {
-        *self.state.borrow() == SessionState::Live
+        matches!(*self.state.borrow(), SessionState::Live(_))
+    }
+
+    /// The session's state, to follow its validity deadline.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<SessionState> {
+        self.state.clone()
     }
 
     /// Resolves when the session is gone.
     pub(crate) async fn lost(&self) -> LostReason {
         let mut rx = self.state.clone();
-        let outcome = match rx.wait_for(|s| *s != SessionState::Live).await {
+        let outcome = match rx.wait_for(|s| matches!(s, SessionState::Gone(_))).await {
             Ok(state) => match &*state {
                 SessionState::Gone(reason) => Some(reason.clone()),
-                SessionState::Live => None,
+                SessionState::Live(_) => None,
             },
             Err(_) => None,
         };
@@ -186,6 +191,7 @@ async fn renew(r: Renewal, created_sent: Instant, mut stop: watch::Receiver<Stop
                 tracing::trace!(id = %r.id, "consul session renewed");
                 valid_until = sent + validity;
                 next = sent + r.ttl / 2;
+                r.state.send_replace(SessionState::Live(valid_until));
                 last_error = None;
             }
             Ok(false) => {
@@ -230,7 +236,7 @@ async fn finish(r: &Renewal, dropped: bool) {
             }
         }
     }
-    if r.state.borrow().eq(&SessionState::Live) {
+    if matches!(*r.state.borrow(), SessionState::Live(_)) {
         r.state
             .send_replace(SessionState::Gone(LostReason::Abandoned));
     }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::api::{Api, Block, KvPair, Queried};
-use crate::session::Session;
+use crate::session::{Session, SessionState};
 
 /// What the store shows about a hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,25 +143,49 @@ impl Drop for Watcher {
     }
 }
 
-/// Starts the watcher of one hold.
+/// Starts the watcher of one hold. The hold's validity deadline (checked by lockcore on the
+/// local clock, so a paused holder sees its loss the moment it runs again) follows the
+/// session's from now on. `on_lost` runs once the loss has been signalled.
 pub(crate) fn watch_hold(
     name: &LockName,
     notifier: Arc<HoldNotifier>,
     session: Arc<Session>,
     store_side: impl Future<Output = LostReason> + Send + 'static,
+    on_lost: impl FnOnce() + Send + 'static,
 ) -> Watcher {
+    let mut state = session.subscribe();
+    follow_validity(&notifier, &state.borrow_and_update());
     let span = tracing::info_span!("consul hold", name = %name, session = %session.id());
     Watcher(tokio::spawn(
         async move {
-            let reason = tokio::select! {
-                _ = notifier.closed() => return,
-                reason = session.lost() => reason,
-                reason = store_side => reason,
+            tokio::pin!(store_side);
+            let reason = loop {
+                tokio::select! {
+                    _ = notifier.closed() => return,
+                    changed = state.changed() => {
+                        if changed.is_err() {
+                            break LostReason::Abandoned;
+                        }
+                        let now = state.borrow_and_update().clone();
+                        if let SessionState::Gone(reason) = now {
+                            break reason;
+                        }
+                        follow_validity(&notifier, &now);
+                    }
+                    reason = &mut store_side => break reason,
+                }
             };
             if notifier.lost(reason.clone()) {
                 tracing::warn!(%reason, "lock lost");
             }
+            on_lost();
         }
         .instrument(span),
     ))
+}
+
+fn follow_validity(notifier: &HoldNotifier, state: &SessionState) {
+    if let SessionState::Live(until) = state {
+        notifier.set_valid_until(Some(until.into_std()));
+    }
 }
