@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnResponse,
 };
 use lockcore::cleanup::CancelCleanup;
 use lockcore::{Error, Hold, LockKind, LockName, Result};
+use tokio::sync::watch;
 use tokio::time::sleep;
 
 use crate::errors::{self, BACKEND};
@@ -121,29 +123,59 @@ async fn attempt(
     };
     // Watch our own key before creating it, so the hold's monitor usually needs no extra read.
     let mut own = KeyWatch::start(&inner.watches, &key);
-    // From here on, a cancelled or failed acquisition must not leave the key behind.
-    let cleanup = {
-        let (inner, session, key, reservation) = (
-            inner.clone(),
-            session.clone(),
-            key.clone(),
-            reservation.clone(),
-        );
-        CancelCleanup::new("delete etcd queue key", async move {
-            inner.remove_key(&session, &key, 0).await;
-            drop(reservation);
-        })
-    };
-    let contender = Contender {
+    let mut contender = Contender {
         inner,
         name,
         want,
         key,
         revision: 0,
     };
-    let Some((contender, granted)) = contender.enqueue(session, wait).await? else {
-        return Ok(Outcome::Requeue);
+    // The create request runs in its own task: a cancelled acquisition cannot stop a request
+    // already on its way, so its cleanup waits for the request's end before deleting the key
+    // (deleting first would let a late create leave the key behind for good).
+    let (finished, finished_rx) = watch::channel(false);
+    let request = {
+        let (inner, session) = (inner.clone(), session.clone());
+        let txn = contender.enqueue_txn(session.lease());
+        let what = format!("enqueue on {name}");
+        tokio::spawn(async move {
+            let outcome = if wait {
+                inner.txn_while_alive(&what, txn, &session).await
+            } else {
+                inner.txn(&what, txn).await.map(Some)
+            };
+            finished.send_replace(true);
+            outcome
+        })
     };
+    // From here on, a cancelled or failed acquisition must not leave the key behind.
+    let cleanup = {
+        let (inner, session, key, reservation) = (
+            inner.clone(),
+            session.clone(),
+            contender.key.clone(),
+            reservation.clone(),
+        );
+        let mut finished = finished_rx;
+        CancelCleanup::new("delete etcd queue key", async move {
+            let _ = finished.wait_for(|done| *done).await;
+            inner.remove_key(&session, &key, 0).await;
+            drop(reservation);
+        })
+    };
+    let outcome = request
+        .await
+        .map_err(|e| Error::backend(BACKEND, format!("the enqueue request failed: {e}")))?;
+    let response = match outcome {
+        Ok(Some(response)) => response,
+        Ok(None) => return Ok(Outcome::Requeue),
+        Err(error) if errors::says_lease_gone(&error) => {
+            session.kill(lockcore::LostReason::SessionExpired);
+            return Ok(Outcome::Requeue);
+        }
+        Err(error) => return Err(error),
+    };
+    let granted = contender.enqueued(&response)?;
     if !granted {
         if !wait {
             contender.leave().await?;
@@ -159,6 +191,7 @@ async fn attempt(
     if !session.is_alive() {
         return Ok(Outcome::Requeue);
     }
+    tracing::debug!(key = %contender.key, revision = contender.revision, waited = !granted, "etcd lock granted");
     let hold = hold::grant(hold::Granted {
         inner: inner.clone(),
         session: session.clone(),
@@ -179,12 +212,21 @@ enum Turn {
 }
 
 /// What stands between a contender and the lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Blocker {
     /// The key just before ours that we must outlive.
     Key(Vec<u8>),
     /// A semaphore's contenders: any deletion may free enough permits.
     Range(String),
+}
+
+impl std::fmt::Debug for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blocker::Key(key) => write!(f, "key {}", String::from_utf8_lossy(key)),
+            Blocker::Range(prefix) => write!(f, "permits under {prefix}"),
+        }
+    }
 }
 
 impl Blocker {
@@ -214,50 +256,38 @@ struct Contender<'a> {
 }
 
 impl<'a> Contender<'a> {
-    /// Creates our key (or finds it, if an earlier try of this very request created it) and
-    /// reads enough of the queue to tell whether we hold the lock at once. `None` when the
-    /// lease turned out to be gone.
-    async fn enqueue(mut self, session: &Session, wait: bool) -> Result<Option<(Self, bool)>> {
+    /// The transaction that creates our key (or finds it, if an earlier try of this very
+    /// request created it) and reads enough of the queue to tell whether we hold the lock at
+    /// once.
+    fn enqueue_txn(&self, lease: i64) -> Txn {
         let put = TxnOp::put(
             self.key.as_str(),
             self.want.value(),
-            Some(PutOptions::new().with_lease(session.lease())),
+            Some(PutOptions::new().with_lease(lease)),
         );
         let query = self.first_query();
-        let txn = Txn::new()
+        Txn::new()
             .when([Compare::create_revision(
                 self.key.as_str(),
                 CompareOp::Equal,
                 0,
             )])
             .and_then([put, query.clone()])
-            .or_else([TxnOp::get(self.key.as_str(), None), query]);
-        let what = format!("enqueue on {}", self.name);
-        let result = if wait {
-            self.inner.txn_while_alive(&what, txn, session).await
-        } else {
-            self.inner.txn(&what, txn).await.map(Some)
-        };
-        let response = match result {
-            Ok(Some(response)) => response,
-            Ok(None) => return Ok(None),
-            Err(error) if errors::says_lease_gone(&error) => {
-                session.kill(lockcore::LostReason::SessionExpired);
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
-        };
+            .or_else([TxnOp::get(self.key.as_str(), None), query])
+    }
+
+    /// Reads the enqueue transaction's answer: our create revision, and whether we hold.
+    fn enqueued(&mut self, response: &TxnResponse) -> Result<bool> {
         self.revision = if response.succeeded() {
-            revision_of(&response)
+            revision_of(response)
         } else {
-            range_at(&response, 0)
+            range_at(response, 0)
                 .first()
                 .map(KeyValue::create_revision)
                 .ok_or_else(|| malformed("the enqueue transaction"))?
         };
-        let queue = range_at(&response, 1);
-        let granted = self.first_verdict(&queue)?;
-        Ok(Some((self, granted)))
+        let queue = range_at(response, 1);
+        self.first_verdict(&queue)
     }
 
     /// The read of the enqueue transaction (our create revision is not known yet).
@@ -341,10 +371,14 @@ impl<'a> Contender<'a> {
                 return Ok(Turn::Requeue);
             };
             let blocker = match verdict {
-                Verdict::Granted => return Ok(Turn::Granted),
+                Verdict::Granted => {
+                    tracing::debug!(key = %self.key, checked_at, "no contender before ours");
+                    return Ok(Turn::Granted);
+                }
                 Verdict::Gone => return Ok(Turn::Requeue),
                 Verdict::Blocked(blocker) => blocker,
             };
+            tracing::debug!(key = %self.key, checked_at, ?blocker, "waiting");
             if watched.as_ref().map(|(b, _)| b) != Some(&blocker) {
                 let registration = self.inner.watches.register(blocker.target());
                 watched = Some((blocker, registration));

@@ -66,8 +66,13 @@ fn is_transient_message(message: &str) -> bool {
         "timed out",
         "too many requests",
         "not capable",
-        "transport is closing",
-        "connection",
+        "transport",
+        "connect",
+        "broken pipe",
+        "reset",
+        "h2 protocol",
+        "stream closed",
+        "operation was canceled",
     ]
     .iter()
     .any(|m| message.contains(m))

@@ -130,8 +130,9 @@ impl Inner {
         session: &Session,
     ) -> Result<Option<TxnResponse>> {
         let mut pause = Duration::from_millis(25);
+        let per_attempt = (self.request_timeout / 2).max(Duration::from_millis(250));
         loop {
-            match self.txn_once(what, txn.clone()).await {
+            match self.txn_within(what, txn.clone(), per_attempt).await {
                 Ok(response) => return Ok(Some(response)),
                 Err(error) if error.is_transient() => {
                     if !session.is_alive() {
@@ -163,9 +164,12 @@ impl Inner {
     {
         let mut pause = Duration::from_millis(25);
         let mut doubtful = false;
+        // A request can hang on a member that just lost its leader; give each attempt half the
+        // budget so a retry can reach the new leader in time.
+        let per_attempt = (self.request_timeout / 2).max(Duration::from_millis(250));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let within = left.max(Duration::from_millis(100));
+            let within = left.min(per_attempt).max(Duration::from_millis(100));
             match attempt(within).await {
                 Ok(value) => return Ok((value, doubtful)),
                 Err(error) if error.is_transient() && Instant::now() + pause < deadline => {

@@ -102,12 +102,19 @@ impl Session {
                 .drain()
                 .map(|(_, n)| n)
                 .collect();
-            tracing::warn!(
-                lease = format_args!("{:x}", self.lease),
-                %reason,
-                holds = holds.len(),
-                "etcd lease lost; its holds are lost"
-            );
+            if holds.is_empty() && reason == LostReason::Abandoned {
+                tracing::debug!(
+                    lease = format_args!("{:x}", self.lease),
+                    "etcd lease given up"
+                );
+            } else {
+                tracing::warn!(
+                    lease = format_args!("{:x}", self.lease),
+                    %reason,
+                    holds = holds.len(),
+                    "etcd lease lost; its holds are lost"
+                );
+            }
             for notifier in holds {
                 notifier.lost(reason.clone());
             }
@@ -237,7 +244,22 @@ pub(crate) async fn start(
     request_timeout: Duration,
     addr: String,
 ) -> Result<(Arc<Leases>, tokio::task::JoinHandle<()>)> {
-    let first = grant(&client, ttl, first_timeout, &addr).await?;
+    // Retry connection trouble (a member down, an election) until the connect deadline; fail
+    // at once on anything else (bad credentials).
+    let deadline = Instant::now() + first_timeout;
+    let mut pause = Duration::from_millis(25);
+    let first = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match grant(&client, ttl, left.max(Duration::from_millis(100)), &addr).await {
+            Ok(session) => break session,
+            Err(error) if error.is_transient() && Instant::now() + pause < deadline => {
+                tracing::debug!(%error, "lease grant failed; retrying");
+                sleep(pause).await;
+                pause = (pause * 2).min(MAX_BACKOFF / 2);
+            }
+            Err(error) => return Err(error),
+        }
+    };
     let (current, _) = watch::channel(Some(first.clone()));
     let (shutdown, _) = watch::channel(false);
     let leases = Arc::new(Leases {
@@ -407,7 +429,7 @@ impl Keeper {
                             self.leases.monitor.emit(ConnectionEvent::Suspended);
                         }
                         let wake = (Instant::now() + backoff).min(valid_until);
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        backoff = (backoff * 2).min(MAX_BACKOFF).min(session.ttl() / 8);
                         tokio::select! {
                             _ = sleep_until(wake) => {}
                             _ = shutdown.changed() => {}
