@@ -192,28 +192,48 @@ impl Role {
 pub(crate) enum Standing {
     /// The node holds the lock.
     Holds,
-    /// The node must wait until this node is gone (then look again).
-    WaitFor(String),
+    /// The node must wait until `node` is gone, then look again; unless `last`: `node` is
+    /// the only thing between us and the lock, so its deletion grants it (no node can be
+    /// created ahead of us later, since sequence numbers only grow).
+    WaitFor {
+        /// The node to wait for.
+        node: String,
+        /// Whether its deletion alone grants the lock.
+        last: bool,
+    },
     /// The node is not among the children (deleted, or its session expired).
     Missing,
 }
 
 /// Curator's rules: a mutex or writer waits for the node just before it; a reader waits for the
 /// first writer before it.
+///
+/// A write node may be replaced by a read node with the same sequence (a downgrade), so a
+/// writer waiting for a writer, or a reader with several writers ahead, must look again.
 pub(crate) fn standing(children: &[String], ours: &str, role: Role) -> Standing {
     let nodes = sorted(children, role.markers());
     let Some(index) = nodes.iter().position(|n| n.name == ours) else {
         return Standing::Missing;
     };
+    let ahead = &nodes[..index];
     match role {
-        Role::Mutex | Role::Write => match index.checked_sub(1) {
+        Role::Mutex | Role::Write => match ahead.last() {
             None => Standing::Holds,
-            Some(before) => Standing::WaitFor(nodes[before].name.clone()),
+            Some(before) => Standing::WaitFor {
+                node: before.name.clone(),
+                last: ahead.len() == 1 && (role == Role::Mutex || before.marker == Marker::Read),
+            },
         },
-        Role::Read => match nodes[..index].iter().find(|n| n.marker == Marker::Write) {
-            None => Standing::Holds,
-            Some(writer) => Standing::WaitFor(writer.name.clone()),
-        },
+        Role::Read => {
+            let mut writers = ahead.iter().filter(|n| n.marker == Marker::Write);
+            match writers.next() {
+                None => Standing::Holds,
+                Some(writer) => Standing::WaitFor {
+                    node: writer.name.clone(),
+                    last: writers.next().is_none(),
+                },
+            }
+        }
     }
 }
 
@@ -307,7 +327,17 @@ mod tests {
         );
         assert_eq!(
             standing(&children, &node(C, Marker::Lock, 9), Role::Mutex),
-            Standing::WaitFor(node(B, Marker::Lock, 5))
+            Standing::WaitFor {
+                node: node(B, Marker::Lock, 5),
+                last: false
+            }
+        );
+        assert_eq!(
+            standing(&children, &node(B, Marker::Lock, 5), Role::Mutex),
+            Standing::WaitFor {
+                node: node(A, Marker::Lock, 2),
+                last: true
+            }
         );
         assert_eq!(
             standing(&children, &node(A, Marker::Lock, 3), Role::Mutex),
@@ -330,11 +360,38 @@ mod tests {
         );
         assert_eq!(
             standing(&children, &node(C, Marker::Read, 4), Role::Read),
-            Standing::WaitFor(w.clone())
+            Standing::WaitFor {
+                node: w.clone(),
+                last: true
+            }
         );
         assert_eq!(
             standing(&children, &w, Role::Write),
-            Standing::WaitFor(node(C, Marker::Read, 2))
+            Standing::WaitFor {
+                node: node(C, Marker::Read, 2),
+                last: false
+            }
+        );
+        // Two writers ahead: the first one's deletion is not enough.
+        let two = vec![
+            w.clone(),
+            node(A, Marker::Write, 5),
+            node(C, Marker::Read, 6),
+        ];
+        assert_eq!(
+            standing(&two, &node(C, Marker::Read, 6), Role::Read),
+            Standing::WaitFor {
+                node: w.clone(),
+                last: false
+            }
+        );
+        // A writer behind a writer must look again: the holder may downgrade in place.
+        assert_eq!(
+            standing(&two, &node(A, Marker::Write, 5), Role::Write),
+            Standing::WaitFor {
+                node: w.clone(),
+                last: false
+            }
         );
         let (held, waiting) = holders(&children);
         assert_eq!(held.len(), 2);
@@ -347,7 +404,10 @@ mod tests {
         let children = vec![node(A, Marker::Read, 3), node(B, Marker::Write, 4)];
         assert_eq!(
             standing(&children, &node(B, Marker::Write, 4), Role::Write),
-            Standing::WaitFor(node(A, Marker::Read, 3))
+            Standing::WaitFor {
+                node: node(A, Marker::Read, 3),
+                last: true
+            }
         );
     }
 

@@ -114,13 +114,13 @@ pub(crate) async fn wait_turn(
                 .await?
             }
         };
-        let before = match standing(&children, &created.name, role) {
+        let (before, last) = match standing(&children, &created.name, role) {
             Standing::Holds => return Ok(Turn::Holds),
             Standing::Missing => {
                 tracing::info!(node = %created.name, "our queue node is gone; queueing again");
                 return Ok(Turn::Again);
             }
-            Standing::WaitFor(before) => join(dir, &before),
+            Standing::WaitFor { node, last } => (join(dir, &node), last),
         };
         if !wait {
             let client = session.client()?;
@@ -142,12 +142,17 @@ pub(crate) async fn wait_turn(
         .await;
         let watcher = match watched {
             Ok((_, _, watcher)) => watcher,
+            Err(zk::Error::NoNode) if last => return Ok(Turn::Holds),
             Err(zk::Error::NoNode) => continue,
             Err(error) => return Err(error),
         };
-        tokio::select! {
-            _ = watcher.changed() => {}
+        let event = tokio::select! {
+            event = watcher.changed() => event,
             _ = session.retired() => return Ok(Turn::Again),
+        };
+        // Hand-off in one event: nothing else was ahead of us, and nothing can be added.
+        if last && event.event_type == zk::EventType::NodeDeleted {
+            return Ok(Turn::Holds);
         }
     }
 }

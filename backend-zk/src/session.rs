@@ -4,11 +4,11 @@
 //! changes into connection events, and *retires* the session when it can no longer vouch for
 //! the holds made through it:
 //! - the servers expired it (or authentication failed), or
-//! - no request sent through it has succeeded for [`Session::lost_after`] (two thirds of the
-//!   negotiated timeout, at most the timeout minus one second): the servers may have expired it
-//!   by now and another client may hold our locks.
+//! - no heartbeat sent through it has succeeded for `lost_after` (the negotiated timeout minus
+//!   the larger of a third of it and one second, or half of it for timeouts under two
+//!   seconds): the servers may expire it soon and another client may then hold our locks.
 //!
-//! A heartbeat request every fifth of that span records when the servers last heard from us
+//! A heartbeat `sync` every fifth of that span records when the leader last heard from us
 //! (the time the successful request was *sent*, so the bound holds whatever the reply latency).
 //! Every hold watches [`Session::retired`] and reports `lost()` when it fires.
 
@@ -247,8 +247,13 @@ async fn supervise(
     on_retired(reason);
 }
 
-/// Sends a cheap read every fifth of [`Session::lost_after`] and records when the last
-/// successful one was sent.
+/// Sends a `sync` every fifth of [`Session::lost_after`] and records when the last successful
+/// one was sent.
+///
+/// `sync` rather than a read: a read is answered by whichever server the client is connected
+/// to, even by a follower cut off from the leader (until it notices, up to `syncLimit` ticks
+/// later), while the leader, which expires sessions, no longer hears about ours. A `sync`
+/// completes only through the leader.
 async fn heartbeat(session: Weak<Session>, lost_after: Duration) {
     let every = (lost_after / 5).max(Duration::from_millis(20));
     loop {
@@ -266,7 +271,7 @@ async fn heartbeat(session: Weak<Session>, lost_after: Duration) {
             client
         };
         let sent = Instant::now();
-        let answered = limited(lost_after, client.check_stat("/")).await;
+        let answered = limited(lost_after, client.sync("/")).await;
         drop(client);
         match answered {
             Ok(_) => {
