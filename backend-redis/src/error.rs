@@ -1,7 +1,5 @@
 //! Turning the redis crate's errors into [`lockcore::Error`]s that say what to fix.
 
-use std::time::Duration;
-
 use lockcore::Error;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
@@ -20,15 +18,11 @@ pub(crate) fn map(addr: &str, what: &str, error: RedisError) -> Error {
             backend: BACKEND,
             addr: addr.to_owned(),
             message: format!(
-                "{error} (while {what}); the user needs the commands EVALSHA, SCRIPT, PUBLISH, SUBSCRIBE, TIME, INFO and access to the lock keys and channels"
+                "{error} (while {what}); the user needs +@scripting +@pubsub +@read +@write +time (+info) and access to the lock keys (~*) and channels (&*)"
             ),
         },
-        _ if error.is_timeout() => Error::Timeout {
-            operation: what.to_owned(),
-            addr: addr.to_owned(),
-            after: Duration::ZERO,
-        },
         _ if error.is_io_error()
+            || error.is_timeout()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
             || error.is_unrecoverable_error() =>

@@ -1,13 +1,14 @@
 //! Redlock: a mutex held on a majority of independent Redis masters.
 //!
 //! An acquisition runs the single-server acquire script on every master at once (one id for
-//! all), each within a short per-master timeout. It holds when a majority granted it and the
-//! time spent is still below the validity (`ttl - drift`); otherwise whatever was granted is
-//! removed on every master and, when waiting, the acquisition tries again: at once when a
-//! master announces a release (`free` on the lock's channel), after a random pause below
+//! all), each within the request timeout. It holds when a majority granted it and the time
+//! spent is still below the validity (`ttl - drift`); otherwise whatever was granted is removed
+//! on every master and, when waiting, the acquisition tries again: at once when a master
+//! announces a release (`free` on the lock's channel), after a random pause below
 //! `retry_delay` after a split vote, and at the latest when the holder's key would expire.
-//! When fewer than a majority of masters answer at all, the acquisition fails with
-//! [`Error::Connection`] saying how many answered.
+//! When fewer than a majority of masters answer at all, a single attempt fails at once with
+//! [`Error::Connection`] saying how many answered; a waiting acquisition keeps trying for one
+//! TTL first.
 //!
 //! Renewal extends the key on every master and counts a majority; release runs on every
 //! master. Redlock mode offers mutexes only, and is not fair (no queue spans the masters).
@@ -61,12 +62,10 @@ impl Masters<'_> {
         &self.nodes[0].settings
     }
 
-    /// The per-master timeout: a dead master must not eat the validity.
+    /// The per-master timeout (the request timeout, also when a master is being reconnected):
+    /// an unreachable master must not hold up the others.
     fn node_timeout(&self) -> Duration {
-        let s = self.settings();
-        s.request_timeout
-            .min(s.ttl / 10)
-            .max(Duration::from_millis(10))
+        self.settings().request_timeout
     }
 
     /// Runs `op` on every master at once, each within the per-master timeout.
@@ -140,6 +139,7 @@ pub(crate) async fn acquire(
     let member = format!("{id}:x");
     let wake = Arc::new(Notify::new());
     let mut listening: Vec<WaiterReg> = Vec::new();
+    let mut outage: Option<Instant> = None;
     loop {
         let sent = Instant::now();
         let results = masters
@@ -189,8 +189,16 @@ pub(crate) async fn acquire(
             cancel_everywhere(masters.nodes.to_vec(), keys.clone(), id.clone()).await;
         }
         if answered < masters.quorum() {
-            return Err(masters.too_few(answered, &errors));
+            // A waiting acquisition rides out an outage of up to one TTL (the caller's deadline
+            // still applies); a single attempt reports it at once.
+            let since = *outage.get_or_insert_with(Instant::now);
+            if !request.wait || since.elapsed() > settings.ttl {
+                return Err(masters.too_few(answered, &errors));
+            }
+            tokio::time::sleep(Duration::from_millis(100) + jitter(settings.retry_delay)).await;
+            continue;
         }
+        outage = None;
         if !request.wait {
             cleanup.disarm();
             return Ok(None);

@@ -52,8 +52,11 @@ local function restart_wait(epoch, delay)
   if delay <= 0 then return 0 end
   local began = redis.call('GET', epoch)
   if not began then
-    local info = redis.call('INFO', 'server')
-    local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
+    local ok, info = pcall(redis.call, 'INFO', 'server')
+    local up = 0
+    if ok and type(info) == 'string' then
+      up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
+    end
     began = num(now - up * 1000)
     redis.call('SET', epoch, began)
   end
