@@ -204,6 +204,28 @@ store_tests!(zookeeper, async {
     (zk, url)
 });
 
+store_tests!(redis, async {
+    let redis = testkit::redis::Redis::start().await.expect("redis");
+    let url = format!("{}?ttl=2s", redis.url());
+    (redis, url)
+});
+
+store_tests!(etcd, async {
+    let etcd = testkit::etcd::Etcd::start().await.expect("etcd");
+    let url = format!("etcd://{}?ttl=2s", etcd.addr());
+    (etcd, url)
+});
+
+store_tests!(consul, async {
+    let options = testkit::consul::ConsulServerOptions::default()
+        .with_min_session_ttl(std::time::Duration::from_secs(1));
+    let consul = testkit::consul::ConsulServer::start_with(options)
+        .await
+        .expect("consul test server");
+    let url = format!("consul://{}?ttl=2s&lock_delay=0s", consul.http_addr());
+    (consul, url)
+});
+
 #[test]
 fn help_is_complete() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tumbler"))
