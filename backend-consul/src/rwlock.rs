@@ -288,7 +288,7 @@ impl RwView {
     }
 
     /// Whether `lease` holds the side it asked for (and is alive).
-    fn holds(&self, lease: &str, write: bool) -> bool {
+    pub(crate) fn holds(&self, lease: &str, write: bool) -> bool {
         if write {
             self.writer() == Some(lease)
         } else {
@@ -433,29 +433,27 @@ struct RwHold {
 }
 
 impl RwHold {
-    /// CAS-updates the record with `change` (which returns false when we hold nothing there).
-    async fn update(&self, change: impl Fn(&mut RwRecord) -> bool) -> Result<bool> {
-        let key = self.who.folder.rw_record_key();
+    /// CAS-updates the record from a listing of the record and the contender keys: `change`
+    /// sees the listing and edits the record, or returns false to leave it alone.
+    async fn update(&self, mut change: impl FnMut(&RwView, &mut RwRecord) -> bool) -> Result<()> {
         loop {
-            let read = self.api.kv_get(&key, None).await?;
-            let Some(pair) = read.value else {
-                return Ok(false);
-            };
-            let mut record: RwRecord = serde_json::from_slice(&pair.value).map_err(|e| {
-                Error::backend(
-                    crate::api::BACKEND,
-                    format!("the read-write record {key} does not decode: {e}"),
-                )
-            })?;
-            if !change(&mut record) {
-                return Ok(false);
+            let listed = self.api.kv_list(&self.who.folder.rw_prefix(), None).await?;
+            let view = RwView::read(&self.who.folder, &self.name, &listed.value)?;
+            let mut record = view.record.clone();
+            if !change(&view, &mut record) {
+                return Ok(());
             }
             if self
                 .api
-                .kv_cas(&key, RWLOCK_FLAGS, encode(&record), pair.modify_index)
+                .kv_cas(
+                    &self.who.folder.rw_record_key(),
+                    RWLOCK_FLAGS,
+                    encode(&record),
+                    view.record_index,
+                )
                 .await?
             {
-                return Ok(true);
+                return Ok(());
             }
         }
     }
@@ -470,20 +468,17 @@ impl HeldLock for RwHold {
         if !self.left_record {
             let lease = self.who.lease.clone();
             let write = self.write;
-            let left = self
-                .update(|r| {
-                    let held = if write {
-                        r.writer.as_deref() == Some(lease.as_str())
-                    } else {
-                        r.readers.contains(&lease)
-                    };
-                    if held {
-                        remove_lease(r, &lease);
-                    }
-                    held
-                })
-                .await?;
-            self.not_owner = !left;
+            let mut first = None;
+            self.update(|view, record| {
+                // Whether we still held, as the store shows it before we leave: our contender
+                // key may be dead (the session expired) while the record still lists us.
+                first.get_or_insert(view.holds(&lease, write));
+                let before = record.clone();
+                remove_lease(record, &lease);
+                *record != before
+            })
+            .await?;
+            self.not_owner = first == Some(false);
             self.left_record = true;
         }
         self.api
@@ -508,17 +503,18 @@ impl HeldLock for RwHold {
             ));
         }
         let lease = self.who.lease.clone();
-        let moved = self
-            .update(|r| {
-                if r.writer.as_deref() != Some(lease.as_str()) {
-                    return false;
-                }
-                r.writer = None;
-                r.readers.push(lease.clone());
-                true
-            })
-            .await?;
-        if !moved {
+        let mut held = false;
+        self.update(|view, record| {
+            held = view.holds(&lease, true);
+            if !held {
+                return false;
+            }
+            record.writer = None;
+            record.readers.push(lease.clone());
+            true
+        })
+        .await?;
+        if !held {
             self.notifier.lost(LostReason::Deleted);
             return Err(Error::NotOwner {
                 name: self.name.clone(),

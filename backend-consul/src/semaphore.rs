@@ -309,7 +309,8 @@ fn grant(
         held: Box::new(SemaphoreHold {
             api: inner.api.clone(),
             name: name.clone(),
-            lock_key: folder.lock_key(),
+            base: folder.base().to_string(),
+            folder,
             lease,
             notifier,
             watcher: Some(watcher),
@@ -325,7 +326,8 @@ fn grant(
 struct SemaphoreHold {
     api: Arc<Api>,
     name: LockName,
-    lock_key: String,
+    folder: Folder,
+    base: String,
     lease: Arc<Session>,
     notifier: Arc<HoldNotifier>,
     watcher: Option<Watcher>,
@@ -340,29 +342,28 @@ impl SemaphoreHold {
     /// Removes our entry from the holders record with `?cas=`.
     async fn leave_record(&mut self) -> Result<()> {
         let lid = self.lease.id().to_string();
+        let mut first = true;
         loop {
-            let read = self.api.kv_get(&self.lock_key, None).await?;
-            let Some(pair) = read.value else {
-                self.not_owner = true;
-                return Ok(());
-            };
-            let mut record: SemaphoreRecord = serde_json::from_slice(&pair.value).map_err(|e| {
-                Error::backend(
-                    crate::api::BACKEND,
-                    format!("the semaphore record {} does not decode: {e}", pair.key),
-                )
-            })?;
+            let listed = self.api.kv_list(&self.base, None).await?;
+            let view = View::read(&self.folder, &self.name, &listed.value, None)?;
+            if first {
+                // Whether we still held a permit, as the store shows it before we leave: our
+                // contender key may be gone (the lease's session expired) while the record
+                // still lists us.
+                self.not_owner = !view.holds(&lid);
+                first = false;
+            }
+            let mut record = view.record.clone();
             if record.holders.remove(&lid).is_none() {
-                self.not_owner = true;
                 return Ok(());
             }
             if self
                 .api
                 .kv_cas(
-                    &self.lock_key,
+                    &self.folder.lock_key(),
                     SEMAPHORE_FLAGS,
                     encode(&record),
-                    pair.modify_index,
+                    view.lock_index,
                 )
                 .await?
             {

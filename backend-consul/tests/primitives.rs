@@ -238,3 +238,88 @@ async fn shutdown_ends_holds_and_refuses_work() {
         server.session_ids()
     );
 }
+
+/// A lease or read-write hold whose session the agent invalidated: a rival gets in, and the
+/// late release reports `NotOwner` without disturbing the rival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_releases_after_expiry_are_not_owner() {
+    let server = server().await;
+    let (a, b, c) = (
+        client(&server, PARAMS).await,
+        client(&server, PARAMS).await,
+        client(&server, PARAMS).await,
+    );
+    let lease = a
+        .locks
+        .semaphore("late", 1)
+        .unwrap()
+        .acquire(1)
+        .await
+        .unwrap();
+    let writer = a.locks.rwlock("late-rw").unwrap().write().await.unwrap();
+    for id in a.backend.session_ids() {
+        server.invalidate_session(&id);
+    }
+    let rival_lease = b
+        .locks
+        .semaphore("late", 1)
+        .unwrap()
+        .acquire_timeout(1, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the expired lease's permit never came back");
+    let rival_writer = b
+        .locks
+        .rwlock("late-rw")
+        .unwrap()
+        .write_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the expired writer's lock never came back");
+    assert!(lease.lost_reason().is_some() && writer.lost_reason().is_some());
+    let late = lease.release().await;
+    assert!(matches!(late, Err(Error::NotOwner { .. })), "{late:?}");
+    let late = writer.release().await;
+    assert!(matches!(late, Err(Error::NotOwner { .. })), "{late:?}");
+    let sem = c.locks.semaphore("late", 1).unwrap();
+    assert!(
+        sem.try_acquire(1).await.unwrap().is_none(),
+        "the late release freed B's permit"
+    );
+    let rw = c.locks.rwlock("late-rw").unwrap();
+    assert!(
+        rw.try_read().await.unwrap().is_none(),
+        "the late release freed B's write lock"
+    );
+    rival_lease.release().await.unwrap();
+    rival_writer.release().await.unwrap();
+}
+
+/// The same without a rival: the record still lists the expired holder, yet its release must
+/// not claim success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_of_an_expired_but_listed_holder_is_not_owner() {
+    let server = server().await;
+    let a = client(&server, PARAMS).await;
+    let lease = a
+        .locks
+        .semaphore("listed", 2)
+        .unwrap()
+        .acquire(1)
+        .await
+        .unwrap();
+    let reader = a.locks.rwlock("listed-rw").unwrap().read().await.unwrap();
+    for id in a.backend.session_ids() {
+        server.invalidate_session(&id);
+    }
+    tokio::time::timeout(Duration::from_secs(10), lease.lost())
+        .await
+        .expect("the lease was not lost");
+    tokio::time::timeout(Duration::from_secs(10), reader.lost())
+        .await
+        .expect("the read hold was not lost");
+    let late = lease.release().await;
+    assert!(matches!(late, Err(Error::NotOwner { .. })), "{late:?}");
+    let late = reader.release().await;
+    assert!(matches!(late, Err(Error::NotOwner { .. })), "{late:?}");
+}
