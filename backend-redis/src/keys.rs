@@ -1,25 +1,6 @@
 //! The key layout of one lock name, and the format of the values stored under it.
 //!
-//! For a lock `NAME` with prefix `P` (empty by default), `K = P + NAME`:
-//!
-//! | key | type | what |
-//! |---|---|---|
-//! | `K` | string | the mutex / write-lock holder's value (`SET K value NX PX ttl`, as redis-py and rslock do) |
-//! | `K#tumbler:readers` | zset | read holders: value → expiry (ms) |
-//! | `K#tumbler:queue`, `K#tumbler:queue-exp` | zset | mutex/rwlock waiters: member → arrival (µs), member → expiry (ms) |
-//! | `K#tumbler:sem` | zset | semaphore leases: value → expiry (ms) |
-//! | `K#tumbler:sem-limit` | string | the limit the semaphore is used with |
-//! | `K#tumbler:sem-queue`, `K#tumbler:sem-queue-exp` | zset | semaphore waiters |
-//! | `K#tumbler:fence` | string | the last fencing token handed out for `NAME` |
-//! | `K#tumbler:revoked` | set | values of holds asked to release |
-//! | `K#tumbler:events` | channel | `wake MEMBER`, `free`, `revoke VALUE…`, `gone VALUE…` |
-//! | `P#tumbler:epoch` | string | when the server's data set began (restart detection) |
-//!
-//! Lock names cannot contain `#`, so no auxiliary key can be another lock's key.
-//!
-//! Values: `ID:MODE:TOKEN`, where `ID` is 32 hex digits unique per acquisition, `MODE` is `x`
-//! (mutex), `w` (write), `r` (read) or `pN` (N permits), and `TOKEN` the fencing token.
-//! Waiter members: `ID:MODE` (`x`, `w`, `r`, `p`).
+//! The layout is documented in the crate docs (## Keys).
 
 use lockcore::{HoldMode, HolderInfo, LockKind, LockName};
 

@@ -51,8 +51,8 @@
 //! (`EVALSHA`, loaded on `NOSCRIPT`): one round trip to acquire a free lock, one to release.
 //! The read-write lock keeps its writer in the same key (a mutex and a writer of one name
 //! exclude each other) and its readers in a sorted set; a semaphore keeps its leases in a sorted
-//! set scored by expiry, so the leases of a crashed holder expire on their own. The full key
-//! layout is in the `keys` module source.
+//! set scored by expiry, so the leases of a crashed holder expire on their own. The key layout is
+//! below.
 //!
 //! **Watchdog and `lost()`.** Every hold is renewed every `ttl/3` by a task the guard owns (it
 //! stops on release and when the guard is dropped). A hold is vouched for until `sent + ttl -
@@ -75,6 +75,31 @@
 //! TTL after the server started; [`RedisBackend::declare_fresh_servers`] skips that. A failover
 //! to a replica that missed recent writes can still lose locks (Redis replication is
 //! asynchronous): use a single primary, or Redlock, or a consensus store where that matters.
+//! Likewise `FLUSHALL` and memory eviction remove locks like a `DEL` does (their holders learn
+//! it at their next renewal): run lock servers with `maxmemory-policy noeviction`.
+//!
+//! ## Keys
+//!
+//! For a lock `NAME` with prefix `P` (empty by default), `K = P + NAME`:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `K` | string | the mutex / write-lock holder's value (`SET K value NX PX ttl`, as redis-py and rslock do) |
+//! | `K#tumbler:readers` | zset | read holders: value → expiry (ms) |
+//! | `K#tumbler:queue`, `K#tumbler:queue-exp` | zset | mutex/rwlock waiters: member → arrival (µs), member → expiry (ms) |
+//! | `K#tumbler:sem` | zset | semaphore leases: value → expiry (ms) |
+//! | `K#tumbler:sem-limit` | string | the limit the semaphore is used with |
+//! | `K#tumbler:sem-queue`, `K#tumbler:sem-queue-exp` | zset | semaphore waiters |
+//! | `K#tumbler:fence` | string | the last fencing token handed out for `NAME` |
+//! | `K#tumbler:revoked` | set | values of holds asked to release |
+//! | `K#tumbler:events` | channel | `wake MEMBER`, `free`, `revoke VALUE…`, `gone VALUE…` |
+//! | `P#tumbler:epoch` | string | when the server's data set began (restart detection) |
+//!
+//! Lock names cannot contain `#`, so no auxiliary key can be another lock's key.
+//!
+//! Values: `ID:MODE:TOKEN`, where `ID` is 32 hex digits unique per acquisition, `MODE` is `x`
+//! (mutex), `w` (write), `r` (read) or `pN` (N permits), and `TOKEN` the fencing token.
+//! Waiter members: `ID:MODE` (`x`, `w`, `r`, `p`).
 //!
 //! ## Hand-off and fairness
 //!

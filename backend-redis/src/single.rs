@@ -152,7 +152,11 @@ impl Acquisition<'_> {
                 Attempt::Busy { .. } if !enqueue => {
                     // Listen first, then queue: a release after this point cannot be missed.
                     self.listen();
-                    self.node.ensure_subscribed(&self.keys.channel).await?;
+                    if let Err(error) = self.node.ensure_subscribed(&self.keys.channel).await {
+                        // The channel is subscribed again with the next connection; until
+                        // then the timed retries stand in for the notifications.
+                        tracing::debug!(%error, "could not subscribe to the lock's channel yet");
+                    }
                 }
                 Attempt::Busy { wait_ms } => {
                     let settings = &self.node.settings;
