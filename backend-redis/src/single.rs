@@ -48,7 +48,7 @@ pub(crate) async fn acquire(
                     node: node.clone(),
                     keys,
                     family,
-                    mode: hold_mode(request.kind),
+                    mode: member_mode(request.kind),
                     name,
                     token: granted.token,
                     value: granted.value,
@@ -73,22 +73,13 @@ struct Granted {
     sent: Instant,
 }
 
-/// The mode letter of a waiter member.
+/// The mode letter of a waiter member and of a hold's scripts (`x`, `w`, `r`, `p`).
 fn member_mode(kind: LockKind) -> &'static str {
     match kind {
         LockKind::Exclusive => "x",
         LockKind::Write => "w",
         LockKind::Read => "r",
         LockKind::Permits { .. } => "p",
-    }
-}
-
-/// The mode letter the extend and release scripts use.
-fn hold_mode(kind: LockKind) -> &'static str {
-    match kind {
-        LockKind::Read => "r",
-        LockKind::Write => "w",
-        LockKind::Exclusive | LockKind::Permits { .. } => "x",
     }
 }
 

@@ -120,3 +120,59 @@ async fn a_waiter_whose_connection_breaks_is_still_woken() {
     );
     guard.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn leases_and_read_holds_of_a_vanished_client_expire() {
+    let redis = fresh_redis().await;
+    let proxy = FaultProxy::start(redis.addr()).await.unwrap();
+    let cut_off = common::connect(&format!("redis://{}", proxy.addr())).await;
+    let other = common::connect(&redis.url()).await;
+    let lease = cut_off
+        .semaphore("vanish/pool", 2)
+        .unwrap()
+        .acquire(2)
+        .await
+        .unwrap();
+    let read = cut_off.rwlock("vanish/rw").unwrap().read().await.unwrap();
+    assert!(other
+        .semaphore("vanish/pool", 2)
+        .unwrap()
+        .try_acquire(1)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(other
+        .rwlock("vanish/rw")
+        .unwrap()
+        .try_write()
+        .await
+        .unwrap()
+        .is_none());
+    // The client can no longer renew: to the server it is gone.
+    proxy.set_mode(ProxyMode::Blackhole);
+    proxy.cut_all();
+    let started = Instant::now();
+    let permits = other
+        .semaphore("vanish/pool", 2)
+        .unwrap()
+        .acquire_timeout(2, PROMPT)
+        .await
+        .unwrap()
+        .expect("the vanished client's permits came back");
+    let write = other
+        .rwlock("vanish/rw")
+        .unwrap()
+        .write_timeout(PROMPT)
+        .await
+        .unwrap()
+        .expect("the vanished reader's hold expired");
+    assert!(
+        started.elapsed() < common::TTL * 3,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(lease.lost_reason().is_some() && read.lost_reason().is_some());
+    permits.release().await.unwrap();
+    write.release().await.unwrap();
+    drop((lease, read));
+}
