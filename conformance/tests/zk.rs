@@ -2,7 +2,7 @@
 //!
 //! Every test gets its own server (a JVM start takes about a second), so restarting it in one
 //! case disturbs no other. Every client reaches the server through its own fault proxy, so its
-//! connection can be cut alone; sessions last 2 s.
+//! connection can be cut alone; sessions last 3 s.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use testkit::proxy::{FaultProxy, ProxyMode};
 use testkit::zk::ZooKeeper;
 
 /// The session timeout of every client in this suite.
-const SESSION: Duration = Duration::from_secs(2);
+const SESSION: Duration = Duration::from_secs(3);
 
 struct ZkHarness {
     zk: ZooKeeper,

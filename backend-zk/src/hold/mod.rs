@@ -1,0 +1,206 @@
+//! A granted hold: owner-checked release, plus its [watcher](watch) (deletion, revocation,
+//! session loss) and the atomic write-to-read [downgrade].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lockcore::{hold_signals, Error, HeldLock, Hold, HoldNotifier, LockName, LostReason, Result};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use zookeeper_client as zk;
+
+use crate::error::{convert, limited, session_gone};
+use crate::nodes::{delete_in_background, AclPolicy};
+use crate::session::Session;
+
+mod downgrade;
+mod watch;
+
+use watch::watch;
+
+/// What every hold of one backend shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Env {
+    /// The backend's address, for messages.
+    pub(crate) addr: Arc<str>,
+    /// The ACL of created nodes.
+    pub(crate) acl: AclPolicy,
+}
+
+/// The state a hold shares with its watcher task.
+struct Shared {
+    session: Arc<Session>,
+    name: LockName,
+    /// Full paths of the hold's nodes (one, or one per permit); the first is watched.
+    nodes: Vec<String>,
+    notifier: HoldNotifier,
+    releasing: AtomicBool,
+}
+
+/// Release progress of a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Held,
+    /// A release was sent but its outcome is unknown (the reply was lost).
+    Unconfirmed,
+    Released,
+}
+
+/// The backend's handle on one granted hold.
+pub(crate) struct ZkHeld {
+    shared: Arc<Shared>,
+    watcher: Option<JoinHandle<()>>,
+    status: Status,
+    /// For a write hold: the lock folder, so that it can be downgraded.
+    write_dir: Option<String>,
+    env: Env,
+}
+
+/// Grants a hold on `nodes` (full paths) with fencing token `czxid`, and starts watching it.
+pub(crate) fn grant(
+    env: &Env,
+    session: Arc<Session>,
+    name: &LockName,
+    nodes: Vec<String>,
+    czxid: i64,
+    write_dir: Option<String>,
+) -> Hold {
+    let (notifier, signals) = hold_signals();
+    let shared = Arc::new(Shared {
+        session,
+        name: name.clone(),
+        nodes,
+        notifier,
+        releasing: AtomicBool::new(false),
+    });
+    let span = tracing::info_span!("zk_hold", name = %name, node = %shared.nodes[0]);
+    let watcher = tokio::spawn(watch(shared.clone()).instrument(span));
+    Hold {
+        token: u64::try_from(czxid).unwrap_or(0),
+        held: Box::new(ZkHeld {
+            shared,
+            watcher: Some(watcher),
+            status: Status::Held,
+            write_dir,
+            env: env.clone(),
+        }),
+        signals,
+    }
+}
+
+impl ZkHeld {
+    fn stop_watching(&mut self) {
+        self.shared.releasing.store(true, Ordering::SeqCst);
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
+    }
+
+    fn not_owner(&self) -> Error {
+        Error::NotOwner {
+            name: self.shared.name.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl HeldLock for ZkHeld {
+    async fn release(&mut self) -> Result<()> {
+        if self.status == Status::Released {
+            return Ok(());
+        }
+        // The watcher stays until the delete is answered: the server delivers the node's
+        // deletion event first, which ends the watch without a RemoveWatches request.
+        self.shared.releasing.store(true, Ordering::SeqCst);
+        let outcome = self.delete_nodes().await;
+        self.stop_watching();
+        outcome
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        downgrade::downgrade(self).await
+    }
+}
+
+impl ZkHeld {
+    /// Deletes the hold's nodes and reports what the store confirmed.
+    async fn delete_nodes(&mut self) -> Result<()> {
+        let session = &self.shared.session;
+        if session.retired_reason() == Some(LostReason::SessionExpired) {
+            // Ephemeral nodes die with their session.
+            self.status = Status::Released;
+            return Err(self.not_owner());
+        }
+        let Ok(client) = session.client() else {
+            self.status = Status::Released;
+            return Err(Error::Closed {
+                backend: crate::error::BACKEND,
+            });
+        };
+        let outcome = delete_paths(&client, &self.shared.nodes, session.request_limit()).await;
+        match outcome {
+            Ok(0) => {
+                self.status = Status::Released;
+                Ok(())
+            }
+            Ok(_missing) if self.status == Status::Unconfirmed => {
+                // Our earlier attempt deleted them before its reply was lost.
+                self.status = Status::Released;
+                Ok(())
+            }
+            Ok(_missing) => {
+                self.status = Status::Released;
+                Err(self.not_owner())
+            }
+            Err(error) if session_gone(&error) => {
+                self.status = Status::Released;
+                Err(self.not_owner())
+            }
+            Err(error) => {
+                self.status = Status::Unconfirmed;
+                Err(convert(
+                    error,
+                    &self.env.addr,
+                    &format!("release of {}", self.shared.name),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for ZkHeld {
+    fn drop(&mut self) {
+        self.stop_watching();
+        if self.status != Status::Released
+            && self.shared.session.retired_reason() != Some(LostReason::SessionExpired)
+        {
+            // Never confirmed released: keep deleting in the background while the session lives.
+            delete_in_background(self.shared.session.clone(), self.shared.nodes.clone());
+        }
+    }
+}
+
+/// Deletes `paths` (requests pipelined); returns how many were already gone.
+async fn delete_paths(
+    client: &zk::Client,
+    paths: &[String],
+    limit: std::time::Duration,
+) -> std::result::Result<usize, zk::Error> {
+    let requests: Vec<_> = paths.iter().map(|p| client.delete(p, None)).collect();
+    limited(limit, async {
+        let mut missing = 0;
+        let mut failure = None;
+        for request in requests {
+            match request.await {
+                Ok(()) => {}
+                Err(zk::Error::NoNode) => missing += 1,
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        failure.map_or(Ok(missing), Err)
+    })
+    .await
+}

@@ -1,0 +1,101 @@
+//! The watcher of one hold: its first node's deletion and data (Curator's revoke marker), and
+//! the session's retirement.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockcore::LostReason;
+use zookeeper_client as zk;
+
+use super::{delete_paths, Shared};
+use crate::layout::REVOKE_MESSAGE;
+
+/// Watches a hold: its first node's deletion and data (Curator's revoke marker), and the
+/// session's retirement.
+pub(super) async fn watch(shared: Arc<Shared>) {
+    let session = shared.session.clone();
+    let path = shared.nodes[0].clone();
+    loop {
+        let Ok(client) = session.client() else {
+            session_lost(&shared, LostReason::Abandoned).await;
+            return;
+        };
+        let fetched = tokio::select! {
+            reason = session.retired() => {
+                drop(client);
+                session_lost(&shared, reason).await;
+                return;
+            }
+            _ = shared.notifier.closed() => return,
+            fetched = client.get_and_watch_data(&path) => fetched,
+        };
+        drop(client);
+        match fetched {
+            Ok((data, _, watcher)) => {
+                if data == REVOKE_MESSAGE {
+                    tracing::info!("revocation requested");
+                    shared.notifier.revoke_requested();
+                }
+                let event = tokio::select! {
+                    reason = session.retired() => {
+                        session_lost(&shared, reason).await;
+                        return;
+                    }
+                    _ = shared.notifier.closed() => return,
+                    event = watcher.changed() => event,
+                };
+                if event.event_type == zk::EventType::NodeDeleted {
+                    node_deleted(&shared);
+                    return;
+                }
+            }
+            Err(zk::Error::NoNode) => {
+                node_deleted(&shared);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot watch the lock node yet");
+                tokio::select! {
+                    reason = session.retired() => {
+                        session_lost(&shared, reason).await;
+                        return;
+                    }
+                    _ = shared.notifier.closed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn node_deleted(shared: &Shared) {
+    if !shared.releasing.load(Ordering::SeqCst) && shared.notifier.lost(LostReason::Deleted) {
+        tracing::warn!("lock lost: its node was deleted by someone else");
+    }
+}
+
+async fn session_lost(shared: &Shared, reason: LostReason) {
+    if shared.releasing.load(Ordering::SeqCst) {
+        return;
+    }
+    if shared.notifier.lost(reason.clone()) {
+        tracing::warn!(%reason, "lock lost");
+    }
+    if reason == LostReason::Disconnected {
+        // The session may still come back; if it does, remove our nodes at once so that
+        // nobody waits for an expiry that will not happen.
+        let session = &shared.session;
+        let reconnected = tokio::time::timeout(session.timeout() * 2, session.connected()).await;
+        if reconnected == Ok(true) && session.retired_reason() == Some(LostReason::Disconnected) {
+            if let Ok(client) = session.client() {
+                match delete_paths(&client, &shared.nodes, session.request_limit()).await {
+                    Ok(_) => tracing::info!("removed the nodes of a hold reported lost"),
+                    Err(error) => {
+                        tracing::debug!(%error, "could not remove the nodes of a lost hold")
+                    }
+                }
+            }
+        }
+    }
+}
