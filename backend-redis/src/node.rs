@@ -6,6 +6,7 @@
 //! costs the server one `PUBLISH` and this process nothing but a channel lookup.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,7 @@ pub(crate) struct Node {
     pub(crate) settings: Arc<Settings>,
     slot: StdMutex<Slot>,
     connecting: tokio::sync::Mutex<()>,
+    attempts: AtomicU64,
     hub: StdMutex<HubState>,
     health: Arc<Health>,
     runtime: Handle,
@@ -123,6 +125,7 @@ impl Node {
                 healing: false,
             }),
             connecting: tokio::sync::Mutex::new(()),
+            attempts: AtomicU64::new(0),
             hub: StdMutex::new(HubState::default()),
             health,
             runtime,
@@ -198,7 +201,9 @@ impl Node {
     /// Connects (caller holds `connecting`), subscribes every known channel, installs it.
     async fn connect_now(self: &Arc<Self>) -> Result<(u64, MultiplexedConnection)> {
         let timeout = self.settings.connect_timeout;
-        let gen = self.slot().gen + 1;
+        // Every attempt gets its own number, so that a push from a failed attempt's connection
+        // can never be taken for one from the connection that replaced it.
+        let gen = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(self.settings.request_timeout))
