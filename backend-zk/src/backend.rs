@@ -172,7 +172,9 @@ impl LockBackend for ZkBackend {
             .with_semaphore(true)
             .with_revocation(true)
             .with_lists_waiters(true)
-            .with_crash_release_bound(Some(self.negotiated))
+            // The servers expire a session on the first tick after its timeout; a tick is at
+            // most half the shortest timeout they accept.
+            .with_crash_release_bound(Some(self.negotiated * 3 / 2))
     }
 
     fn address(&self) -> String {

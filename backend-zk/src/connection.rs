@@ -94,11 +94,7 @@ impl Sessions {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed { backend: BACKEND });
         }
-        Ok(self
-            .lock_current()
-            .as_ref()
-            .filter(|s| s.retired_reason().is_none())
-            .cloned())
+        Ok(self.lock_current().as_ref().filter(|s| s.usable()).cloned())
     }
 
     fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Session>>> {

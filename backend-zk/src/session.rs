@@ -33,6 +33,7 @@ pub(crate) struct Session {
     request_limit: Duration,
     retired: watch::Sender<Option<LostReason>>,
     last_heard: StdMutex<Instant>,
+    monitor: Arc<ConnectionMonitor>,
 }
 
 impl std::fmt::Debug for Session {
@@ -74,6 +75,7 @@ impl Session {
             request_limit,
             retired,
             last_heard: StdMutex::new(Instant::now()),
+            monitor: monitor.clone(),
         });
         let span = tracing::info_span!("zk_session", session = %session.id);
         tokio::spawn(
@@ -129,17 +131,38 @@ impl Session {
         reason.unwrap_or(LostReason::Abandoned)
     }
 
-    /// Retires the session; returns whether this call did it.
+    /// Retires the session and reports `Lost` on the connection events (unless it was closed
+    /// on purpose); returns whether this call did it.
     pub(crate) fn retire(&self, reason: LostReason) -> bool {
-        self.retired.send_if_modified(|current| {
+        let retired = self.retired.send_if_modified(|current| {
             if current.is_none() {
-                tracing::warn!(session = %self.id, %reason, "zookeeper session retired; its holds are lost");
-                *current = Some(reason);
+                *current = Some(reason.clone());
                 true
             } else {
                 false
             }
-        })
+        });
+        if retired && reason != LostReason::Abandoned {
+            tracing::warn!(session = %self.id, %reason, "zookeeper session retired; its holds are lost");
+            self.monitor.emit(ConnectionEvent::Lost);
+        }
+        retired
+    }
+
+    /// Whether the session can still be used: not retired, and the client has not reported a
+    /// terminal state (if it has, the session is retired now rather than when the supervisor
+    /// gets to it).
+    pub(crate) fn usable(&self) -> bool {
+        if self.retired_reason().is_some() {
+            return false;
+        }
+        match self.states.peek_state() {
+            zk::SessionState::Expired => self.retire(LostReason::SessionExpired),
+            zk::SessionState::AuthFailed => self.retire(auth_failed()),
+            zk::SessionState::Closed => self.retire(LostReason::Abandoned),
+            _ => return true,
+        };
+        false
     }
 
     /// Retires the session and drops its client, which closes the session (deleting its
@@ -190,6 +213,10 @@ impl Session {
     }
 }
 
+fn auth_failed() -> LostReason {
+    LostReason::Other("zookeeper authentication failed".into())
+}
+
 /// Turns the client's state changes into connection events; retires the session on expiry,
 /// on authentication failure, and when it has not been heard from for too long.
 async fn supervise(
@@ -225,7 +252,7 @@ async fn supervise(
                         live.retire(LostReason::SessionExpired);
                     }
                     zk::SessionState::AuthFailed => {
-                        live.retire(LostReason::Other("zookeeper authentication failed".into()));
+                        live.retire(auth_failed());
                     }
                     zk::SessionState::Closed => {
                         live.retire(LostReason::Abandoned);
@@ -241,9 +268,6 @@ async fn supervise(
             _ = retired.wait_for(Option::is_some) => {}
         }
     };
-    if reason != LostReason::Abandoned {
-        monitor.emit(ConnectionEvent::Lost);
-    }
     on_retired(reason);
 }
 
