@@ -4,15 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use lockcore::{
     AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LockBackend, LockName,
     LockState, Result,
 };
+use tokio::time::Instant;
 
 use crate::config::EtcdConfig;
 use crate::errors::{self, BACKEND};
-use crate::inner::Inner;
+use crate::inner::{retry_until, Inner};
 use crate::keys::Layout;
 use crate::session;
 use crate::watch::Watches;
@@ -84,6 +85,27 @@ impl EtcdBackend {
             Client::connect(&endpoints, Some(options)),
         )
         .await?;
+        let layout = Layout::new(config.prefix.clone());
+        let anchor = format!("{}#tumbler/watch-anchor", layout.prefix());
+        // Leases need no permission, keys do: read one now, so that missing or wrong
+        // credentials fail here and not at the first lock.
+        let deadline = Instant::now() + config.connect_timeout;
+        retry_until(deadline, config.connect_timeout / 2, |within| {
+            let mut kv = client.kv_client();
+            let probe = GetOptions::new().with_count_only();
+            let (address, anchor) = (address.clone(), anchor.clone());
+            async move {
+                let read = kv.get(anchor.as_str(), Some(probe));
+                errors::call(
+                    &address,
+                    || "a read under the key prefix".to_owned(),
+                    within,
+                    read,
+                )
+                .await
+            }
+        })
+        .await?;
         let (leases, keeper) = session::start(
             client.lease_client(),
             config.ttl,
@@ -92,8 +114,6 @@ impl EtcdBackend {
             address.clone(),
         )
         .await?;
-        let layout = Layout::new(config.prefix.clone());
-        let anchor = format!("{}#tumbler/watch-anchor", layout.prefix());
         let (watches, mux) = Watches::start(client.watch_client(), anchor, config.request_timeout);
         let inner = Inner::new(
             client.kv_client(),

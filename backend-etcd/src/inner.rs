@@ -150,37 +150,22 @@ impl Inner {
         }
     }
 
-    /// Calls `attempt` (given the time left) until it succeeds, fails for a reason a retry
-    /// cannot cure, or `deadline` passes. Also returns whether a failed attempt may have been
-    /// applied by the store (its answer was lost).
+    /// Calls `attempt` (given the time it may take) until it succeeds, fails for a reason a
+    /// retry cannot cure, or `deadline` passes. Also returns whether a failed attempt may have
+    /// been applied by the store (its answer was lost).
     pub(crate) async fn retry_until<T, F, Fut>(
         &self,
         deadline: Instant,
-        mut attempt: F,
+        attempt: F,
     ) -> Result<(T, bool)>
     where
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut pause = Duration::from_millis(25);
-        let mut doubtful = false;
         // A request can hang on a member that just lost its leader; give each attempt half the
         // budget so a retry can reach the new leader in time.
         let per_attempt = (self.request_timeout / 2).max(Duration::from_millis(250));
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let within = left.min(per_attempt).max(Duration::from_millis(100));
-            match attempt(within).await {
-                Ok(value) => return Ok((value, doubtful)),
-                Err(error) if error.is_transient() && Instant::now() + pause < deadline => {
-                    tracing::debug!(%error, "etcd request failed; retrying");
-                    doubtful = true;
-                    sleep(pause).await;
-                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        retry_until(deadline, per_attempt, attempt).await
     }
 
     /// Deletes `key` if it still has `revision` as create revision (or, with `revision` 0, if
@@ -273,6 +258,36 @@ pub(crate) fn range_at(response: &TxnResponse, index: usize) -> Vec<KeyValue> {
 /// The revision of a transaction's answer.
 pub(crate) fn revision_of(response: &TxnResponse) -> i64 {
     response.header().map_or(0, |h| h.revision())
+}
+
+/// Calls `attempt` (given the time it may take, at most `per_attempt`) until it succeeds, fails
+/// for a reason a retry cannot cure, or `deadline` passes. Also returns whether a failed
+/// attempt may have been applied by the store.
+pub(crate) async fn retry_until<T, F, Fut>(
+    deadline: Instant,
+    per_attempt: Duration,
+    mut attempt: F,
+) -> Result<(T, bool)>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut pause = Duration::from_millis(25);
+    let mut doubtful = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let within = left.min(per_attempt).max(Duration::from_millis(100));
+        match attempt(within).await {
+            Ok(value) => return Ok((value, doubtful)),
+            Err(error) if error.is_transient() && Instant::now() + pause < deadline => {
+                tracing::debug!(%error, "etcd request failed; retrying");
+                doubtful = true;
+                sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// An error for an answer that does not have the shape every etcd server gives.

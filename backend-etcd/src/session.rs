@@ -245,21 +245,12 @@ pub(crate) async fn start(
     addr: String,
 ) -> Result<(Arc<Leases>, tokio::task::JoinHandle<()>)> {
     // Retry connection trouble (a member down, an election) until the connect deadline; fail
-    // at once on anything else (bad credentials).
+    // at once on anything else.
     let deadline = Instant::now() + first_timeout;
-    let mut pause = Duration::from_millis(25);
-    let first = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match grant(&client, ttl, left.max(Duration::from_millis(100)), &addr).await {
-            Ok(session) => break session,
-            Err(error) if error.is_transient() && Instant::now() + pause < deadline => {
-                tracing::debug!(%error, "lease grant failed; retrying");
-                sleep(pause).await;
-                pause = (pause * 2).min(MAX_BACKOFF / 2);
-            }
-            Err(error) => return Err(error),
-        }
-    };
+    let (first, _) = crate::inner::retry_until(deadline, first_timeout / 2, |within| {
+        grant(&client, ttl, within, &addr)
+    })
+    .await?;
     let (current, _) = watch::channel(Some(first.clone()));
     let (shutdown, _) = watch::channel(false);
     let leases = Arc::new(Leases {

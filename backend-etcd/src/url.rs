@@ -104,6 +104,7 @@ pub(crate) fn parse(url: &str) -> Result<EtcdConfig> {
     ];
     config = apply_tls(config, tls, tls_params)?;
     params.finish(KNOWN)?;
+    config.endpoint_urls()?;
     Ok(config)
 }
 
