@@ -27,9 +27,10 @@ use crate::{inspect, queue, semaphore};
 ///   (`__READ__`/`__WRIT__`). Semaphore: InterProcessSemaphoreV2 (`locks`/`leases`).
 /// - Fencing token: the lock node's creation zxid, strictly increasing across the ensemble.
 /// - `lost()` fires when the session expires, when the lock node is deleted by someone else,
-///   and when no request has succeeded for two thirds of the session timeout (another client
-///   may hold the lock once the servers expire the session). A session that reconnects in time,
-///   to the same or another server, keeps its locks.
+///   and when no heartbeat (a `sync` through the leader, every few hundred milliseconds) has
+///   succeeded for the session timeout minus a margin of a third of it, at least one second
+///   (another client may hold the lock once the servers expire the session). A session that
+///   reconnects in time, to the same or another server, keeps its locks and fires nothing.
 /// - `request_revoke` writes Curator's `__REVOKE__` marker into the holders' nodes.
 ///
 /// ```no_run

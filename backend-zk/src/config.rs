@@ -83,7 +83,8 @@ impl ZkConfig {
 
     /// The session timeout to ask the servers for (they clamp it to their
     /// `minSessionTimeout..=maxSessionTimeout`). A holder that crashes frees its locks after
-    /// about this long; a holder that is cut off reports `lost()` after about two thirds of it.
+    /// about this long; a holder that is cut off reports `lost()` after the timeout minus a
+    /// margin of a third of it (at least one second, or half of timeouts under two seconds).
     /// Must be within [`MIN_SESSION_TIMEOUT`]..=[`MAX_SESSION_TIMEOUT`].
     pub fn session_timeout(mut self, timeout: Duration) -> Result<Self> {
         if !(MIN_SESSION_TIMEOUT..=MAX_SESSION_TIMEOUT).contains(&timeout) {

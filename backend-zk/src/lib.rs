@@ -18,7 +18,7 @@
 //! | `USER:PASSWORD@` | ZooKeeper `digest` credentials (percent-encode `:` `@` `/`). Nodes are created with an ACL giving these credentials every permission and everyone else READ only, so unauthenticated clients cannot delete them. | none: open ACL |
 //! | `HOST:PORT,...` | the ensemble members | port 2181 |
 //! | `/BASE/PATH` | znode folder under which lock names live: lock `jobs/nightly` is `/BASE/PATH/jobs/nightly` (give Curator that path) | `/` |
-//! | `session_timeout` (or `ttl`) | session timeout asked of the servers, e.g. `6s`; a crashed holder frees its locks after about this long, a cut-off holder reports `lost()` after about two thirds of it | `10s` |
+//! | `session_timeout` (or `ttl`) | session timeout asked of the servers, e.g. `6s`; a crashed holder frees its locks after about this long, a cut-off holder reports `lost()` after the timeout minus max(1 s, a third of it) | `10s` |
 //! | `connect_timeout` | how long connecting may take | `10s` |
 //! | `request_timeout` | how long one request may take | the session timeout |
 //!
