@@ -57,7 +57,9 @@ local function restart_wait(epoch, delay)
     if ok and type(info) == 'string' then
       up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
     end
-    began = num(now - up * 1000)
+    -- Redis counts uptime in whole seconds of its cached clock: the start may be up to a
+    -- second later than the uptime says; assume the latest.
+    began = num(math.min(now, now - up * 1000 + 1000))
     redis.call('SET', epoch, began)
   end
   local left = tonumber(began) + delay - now
