@@ -60,6 +60,28 @@
 //! A mutex and a semaphore of the same name conflict on the `.lock` key's flags and report
 //! [`lockcore::Error::Conflict`], as Consul's own clients do.
 //!
+//! # Sessions
+//!
+//! One session per backend instance (TTL and lock-delay from the URL, `Behavior=release`, like
+//! api.Lock's) carries every mutex and read-write hold of that instance, so holding many locks
+//! costs one renewal every TTL/2, not one per lock. Because Consul grants `?acquire=` again to
+//! the session that already holds a key, the instance lets only one of its own tasks at a time
+//! use a given mutex key (the others wait locally). Each semaphore lease, and each queued mutex
+//! waiter, has a session of its own (`Behavior=delete`, no lock-delay), as api.Semaphore does:
+//! its keys vanish when it is destroyed, which is also how a cancelled acquisition cleans up.
+//! When the backend's session is lost, the next acquisition creates a new one.
+//!
+//! # State and revocation
+//!
+//! [`lockcore::LockBackend::state`] lists one folder: the mutex holder (session ID and token),
+//! semaphore holders (session ID and permits), read-write holders (lease ID and side), and as
+//! waiters tumbler's queued mutex waiters and the live semaphore / read-write contenders that
+//! hold nothing (a Go api.Lock client waiting on a key is invisible). The listing includes the
+//! keys of longer names below `NAME/`, so keep such trees small.
+//! [`lockcore::LockBackend::request_revoke`] writes a marker with `?cas=` into the held mutex
+//! key's value (the holder's session stays; the next acquisition clears it), or a nonce into
+//! the semaphore / read-write record; the holders' blocking queries see it.
+//!
 //! # Guarantees and their bounds
 //!
 //! - **Fencing tokens** strictly increase per name: a hold's token is the ModifyIndex of its
