@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
 use lockcore::{ConnectionEvent, ConnectionMonitor, Error, Result};
+use tokio::time::Instant;
 use zookeeper_client as zk;
 
 use crate::config::ZkConfig;
@@ -57,7 +58,7 @@ impl Sessions {
             return Ok(session);
         }
         let first = self.lock_current().is_none();
-        let session = self.open(first).await?;
+        let session = self.open().await?;
         if self.closed.load(Ordering::SeqCst) {
             session.close();
             return Err(Error::Closed { backend: BACKEND });
@@ -101,38 +102,57 @@ impl Sessions {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn open(&self, first: bool) -> Result<Arc<Session>> {
+    /// Opens a session, trying every host in turn until one serves or the connect timeout
+    /// passes (servers in an election refuse for a moment, so one round is not enough).
+    async fn open(&self) -> Result<Arc<Session>> {
         let config = &self.config;
         let mut connector = zk::Client::connector()
             .with_session_timeout(config.session_timeout)
-            .with_connection_timeout(config.session_timeout / 3);
-        if first {
-            // Fail at once when every server refuses, instead of retrying until the deadline.
-            connector = connector.with_fail_eagerly();
-        }
+            .with_connection_timeout(config.session_timeout / 3)
+            .with_fail_eagerly();
         if let Some((user, password)) = &config.credentials {
             connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
         }
         let hosts = config.connect_string();
-        let client = match tokio::time::timeout(config.connect_timeout, connector.connect(&hosts))
-            .await
-        {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    operation: "connecting to zookeeper".into(),
-                    addr: self.addr.clone(),
-                    after: config.connect_timeout,
-                })
+        let deadline = Instant::now() + config.connect_timeout;
+        let mut pause = Duration::from_millis(50);
+        let client = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(left, connector.clone().connect(&hosts)).await {
+                Ok(Ok(client)) => break client,
+                Ok(Err(error)) => error,
+                Err(_) => zk::Error::Timeout,
+            };
+            let retry = matches!(
+                error,
+                zk::Error::NoHosts
+                    | zk::Error::Timeout
+                    | zk::Error::ConnectionLoss
+                    | zk::Error::Custom(_)
+            );
+            if !retry {
+                return Err(convert(error, &self.addr, "connecting"));
             }
-            Ok(Err(zk::Error::NoHosts)) => {
-                return Err(Error::connection(
-                    BACKEND,
-                    &self.addr,
-                    "no server accepted a connection; check the host list and that ZooKeeper runs there",
-                ))
+            if Instant::now() + pause >= deadline {
+                return Err(match error {
+                    zk::Error::Timeout => Error::Timeout {
+                        operation: "connecting to zookeeper".into(),
+                        addr: self.addr.clone(),
+                        after: config.connect_timeout,
+                    },
+                    _ => Error::connection(
+                        BACKEND,
+                        &self.addr,
+                        format!(
+                            "no server accepted a session within {:?} ({error}); check the host list and that ZooKeeper runs there",
+                            config.connect_timeout
+                        ),
+                    ),
+                });
             }
-            Ok(Err(error)) => return Err(convert(error, &self.addr, "connecting")),
-            Ok(Ok(client)) => client,
+            tracing::debug!(%error, "no zookeeper server serves yet; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         };
         tracing::info!(session = %client.session_id(), timeout = ?client.session_timeout(), "zookeeper session opened");
         let me = self.me.clone();

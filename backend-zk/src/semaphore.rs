@@ -5,6 +5,10 @@
 //! nothing), then waits on the leases folder until the count is within the limit, then releases
 //! the mutex. Every node of one acquisition shares one protection uuid (the mutex node too), so
 //! `state()` can tell the one acquisition that is still waiting for permits.
+//!
+//! Acquisitions are served in order: a one-shot attempt (`try_acquire`) while another
+//! acquisition holds the mutex reports busy, as Curator's does, even if enough permits are free
+//! for it; waiting acquisitions queue on the mutex.
 
 use std::sync::Arc;
 

@@ -23,6 +23,13 @@ use zookeeper_client as zk;
 
 use crate::error::limited;
 
+/// Told synchronously when a session is retired: the holds made through it, so that every
+/// hold reports `lost()` before the connection events say `Lost`.
+pub(crate) trait OnRetire: Send + Sync {
+    /// The session was retired for `reason`.
+    fn session_retired(&self, reason: &LostReason);
+}
+
 /// One ZooKeeper session of a backend.
 pub(crate) struct Session {
     id: zk::SessionId,
@@ -34,6 +41,8 @@ pub(crate) struct Session {
     retired: watch::Sender<Option<LostReason>>,
     last_heard: StdMutex<Instant>,
     monitor: Arc<ConnectionMonitor>,
+    /// The holds to tell on retirement; guards `retired` changes too.
+    holds: StdMutex<Vec<Weak<dyn OnRetire>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -76,6 +85,7 @@ impl Session {
             retired,
             last_heard: StdMutex::new(Instant::now()),
             monitor: monitor.clone(),
+            holds: StdMutex::new(Vec::new()),
         });
         let span = tracing::info_span!("zk_session", session = %session.id);
         tokio::spawn(
@@ -131,22 +141,51 @@ impl Session {
         reason.unwrap_or(LostReason::Abandoned)
     }
 
-    /// Retires the session and reports `Lost` on the connection events (unless it was closed
-    /// on purpose); returns whether this call did it.
+    /// Retires the session: tells every registered hold, then reports `Lost` on the
+    /// connection events (unless it was closed on purpose). Returns whether this call did it.
     pub(crate) fn retire(&self, reason: LostReason) -> bool {
-        let retired = self.retired.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(reason.clone());
-                true
-            } else {
-                false
+        let holds = {
+            let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+            let retired = self.retired.send_if_modified(|current| {
+                if current.is_none() {
+                    *current = Some(reason.clone());
+                    true
+                } else {
+                    false
+                }
+            });
+            if !retired {
+                return false;
             }
-        });
-        if retired && reason != LostReason::Abandoned {
+            std::mem::take(&mut *holds)
+        };
+        for hold in holds.iter().filter_map(Weak::upgrade) {
+            hold.session_retired(&reason);
+        }
+        if reason != LostReason::Abandoned {
             tracing::warn!(session = %self.id, %reason, "zookeeper session retired; its holds are lost");
             self.monitor.emit(ConnectionEvent::Lost);
         }
-        retired
+        true
+    }
+
+    /// Registers a hold to tell when the session is retired. If it already was, tells the hold
+    /// at once.
+    pub(crate) fn register(&self, hold: Weak<dyn OnRetire>) {
+        let already = {
+            let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+            match self.retired_reason() {
+                Some(reason) => Some(reason),
+                None => {
+                    holds.retain(|h| h.strong_count() > 0);
+                    holds.push(hold.clone());
+                    None
+                }
+            }
+        };
+        if let (Some(reason), Some(hold)) = (already, hold.upgrade()) {
+            hold.session_retired(&reason);
+        }
     }
 
     /// Whether the session can still be used: not retired, and the client has not reported a

@@ -133,7 +133,10 @@ impl Harness for ZkHarness {
 
     async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
         let port = testkit::free_port();
-        Ok(match self.config(&format!("127.0.0.1:{port}")) {
+        let config = self
+            .config(&format!("127.0.0.1:{port}"))
+            .and_then(|c| c.connect_timeout(Duration::from_secs(3)));
+        Ok(match config {
             Ok(config) => config.connect().await,
             Err(e) => Err(e),
         })

@@ -17,8 +17,9 @@ use lockcore::{ConnectionEvent, LockBackend, LockName, MutexGuard, SharedBackend
 use testkit::proxy::{FaultProxy, ProxyMode};
 use testkit::zk::ZkEnsemble;
 
-/// The session timeout of every client: long enough to ride out an election (about 1-2 s here).
-const SESSION: Duration = Duration::from_secs(6);
+/// The session timeout of every client: `lost()` fires after 2/3 of it without the leader, so
+/// this rides out an election plus the client's reconnect backoff on a loaded machine.
+const SESSION: Duration = Duration::from_secs(10);
 /// When the leader is killed, counted from the start of the run.
 const KILLS_AT: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(40)];
 /// How long a sentinel may take to reconnect after a new leader is elected.
@@ -156,7 +157,10 @@ impl Harness for EnsembleHarness {
 
     async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
         let port = testkit::free_port();
-        Ok(match self.config(&format!("127.0.0.1:{port}")) {
+        let config = self
+            .config(&format!("127.0.0.1:{port}"))
+            .and_then(|c| c.connect_timeout(Duration::from_secs(3)));
+        Ok(match config {
             Ok(config) => config.connect().await,
             Err(e) => Err(e),
         })

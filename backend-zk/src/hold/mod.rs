@@ -3,16 +3,18 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lockcore::{hold_signals, Error, HeldLock, Hold, HoldNotifier, LockName, LostReason, Result};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::Instrument;
 use zookeeper_client as zk;
 
-use crate::error::{convert, limited, session_gone};
+use crate::error::{convert, limited, outcome_unknown, session_gone};
 use crate::nodes::{delete_in_background, AclPolicy};
-use crate::session::Session;
+use crate::session::{OnRetire, Session};
 
 mod downgrade;
 mod watch;
@@ -36,6 +38,14 @@ struct Shared {
     nodes: Vec<String>,
     notifier: HoldNotifier,
     releasing: AtomicBool,
+}
+
+impl OnRetire for Shared {
+    fn session_retired(&self, reason: &LostReason) {
+        if !self.releasing.load(Ordering::SeqCst) && self.notifier.lost(reason.clone()) {
+            tracing::warn!(name = %self.name, node = %self.nodes[0], %reason, "lock lost");
+        }
+    }
 }
 
 /// Release progress of a hold.
@@ -74,6 +84,8 @@ pub(crate) fn grant(
         notifier,
         releasing: AtomicBool::new(false),
     });
+    let weak: std::sync::Weak<dyn OnRetire> = Arc::downgrade(&shared) as _;
+    shared.session.register(weak);
     let span = tracing::info_span!("zk_hold", name = %name, node = %shared.nodes[0]);
     let watcher = tokio::spawn(watch(shared.clone()).instrument(span));
     Hold {
@@ -132,39 +144,57 @@ impl ZkHeld {
             self.status = Status::Released;
             return Err(self.not_owner());
         }
-        let Ok(client) = session.client() else {
-            self.status = Status::Released;
-            return Err(Error::Closed {
-                backend: crate::error::BACKEND,
-            });
-        };
-        let outcome = delete_paths(&client, &self.shared.nodes, session.request_limit()).await;
-        match outcome {
-            Ok(0) => {
+        // A delete whose reply was lost (a failover) is sent again while the session lives,
+        // within the request time limit; a node then already gone was deleted by us.
+        let deadline = Instant::now() + session.request_limit();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let Ok(client) = session.client() else {
                 self.status = Status::Released;
-                Ok(())
-            }
-            Ok(_missing) if self.status == Status::Unconfirmed => {
-                // Our earlier attempt deleted them before its reply was lost.
-                self.status = Status::Released;
-                Ok(())
-            }
-            Ok(_missing) => {
-                self.status = Status::Released;
-                Err(self.not_owner())
-            }
-            Err(error) if session_gone(&error) => {
-                self.status = Status::Released;
-                Err(self.not_owner())
-            }
-            Err(error) => {
-                self.status = Status::Unconfirmed;
-                Err(convert(
-                    error,
-                    &self.env.addr,
-                    &format!("release of {}", self.shared.name),
-                ))
-            }
+                return Err(Error::Closed {
+                    backend: crate::error::BACKEND,
+                });
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = delete_paths(&client, &self.shared.nodes, left).await;
+            drop(client);
+            return match outcome {
+                Ok(0) => {
+                    self.status = Status::Released;
+                    Ok(())
+                }
+                Ok(_missing) if self.status == Status::Unconfirmed => {
+                    self.status = Status::Released;
+                    Ok(())
+                }
+                Ok(_missing) => {
+                    self.status = Status::Released;
+                    Err(self.not_owner())
+                }
+                Err(error) if session_gone(&error) => {
+                    self.status = Status::Released;
+                    Err(self.not_owner())
+                }
+                Err(error)
+                    if outcome_unknown(&error)
+                        && Instant::now() + pause < deadline
+                        && session.retired_reason().is_none() =>
+                {
+                    self.status = Status::Unconfirmed;
+                    tracing::debug!(%error, "release reply lost; sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                    continue;
+                }
+                Err(error) => {
+                    self.status = Status::Unconfirmed;
+                    Err(convert(
+                        error,
+                        &self.env.addr,
+                        &format!("release of {}", self.shared.name),
+                    ))
+                }
+            };
         }
     }
 }

@@ -79,6 +79,7 @@ async fn session_lost(shared: &Shared, reason: LostReason) {
     if shared.releasing.load(Ordering::SeqCst) {
         return;
     }
+    // Usually told already by the session itself (see `OnRetire`).
     if shared.notifier.lost(reason.clone()) {
         tracing::warn!(%reason, "lock lost");
     }
