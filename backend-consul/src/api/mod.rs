@@ -181,8 +181,56 @@ impl Api {
                 addr: self.base.clone(),
                 message: format!("{what}: {status}: {text}"),
             },
+            _ if unavailable(status, &text) => Error::connection(
+                BACKEND,
+                &self.base,
+                format!("{what}: the agent cannot serve it now: HTTP {status}: {text}"),
+            ),
             _ => Error::backend(BACKEND, format!("{what}: HTTP {status}: {text}")),
         }
+    }
+}
+
+/// Answers that mean "not now" rather than "no": no leader (an election is running), a failed
+/// RPC to the servers, rate limiting, or a gateway in front of the agent that lost it. They are
+/// reported as connection errors, which callers retry.
+fn unavailable(status: StatusCode, text: &str) -> bool {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => true,
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            let text = text.to_ascii_lowercase();
+            text.contains("no cluster leader")
+                || text.contains("rpc error")
+                || text.contains("leadership lost")
+                || text.contains("i/o timeout")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elections_and_overload_are_transient() {
+        assert!(unavailable(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No cluster leader"
+        ));
+        assert!(unavailable(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rpc error making call: EOF"
+        ));
+        assert!(unavailable(StatusCode::TOO_MANY_REQUESTS, ""));
+        assert!(!unavailable(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid session \"x\""
+        ));
+        assert!(!unavailable(StatusCode::BAD_REQUEST, "Conflicting flags"));
     }
 }
 
