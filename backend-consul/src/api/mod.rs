@@ -211,29 +211,6 @@ fn unavailable(status: StatusCode, text: &str) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn elections_and_overload_are_transient() {
-        assert!(unavailable(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "No cluster leader"
-        ));
-        assert!(unavailable(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "rpc error making call: EOF"
-        ));
-        assert!(unavailable(StatusCode::TOO_MANY_REQUESTS, ""));
-        assert!(!unavailable(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "invalid session \"x\""
-        ));
-        assert!(!unavailable(StatusCode::BAD_REQUEST, "Conflicting flags"));
-    }
-}
-
 /// A response read to the end: status, `X-Consul-Index` and body.
 struct Body {
     status: StatusCode,
@@ -276,4 +253,27 @@ fn tls_setup(
         ));
     }
     Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elections_and_overload_are_transient() {
+        assert!(unavailable(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No cluster leader"
+        ));
+        assert!(unavailable(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rpc error making call: EOF"
+        ));
+        assert!(unavailable(StatusCode::TOO_MANY_REQUESTS, ""));
+        assert!(!unavailable(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid session \"x\""
+        ));
+        assert!(!unavailable(StatusCode::BAD_REQUEST, "Conflicting flags"));
+    }
 }
