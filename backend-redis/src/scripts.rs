@@ -8,9 +8,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Shared by every script: the server clock, key lifetime helpers, the waiter queue, wake-ups,
-/// fencing tokens and the restart delay.
-macro_rules! prelude {
+/// The server clock (`now` in ms, `now_us` as a string of µs) and key-lifetime helpers: in every
+/// script.
+macro_rules! clock {
     () => {
         r#"
 local clock = redis.call('TIME')
@@ -21,6 +21,14 @@ local function keep(key, ms)
   local left = redis.call('PTTL', key)
   if left ~= -2 and left < ms then redis.call('PEXPIRE', key, ms) end
 end
+"#
+    };
+}
+
+/// The waiter queue: expiry, head, wake-ups, joining.
+macro_rules! queue {
+    () => {
+        r#"
 local function purge_waiters(queue, exp)
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', exp, '-inf', now)) do
     redis.call('ZREM', queue, m)
@@ -34,14 +42,30 @@ local function is_reader(member)
   return string.sub(member, -2) == ':r'
 end
 local function announce(queue, exp, channel, free)
-  purge_waiters(queue, exp)
-  local first = head(queue)
-  if first then
-    redis.call('PUBLISH', channel, 'wake ' .. first)
-  elseif free == '1' then
-    redis.call('PUBLISH', channel, 'free')
+  if redis.call('EXISTS', queue) == 1 then
+    purge_waiters(queue, exp)
+    local first = head(queue)
+    if first then
+      redis.call('PUBLISH', channel, 'wake ' .. first)
+      return
+    end
   end
+  if free == '1' then redis.call('PUBLISH', channel, 'free') end
 end
+local function enqueue(queue, exp, member, rank, wttl)
+  if not rank then redis.call('ZADD', queue, now_us, member) end
+  redis.call('ZADD', exp, num(now + wttl), member)
+  keep(queue, wttl)
+  keep(exp, wttl)
+end
+"#
+    };
+}
+
+/// Granting: fencing tokens and the restart delay.
+macro_rules! grant {
+    () => {
+        r#"
 local function next_token(key)
   local last = tonumber(redis.call('GET', key) or '0') or 0
   local token = math.max(last + 1, tonumber(now_us))
@@ -66,12 +90,14 @@ local function restart_wait(epoch, delay)
   if left > 0 then return left end
   return 0
 end
-local function enqueue(queue, exp, member, rank, wttl)
-  if not rank then redis.call('ZADD', queue, now_us, member) end
-  redis.call('ZADD', exp, num(now + wttl), member)
-  keep(queue, wttl)
-  keep(exp, wttl)
-end
+"#
+    };
+}
+
+/// Every live holder value of a name (mutex/writer, readers, semaphore leases).
+macro_rules! values {
+    () => {
+        r#"
 local function live_values(lock, readers, sem)
   redis.call('ZREMRANGEBYSCORE', readers, '-inf', now)
   redis.call('ZREMRANGEBYSCORE', sem, '-inf', now)
@@ -87,10 +113,11 @@ end
     };
 }
 
+/// A script made of helper groups and a body.
 macro_rules! script {
-    ($name:ident, $body:literal) => {
+    ($name:ident, [$($part:ident),*], $body:literal) => {
         pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(concat!(prelude!(), $body)));
+            LazyLock::new(|| Script::new(concat!($($part!(),)* $body)));
     };
 }
 
@@ -99,15 +126,26 @@ macro_rules! script {
 // -> {1, token, value} | {0, wait_ms}
 script!(
     ACQUIRE_LOCK,
+    [clock, queue, grant],
     r#"
 local mode, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-purge_waiters(KEYS[3], KEYS[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local member = id .. ':' .. mode
-local rank = redis.call('ZRANK', KEYS[3], member)
+-- Nobody holding or waiting is the common case: then only the grant itself runs.
+local others
+if mode == 'r' then
+  others = redis.call('EXISTS', KEYS[1], KEYS[3])
+else
+  others = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3])
+end
+local rank = false
+if others > 0 then
+  purge_waiters(KEYS[3], KEYS[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  rank = redis.call('ZRANK', KEYS[3], member)
+end
 local wait = restart_wait(KEYS[6], tonumber(ARGV[7]))
 local ok = wait == 0
-if ok then
+if ok and others > 0 then
   local left = redis.call('PTTL', KEYS[1])
   if left ~= -2 then
     ok, wait = false, left
@@ -140,6 +178,7 @@ if ok then
   local token = next_token(KEYS[5])
   local value = id .. ':' .. mode .. ':' .. num(token)
   if mode == 'r' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
     redis.call('ZADD', KEYS[2], num(now + ttl), value)
     keep(KEYS[2], ttl)
   else
@@ -165,6 +204,7 @@ return {0, wait}
 // -> 1 released | 0 not ours
 script!(
     RELEASE_LOCK,
+    [clock, queue],
     r#"
 local released = 0
 if ARGV[1] == 'r' then
@@ -189,6 +229,7 @@ return released
 // -> {1, revoke_requested} | {0, 0}
 script!(
     EXTEND_LOCK,
+    [clock],
     r#"
 local ttl = tonumber(ARGV[3])
 if ARGV[1] == 'r' then
@@ -213,6 +254,7 @@ return {1, redis.call('SISMEMBER', KEYS[3], ARGV[2])}
 // -> 1 downgraded | 0 not ours
 script!(
     DOWNGRADE,
+    [clock, queue],
     r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local ttl = tonumber(ARGV[3])
@@ -230,6 +272,7 @@ return 1
 // -> 1 if anything of this acquisition was removed
 script!(
     CANCEL_LOCK,
+    [clock, queue],
     r#"
 local p = ARGV[1] .. ':'
 local changed = false
@@ -259,6 +302,7 @@ return 0
 // -> {1, token, value} | {0, wait_ms} | {-1, stored_limit}
 script!(
     ACQUIRE_SEM,
+    [clock, queue, grant],
     r#"
 local limit, count, id, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 purge_waiters(KEYS[3], KEYS[4])
@@ -313,6 +357,7 @@ return {0, wait}
 // -> 1 released | 0 not ours
 script!(
     RELEASE_SEM,
+    [clock, queue],
     r#"
 local released = 0
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -329,6 +374,7 @@ return released
 // -> {1, revoke_requested} | {0, 0}
 script!(
     EXTEND_SEM,
+    [clock],
     r#"
 local ttl = tonumber(ARGV[2])
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -348,6 +394,7 @@ return {1, redis.call('SISMEMBER', KEYS[3], ARGV[1])}
 // -> 1 if anything of this acquisition was removed
 script!(
     CANCEL_SEM,
+    [clock, queue],
     r#"
 local p = ARGV[1] .. ':'
 local changed = redis.call('ZREM', KEYS[2], p .. 'p') == 1
@@ -369,6 +416,7 @@ return 0
 // -> number of holders asked
 script!(
     REVOKE,
+    [clock, values],
     r#"
 local values = live_values(KEYS[1], KEYS[2], KEYS[3])
 if #values == 0 then return 0 end
@@ -389,6 +437,7 @@ return #values
 // -> number of holds removed
 script!(
     FORCE_RELEASE,
+    [clock, queue, values],
     r#"
 local values = live_values(KEYS[1], KEYS[2], KEYS[3])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
@@ -404,6 +453,7 @@ return #values
 // -> {lock value or '', {reader values}, {lease values}, waiters}
 script!(
     STATE,
+    [clock],
     r#"
 local after = '(' .. num(now)
 local value = redis.call('GET', KEYS[1]) or ''
@@ -418,6 +468,7 @@ return {value, readers, leases, waiting}
 // KEYS: epoch
 script!(
     DECLARE_FRESH,
+    [],
     r#"
 redis.call('SET', KEYS[1], '0')
 return 1
