@@ -108,7 +108,15 @@
 //!   deletes its keys) and releases a key that was being acquired, keeping the key's local gate
 //!   closed until that is done.
 //! - **ACLs and TLS**: a refused token gives [`lockcore::Error::Auth`]; `consuls://` uses rustls
-//!   (ring) with the system's roots or `ca_file`.
+//!   (ring) with the system's roots or `ca_file`. The `tls` feature (on by default) builds
+//!   reqwest with `rustls-no-provider` and hands it an explicit ring configuration; other
+//!   reqwest clients in the same program that rely on reqwest's built-in provider then need one
+//!   installed (`rustls::crypto::ring::default_provider().install_default()`) or reqwest's
+//!   `rustls` feature. Without the `tls` feature, `consuls://` is refused with a message.
+//! - **Leader elections**: answers such as `No cluster leader`, RPC failures, 429 and gateway
+//!   errors are connection errors (transient): renewals and monitors retry them, a failed
+//!   release is retried in the background by lockcore, and the session's validity bounds how
+//!   long a hold survives without the servers.
 //!
 //! # What is not supported
 //!

@@ -228,17 +228,31 @@ async fn renew(r: Renewal, created_sent: Instant, mut stop: watch::Receiver<Stop
 
 /// The handle is gone (`dropped`) or the session was destroyed explicitly.
 async fn finish(r: &Renewal, dropped: bool) {
-    if dropped {
-        match r.api.session_destroy(&r.id).await {
-            Ok(()) => tracing::debug!(id = %r.id, "consul session destroyed"),
-            Err(error) => {
-                tracing::debug!(id = %r.id, %error, "consul session destroy failed; it expires by TTL")
-            }
-        }
-    }
     if matches!(*r.state.borrow(), SessionState::Live(_)) {
         r.state
             .send_replace(SessionState::Gone(LostReason::Abandoned));
+    }
+    if !dropped {
+        return;
+    }
+    // Keys of a dropped waiter or lease session block others until it goes: retry for a while
+    // (after 2 × TTL the agent invalidates it anyway).
+    let give_up = Instant::now() + r.ttl;
+    loop {
+        match r.api.session_destroy(&r.id).await {
+            Ok(()) => {
+                tracing::debug!(id = %r.id, "consul session destroyed");
+                return;
+            }
+            Err(error) if Instant::now() < give_up => {
+                tracing::debug!(id = %r.id, %error, "consul session destroy failed; retrying");
+                tokio::time::sleep(r.retry_pause() * 4).await;
+            }
+            Err(error) => {
+                tracing::debug!(id = %r.id, %error, "consul session destroy failed; it expires by TTL");
+                return;
+            }
+        }
     }
 }
 
