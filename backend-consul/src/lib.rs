@@ -97,7 +97,10 @@
 //!   before a rival can be granted (with clocks whose rates differ by less than 10%). When
 //!   someone else invalidates the session (an operator, a failed health check), only the
 //!   lock-delay separates the server-side release from a rival's grant: with `lock_delay=0s`
-//!   the old holder's `lost()` then races the rival.
+//!   the old holder's `lost()` then races the rival. Semaphores and read-write locks have no
+//!   lock-delay (api.Semaphore prunes a dead holder at once), so there that race always exists
+//!   for an externally invalidated session; the holder's blocking query usually wins it, as the
+//!   rival needs two more round trips after the same wake-up.
 //! - **Crash**: a killed holder's locks are free again within 2 × TTL (session invalidation)
 //!   plus the lock-delay, and not before the invalidation; see
 //!   [`ConsulConfig::crash_release_bound`].
