@@ -130,7 +130,7 @@ must be 0; usable again after = fault to the rival's acquisition; lost() lead = 
 the rival's acquisition the old holder's lost() fired (negative: after). Exits non-zero if the
 fenced resource ever accepted a stale write.")]
     Lab {
-        /// Stores to test: redis, redlock, zookeeper (zk), etcd, consul.
+        /// Stores to test: redis, naive-redis, redlock, zookeeper (zk), etcd, consul.
         #[arg(long, value_delimiter = ',', value_parser = lab::parse_store)]
         store: Vec<lab::Store>,
         /// Faults to inject: crash, paused, partition, restart, leader-kill.
@@ -148,6 +148,8 @@ fenced resource ever accepted a stale write.")]
     LabWorker {
         #[arg(long, value_parser = parse_duration, default_value = "20ms")]
         every: Duration,
+        #[arg(long)]
+        ignore_lost: bool,
         url: String,
         name: String,
     },
@@ -185,9 +187,12 @@ fn main() {
 
 async fn dispatch(cli: Cli) -> i32 {
     match cli.command {
-        Command::LabWorker { every, url, name } => {
-            return lab::worker::run(&url, &name, every).await
-        }
+        Command::LabWorker {
+            every,
+            ignore_lost,
+            url,
+            name,
+        } => return lab::worker::run(&url, &name, every, ignore_lost).await,
         Command::Lab {
             store,
             fault,

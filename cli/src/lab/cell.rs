@@ -75,12 +75,18 @@ impl Worker {
         url: &str,
         name: &str,
         who: Who,
+        careless: bool,
         tx: mpsc::UnboundedSender<(Instant, Who, String)>,
     ) -> Result<Worker, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the tumbler binary: {e}"))?;
-        let mut child = Command::new(exe)
-            .args(["lab-worker", "--every", "20ms", url, name])
+        let mut command = Command::new(exe);
+        command.args(["lab-worker", "--every", "20ms"]);
+        if careless {
+            command.arg("--ignore-lost");
+        }
+        let mut child = command
+            .args([url, name])
             .env("TUMBLER_URL", "")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -113,13 +119,23 @@ impl Worker {
 /// Runs the cell.
 pub async fn run(store: Store, fault: Fault) -> Result<CellResult, String> {
     let deployment = Deployment::start(store, fault).await?;
-    let name = format!("lab/{}-{}", store.name(), std::process::id());
+    let name = format!(
+        "lab/{}-{}",
+        store.name().replace([' ', '='], "-"),
+        std::process::id()
+    );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let t0 = Instant::now();
     let ms = |at: Instant| at.saturating_duration_since(t0).as_secs_f64() * 1000.0;
     let mut log: Vec<(Instant, Who, String)> = Vec::new();
 
-    let mut victim = Worker::spawn(&deployment.victim_url, &name, Who::Victim, tx.clone())?;
+    let mut victim = Worker::spawn(
+        &deployment.victim_url,
+        &name,
+        Who::Victim,
+        store.careless(),
+        tx.clone(),
+    )?;
     wait_for(
         &mut rx,
         &mut log,
@@ -128,7 +144,7 @@ pub async fn run(store: Store, fault: Fault) -> Result<CellResult, String> {
         Duration::from_secs(20),
     )
     .await?;
-    let rival = Worker::spawn(&deployment.rival_url, &name, Who::Rival, tx.clone())?;
+    let rival = Worker::spawn(&deployment.rival_url, &name, Who::Rival, false, tx.clone())?;
     // Let the victim work undisturbed for a moment (and the rival queue up).
     collect_for(&mut rx, &mut log, Duration::from_millis(400)).await;
 

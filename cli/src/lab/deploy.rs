@@ -8,6 +8,10 @@ use testkit::proxy::{FaultProxy, ProxyMode};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
     Redis,
+    /// A naive client on Redis: no restart protection (`restart_delay=0`) and a holder that
+    /// ignores `lost()`, like most Redis lock libraries. The control row: it shows what the lab
+    /// catches when a client is not careful.
+    NaiveRedis,
     Redlock,
     Zk,
     Etcd,
@@ -15,8 +19,14 @@ pub enum Store {
 }
 
 impl Store {
-    pub const ALL: [Store; 5] = [
+    /// Whether the victim ignores `lost()`.
+    pub fn careless(&self) -> bool {
+        *self == Store::NaiveRedis
+    }
+
+    pub const ALL: [Store; 6] = [
         Store::Redis,
+        Store::NaiveRedis,
         Store::Redlock,
         Store::Zk,
         Store::Etcd,
@@ -26,6 +36,7 @@ impl Store {
     pub fn name(&self) -> &'static str {
         match self {
             Store::Redis => "redis",
+            Store::NaiveRedis => "naive redis client",
             Store::Redlock => "redlock",
             Store::Zk => "zookeeper",
             Store::Etcd => "etcd",
@@ -102,9 +113,9 @@ pub struct Deployment {
 /// Whether `fault` applies to `store` at all.
 pub fn applies(store: Store, fault: Fault) -> bool {
     match fault {
-        Fault::Restart => matches!(store, Store::Redis | Store::Redlock),
+        Fault::Restart => matches!(store, Store::Redis | Store::NaiveRedis | Store::Redlock),
         Fault::LeaderKill => matches!(store, Store::Zk | Store::Etcd),
-        _ => store != Store::Redlock,
+        _ => !matches!(store, Store::Redlock | Store::NaiveRedis),
     }
 }
 
@@ -126,6 +137,16 @@ impl Deployment {
                 let r = testkit::redis::Redis::start().await.map_err(e)?;
                 let hosts = vec![r.addr().to_string()];
                 (Servers::Redis(r), hosts, "redis", query)
+            }
+            (Store::NaiveRedis, _) => {
+                let r = testkit::redis::Redis::start().await.map_err(e)?;
+                let hosts = vec![r.addr().to_string()];
+                (
+                    Servers::Redis(r),
+                    hosts,
+                    "redis",
+                    format!("{query}&restart_delay=0s"),
+                )
             }
             (Store::Redlock, _) => {
                 let many = testkit::redis::Redis::start_many(3).await.map_err(e)?;

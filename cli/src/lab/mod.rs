@@ -22,9 +22,15 @@ pub struct LabArgs {
 pub fn parse_store(text: &str) -> Result<Store, String> {
     Store::ALL
         .into_iter()
-        .find(|s| s.name() == text || (text == "zk" && *s == Store::Zk))
+        .find(|s| {
+            s.name() == text
+                || (text == "zk" && *s == Store::Zk)
+                || (text == "naive-redis" && *s == Store::NaiveRedis)
+        })
         .ok_or_else(|| {
-            format!("unknown store {text:?}; use redis, redlock, zookeeper (zk), etcd or consul")
+            format!(
+                "unknown store {text:?}; use redis, naive-redis, redlock, zookeeper (zk), etcd or consul"
+            )
         })
 }
 

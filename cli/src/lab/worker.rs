@@ -9,8 +9,11 @@ use std::io::Write;
 use std::time::Duration;
 
 /// Runs the worker; returns the process exit code.
-pub async fn run(url: &str, name: &str, every: Duration) -> i32 {
-    match work(url, name, every).await {
+///
+/// With `ignore_lost` it plays a naive client that never checks `lost()` (like most Redis lock
+/// libraries): it keeps writing after its lock is gone.
+pub async fn run(url: &str, name: &str, every: Duration, ignore_lost: bool) -> i32 {
+    match work(url, name, every, ignore_lost).await {
         Ok(()) => 0,
         Err(e) => {
             say(&format!("ERROR {e}"));
@@ -19,7 +22,7 @@ pub async fn run(url: &str, name: &str, every: Duration) -> i32 {
     }
 }
 
-async fn work(url: &str, name: &str, every: Duration) -> tumbler::Result<()> {
+async fn work(url: &str, name: &str, every: Duration, ignore_lost: bool) -> tumbler::Result<()> {
     let locks = tumbler::connect(url).await?;
     let guard = locks.mutex(name)?.lock().await?;
     let token = guard.fencing_token();
@@ -27,13 +30,13 @@ async fn work(url: &str, name: &str, every: Duration) -> tumbler::Result<()> {
     let mut seq = 0u64;
     loop {
         tokio::select! {
-            reason = guard.lost() => {
+            reason = guard.lost(), if !ignore_lost => {
                 say(&format!("LOST {reason}"));
                 // A lost lock needs no release; stay up until the lab stops us.
                 std::future::pending::<()>().await;
             }
             _ = tokio::time::sleep(every) => {
-                if guard.lost_reason().is_none() {
+                if ignore_lost || guard.lost_reason().is_none() {
                     seq += 1;
                     say(&format!("WRITE {token} {seq}"));
                 }
