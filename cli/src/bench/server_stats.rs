@@ -1,7 +1,8 @@
 //! Server-side request counters, read before and after a scenario to show how many requests
 //! each acquisition (and hand-off) costs the store.
 //!
-//! - Redis: `INFO commandstats`, the sum of `calls=`.
+//! - Redis: `INFO commandstats`, the sum of `calls=`. Redis counts the commands a Lua script
+//!   runs as well, so a script that makes three calls counts four.
 //! - ZooKeeper: the `mntr` four-letter word, `zk_packets_received`, summed over the hosts.
 //! - etcd: `/metrics`, the sum of `grpc_server_msg_received_total`, over the hosts.
 //! - Consul: `/v1/agent/metrics` of tumbler's Consul test server (`tumbler.http.requests`); a
