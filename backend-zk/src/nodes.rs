@@ -67,8 +67,9 @@ pub(crate) async fn ensure_dir(
     .await
 }
 
-/// Runs the idempotent read `request` on a client of `session`, again after a connection
-/// blip (while the session lives), within the request time limit in all.
+/// Runs the idempotent request `request` (a read, or deletes that accept a missing node) on a
+/// client of `session`, again after a connection blip while the session lives, within the
+/// request time limit in all.
 pub(crate) async fn read<T, F, Fut>(session: &Session, request: F) -> Result<T, zk::Error>
 where
     F: Fn(zk::Client) -> Fut,
@@ -95,6 +96,20 @@ where
             other => return other,
         }
     }
+}
+
+/// Deletes `paths` (a node already gone counts as deleted), sending the deletes again after a
+/// connection blip while the session lives, within the request time limit in all.
+pub(crate) async fn delete_all(session: &Session, paths: &[&str]) -> Result<(), zk::Error> {
+    read(session, |client| async move {
+        // Every delete is sent before any reply is awaited.
+        let requests: Vec<_> = paths.iter().map(|p| client.delete(p, None)).collect();
+        for request in requests {
+            request.await.or_else(ignore_no_node)?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Creates the ephemeral sequential node `<dir>/<prefix><seq>` and lists `dir` in the same

@@ -11,10 +11,10 @@ use lockcore::{Hold, LockName, Result};
 use uuid::Uuid;
 use zookeeper_client as zk;
 
-use crate::error::{convert, limited, session_gone};
+use crate::error::{convert, session_gone};
 use crate::hold::{grant, Env};
 use crate::layout::{join, node_prefix, standing, Role, Standing};
-use crate::nodes::{create_sequential, delete_by_uuid, read, Created};
+use crate::nodes::{create_sequential, delete_all, delete_by_uuid, read, Created};
 use crate::session::Session;
 
 /// How one attempt on one session ended.
@@ -123,16 +123,8 @@ pub(crate) async fn wait_turn(
             Standing::WaitFor { node, last } => (join(dir, &node), last),
         };
         if !wait {
-            let client = session.client()?;
-            let deleted = limited(
-                session.request_limit(),
-                client.delete(&join(dir, &created.name), None),
-            )
-            .await;
-            return match deleted {
-                Ok(()) | Err(zk::Error::NoNode) => Ok(Turn::Busy),
-                Err(error) => Err(error),
-            };
+            delete_all(session, &[&join(dir, &created.name)]).await?;
+            return Ok(Turn::Busy);
         }
         // getData rather than exists: no watch is left behind when the node is already gone.
         let watched = read(session, |client| {

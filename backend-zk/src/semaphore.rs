@@ -23,7 +23,9 @@ use crate::hold::{grant, Env};
 use crate::layout::{
     join, node_prefix, protection, sorted, Marker, Role, SEMAPHORE_LEASES, SEMAPHORE_LOCKS,
 };
-use crate::nodes::{create_sequential, delete_by_uuid, delete_in_background, ensure_dir, read};
+use crate::nodes::{
+    create_sequential, delete_all, delete_by_uuid, delete_in_background, ensure_dir, read,
+};
 use crate::queue::{wait_turn, Attempt, Turn};
 use crate::session::Session;
 
@@ -245,37 +247,19 @@ async fn remove(
     leases: &[String],
     mutex: &str,
 ) -> std::result::Result<(), zk::Error> {
-    let client = session.client()?;
-    let requests: Vec<_> = leases
+    let paths: Vec<&str> = leases
         .iter()
         .map(String::as_str)
         .chain(std::iter::once(mutex))
-        .map(|path| client.delete(path, None))
         .collect();
-    limited(session.request_limit(), async {
-        for request in requests {
-            match request.await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(())
-    })
-    .await
+    delete_all(session, &paths).await
 }
 
 /// Deletes the mutex node; if that cannot be confirmed, keeps trying in the background.
 async fn release_mutex(session: &Arc<Session>, mutex: &str) {
-    let deleted = match session.client() {
-        Ok(client) => limited(session.request_limit(), client.delete(mutex, None)).await,
-        Err(error) => Err(error),
-    };
-    match deleted {
-        Ok(()) | Err(zk::Error::NoNode) => {}
-        Err(error) => {
-            tracing::warn!(%error, node = mutex, "could not release the semaphore's mutex node; retrying in the background");
-            delete_in_background(session.clone(), vec![mutex.to_owned()]);
-        }
+    if let Err(error) = delete_all(session, &[mutex]).await {
+        tracing::warn!(%error, node = mutex, "could not release the semaphore's mutex node; retrying in the background");
+        delete_in_background(session.clone(), vec![mutex.to_owned()]);
     }
 }
 
@@ -284,15 +268,11 @@ async fn first_czxid(
     leases: &str,
     ours: &[String],
 ) -> std::result::Result<i64, zk::Error> {
-    let client = session.client()?;
-    let first = ours.first().ok_or(zk::Error::NoNode)?;
-    match limited(
-        session.request_limit(),
-        client.check_stat(&join(leases, first)),
-    )
-    .await?
-    {
-        Some(stat) => Ok(stat.czxid),
-        None => Err(zk::Error::NoNode),
-    }
+    let first = join(leases, ours.first().ok_or(zk::Error::NoNode)?);
+    let stat = read(session, |client| {
+        let first = first.clone();
+        async move { client.check_stat(&first).await }
+    })
+    .await?;
+    stat.map(|stat| stat.czxid).ok_or(zk::Error::NoNode)
 }
