@@ -6,7 +6,6 @@
 //! only when the predecessor goes; the hand-off is then one delete event plus one read.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
@@ -15,7 +14,6 @@ use etcd_client::{
 use lockcore::cleanup::CancelCleanup;
 use lockcore::{Error, Hold, LockKind, LockName, Result};
 use tokio::sync::watch;
-use tokio::time::sleep;
 
 use crate::errors::{self, BACKEND};
 use crate::hold;
@@ -23,7 +21,7 @@ use crate::inner::{malformed, range_at, revision_of, Inner};
 use crate::keys::{parse_permits, KeyRole, DOWNGRADED};
 use crate::own_key::KeyWatch;
 use crate::session::Session;
-use crate::watch::{Note, Registration, Target};
+use crate::watch::Note;
 
 /// What an acquisition wants, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +119,9 @@ async fn attempt(
             (inner.layout.unique_key(name, want.role(), lease, n), None)
         }
     };
-    // Watch our own key before creating it, so the hold's monitor usually needs no extra read.
-    let mut own = KeyWatch::start(&inner.watches, &key);
+    // Follow the lock's changes before creating our key: then every change after the create is
+    // seen, and neither the wait nor the hold's monitor usually needs an extra read.
+    let mut own = KeyWatch::start(&inner.names, &inner.layout.lock_prefix(name), &key);
     let mut contender = Contender {
         inner,
         name,
@@ -176,6 +175,7 @@ async fn attempt(
         Err(error) => return Err(error),
     };
     let granted = contender.enqueued(&response)?;
+    let mut granted_at = revision_of(&response);
     if !granted {
         if !wait {
             contender.leave().await?;
@@ -184,7 +184,7 @@ async fn attempt(
             return Ok(Outcome::Busy);
         }
         match contender.wait_turn(session, &mut own).await? {
-            Turn::Granted => {}
+            Turn::Granted(at) => granted_at = at,
             Turn::Requeue => return Ok(Outcome::Requeue),
         }
     }
@@ -199,6 +199,7 @@ async fn attempt(
         kind,
         key: contender.key,
         revision: contender.revision,
+        granted_at,
         own,
         reservation,
     });
@@ -207,7 +208,8 @@ async fn attempt(
 }
 
 enum Turn {
-    Granted,
+    /// Granted as of this revision.
+    Granted(i64),
     Requeue,
 }
 
@@ -230,10 +232,11 @@ impl std::fmt::Debug for Blocker {
 }
 
 impl Blocker {
-    fn target(&self) -> Target {
+    /// Whether the deletion of `key` may let us in.
+    fn is_freed_by(&self, key: &[u8]) -> bool {
         match self {
-            Blocker::Key(key) => Target::deletion_of(key),
-            Blocker::Range(prefix) => Target::deletions_under(prefix),
+            Blocker::Key(blocker) => key == blocker.as_slice(),
+            Blocker::Range(prefix) => key.starts_with(prefix.as_bytes()),
         }
     }
 }
@@ -365,7 +368,6 @@ impl<'a> Contender<'a> {
 
     /// Waits until we hold the lock, or our key is gone.
     async fn wait_turn(&self, session: &Session, own: &mut KeyWatch) -> Result<Turn> {
-        let mut watched: Option<(Blocker, Registration)> = None;
         loop {
             let Some((verdict, checked_at)) = self.check(session).await? else {
                 return Ok(Turn::Requeue);
@@ -373,51 +375,31 @@ impl<'a> Contender<'a> {
             let blocker = match verdict {
                 Verdict::Granted => {
                     tracing::debug!(key = %self.key, checked_at, "no contender before ours");
-                    return Ok(Turn::Granted);
+                    return Ok(Turn::Granted(checked_at));
                 }
                 Verdict::Gone => return Ok(Turn::Requeue),
                 Verdict::Blocked(blocker) => blocker,
             };
             tracing::debug!(key = %self.key, checked_at, ?blocker, "waiting");
-            if watched.as_ref().map(|(b, _)| b) != Some(&blocker) {
-                let registration = self.inner.watches.register(blocker.target());
-                watched = Some((blocker, registration));
-            }
-            let Some((_, registration)) = watched.as_mut() else {
-                continue;
-            };
-            let mut rewatch = false;
-            // Wait for a reason to look again. A watcher created at or before `checked_at`
-            // sees every deletion after our read; one created later may have missed it.
+            // Wait for a reason to look again. The watcher follows the lock since before our
+            // read; if it was (re)created after the read, it may have missed a change between.
             loop {
                 tokio::select! {
-                    note = registration.next() => match note {
-                        None => return Err(Error::Closed { backend: BACKEND }),
-                        Some(Note::Created { revision }) if revision <= checked_at => {}
-                        Some(Note::Created { .. } | Note::Deleted { .. }) => break,
-                        Some(Note::Canceled(reason)) => {
-                            tracing::debug!(%reason, "etcd cancelled a predecessor watch; watching again");
-                            sleep(Duration::from_millis(100)).await;
-                            rewatch = true;
-                            break;
-                        }
-                        Some(Note::Reset | Note::Put { .. }) => {}
-                    },
                     note = own.next() => match note {
                         None => return Err(Error::Closed { backend: BACKEND }),
-                        Some(Note::Deleted { .. }) => return Ok(Turn::Requeue),
                         Some(Note::Created { revision }) if revision > checked_at => break,
-                        Some(Note::Canceled(_)) => {
-                            own.renew(&self.inner.watches);
-                            break;
+                        Some(Note::Deleted { key, revision }) if revision > checked_at => {
+                            if own.is_own(&key) {
+                                return Ok(Turn::Requeue);
+                            }
+                            if blocker.is_freed_by(&key) {
+                                break;
+                            }
                         }
                         Some(_) => {}
                     },
                     _ = session.invalid() => return Ok(Turn::Requeue),
                 }
-            }
-            if rewatch {
-                watched = None;
             }
         }
     }

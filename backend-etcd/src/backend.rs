@@ -15,6 +15,7 @@ use crate::config::EtcdConfig;
 use crate::errors::{self, BACKEND};
 use crate::inner::{retry_until, Inner};
 use crate::keys::Layout;
+use crate::names::NameWatches;
 use crate::session;
 use crate::watch::Watches;
 
@@ -121,7 +122,7 @@ impl EtcdBackend {
             layout,
             address.clone(),
             config.request_timeout,
-            watches,
+            NameWatches::new(watches),
             leases,
             vec![keeper, mux],
         );

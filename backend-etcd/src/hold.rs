@@ -1,4 +1,4 @@
-//! A granted hold: its monitor (key deleted → lost, key rewritten by someone → revocation
+//! A granted hold: its monitor (key deleted → lost, revocation marker deleted → revocation
 //! requested), its owner-checked release, and the write → read downgrade.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +30,8 @@ pub(crate) struct Granted {
     pub(crate) key: String,
     /// The key's create revision: the fencing token.
     pub(crate) revision: i64,
+    /// The revision at which the store showed the hold granted.
+    pub(crate) granted_at: i64,
     pub(crate) own: KeyWatch,
     pub(crate) reservation: Option<Reservation>,
 }
@@ -44,6 +46,7 @@ pub(crate) fn grant(granted: Granted) -> Hold {
         kind,
         key,
         revision,
+        granted_at,
         own,
         reservation,
     } = granted;
@@ -56,7 +59,7 @@ pub(crate) fn grant(granted: Granted) -> Hold {
         name: name.clone(),
         key: key.clone(),
         revision,
-        own_write: revision,
+        since: granted_at,
         own,
         notifier: notifier.clone(),
         releasing: releasing.clone(),
@@ -176,7 +179,11 @@ impl HeldLock for EtcdHeld {
         let outcome = self.inner.txn(&what, txn).await;
         let own = match own {
             Some(own) => own,
-            None => KeyWatch::start(&self.inner.watches, &self.key),
+            None => KeyWatch::start(
+                &self.inner.names,
+                &self.inner.layout.lock_prefix(&self.name),
+                &self.key,
+            ),
         };
         let response = match outcome {
             Ok(response) if response.succeeded() => response,
@@ -187,7 +194,7 @@ impl HeldLock for EtcdHeld {
                     name: self.name.clone(),
                     key: self.key.clone(),
                     revision: self.revision,
-                    own_write: self.revision,
+                    since: self.revision,
                     own,
                     notifier: live.notifier.clone(),
                     releasing: live.releasing.clone(),
@@ -203,7 +210,7 @@ impl HeldLock for EtcdHeld {
                     name: self.name.clone(),
                     key: self.key.clone(),
                     revision: self.revision,
-                    own_write: self.revision,
+                    since: self.revision,
                     own,
                     notifier: live.notifier.clone(),
                     releasing: live.releasing.clone(),
@@ -211,7 +218,7 @@ impl HeldLock for EtcdHeld {
                 return Err(error);
             }
         };
-        let own_write = revision_of(&response);
+        let downgraded_at = revision_of(&response);
         let reservation = live.reservation.take();
         self.finish();
         let (notifier, signals) = hold_signals();
@@ -223,7 +230,7 @@ impl HeldLock for EtcdHeld {
             name: self.name.clone(),
             key: self.key.clone(),
             revision: self.revision,
-            own_write,
+            since: downgraded_at,
             own,
             notifier: notifier.clone(),
             releasing: releasing.clone(),
@@ -294,8 +301,9 @@ struct MonitorState {
     key: String,
     /// The key's create revision.
     revision: i64,
-    /// The mod revision of our own last write of the key; later writes are someone else's.
-    own_write: i64,
+    /// The revision from which on this hold counts as held: revocation requests after it are
+    /// for this hold.
+    since: i64,
     own: KeyWatch,
     notifier: Arc<HoldNotifier>,
     releasing: Arc<AtomicBool>,
@@ -332,10 +340,7 @@ impl Monitor {
 
 impl MonitorState {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Option<KeyWatch> {
-        // What the watcher saw while we were still waiting for the lock.
-        if self.own.last_put > self.own_write {
-            self.notifier.revoke_requested();
-        }
+        let revoke_prefix = self.inner.layout.revoke_prefix(&self.name).into_bytes();
         let mut check = self.needs_check();
         loop {
             if check {
@@ -356,35 +361,25 @@ impl MonitorState {
                 note = self.own.next() => match note {
                     None => return None,
                     Some(Note::Created { .. }) => check = self.needs_check(),
-                    Some(Note::Deleted { .. }) => {
-                        self.deleted();
-                        return None;
-                    }
-                    Some(Note::Put { create_revision, mod_revision, .. }) => {
-                        if create_revision != self.revision {
-                            // Deleted and created again by someone else.
+                    Some(Note::Deleted { key, revision }) => {
+                        if self.own.is_own(&key) && revision > self.revision {
                             self.deleted();
                             return None;
                         }
-                        if mod_revision > self.own_write {
+                        if key.starts_with(&revoke_prefix) && revision > self.since {
                             tracing::info!("revocation requested");
                             self.notifier.revoke_requested();
                         }
                     }
-                    Some(Note::Reset) => {}
-                    Some(Note::Canceled(reason)) => {
-                        tracing::debug!(%reason, "etcd cancelled our key watch; watching again");
-                        sleep(Duration::from_millis(100)).await;
-                        self.own.renew(&self.inner.watches);
-                    }
+                    Some(Note::Reset | Note::Canceled(_)) => {}
                 },
             }
         }
     }
 
-    /// A watcher created after our last write may have missed a change in between.
+    /// A watcher created after the hold began may have missed our key's deletion.
     fn needs_check(&self) -> bool {
-        self.own.created.is_some_and(|at| at > self.own_write)
+        self.own.created.is_some_and(|at| at > self.since)
     }
 
     /// Reads the key once; returns false when the hold is gone.
@@ -395,17 +390,11 @@ impl MonitorState {
             .txn_once(&format!("check of our key for {}", self.name), txn)
             .await?;
         let ours = range_at(&response, 0);
-        match ours.first() {
-            Some(kv) if kv.create_revision() == self.revision => {
-                if KeyValue::mod_revision(kv) > self.own_write {
-                    self.notifier.revoke_requested();
-                }
-                Ok(true)
-            }
-            _ => {
-                self.deleted();
-                Ok(false)
-            }
+        if ours.first().map(KeyValue::create_revision) == Some(self.revision) {
+            Ok(true)
+        } else {
+            self.deleted();
+            Ok(false)
         }
     }
 

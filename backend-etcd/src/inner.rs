@@ -16,8 +16,8 @@ use tokio::time::{sleep, Instant};
 
 use crate::errors;
 use crate::keys::Layout;
+use crate::names::NameWatches;
 use crate::session::{Leases, Session};
-use crate::watch::Watches;
 
 /// Longest pause between retries of a failed request.
 const MAX_RETRY_PAUSE: Duration = Duration::from_millis(400);
@@ -28,7 +28,7 @@ pub(crate) struct Inner {
     pub(crate) layout: Layout,
     pub(crate) addr: String,
     pub(crate) request_timeout: Duration,
-    pub(crate) watches: Watches,
+    pub(crate) names: NameWatches,
     pub(crate) leases: Arc<Leases>,
     mutex_keys: Arc<StdMutex<HashSet<String>>>,
     counter: AtomicU64,
@@ -43,7 +43,7 @@ impl Inner {
         layout: Layout,
         addr: String,
         request_timeout: Duration,
-        watches: Watches,
+        names: NameWatches,
         leases: Arc<Leases>,
         tasks: Vec<JoinHandle<()>>,
     ) -> Self {
@@ -53,7 +53,7 @@ impl Inner {
             layout,
             addr,
             request_timeout,
-            watches,
+            names,
             leases,
             mutex_keys: Arc::new(StdMutex::new(HashSet::new())),
             counter: AtomicU64::new(1),

@@ -8,10 +8,11 @@
 //! | read side | `NAME/read/<lease hex>_<n>` | empty |
 //! | write side | `NAME/write/<lease hex>_<n>` | empty, `read` once downgraded |
 //! | semaphore | `NAME/sem/<lease hex>_<n>` | `<permits>/<limit>` |
+//! | revocation marker (exists for one round trip) | `NAME/#revoke/<lease hex>_<n>` | empty |
 //!
 //! The mutex key is exactly the one of Go's `concurrency.Mutex` (and so `etcdctl lock NAME`).
-//! Order is always the key's create revision, never its mod revision: a revocation request or a
-//! downgrade rewrites a key in place and must not move it in the queue.
+//! Order is always the key's create revision, never its mod revision: a downgrade rewrites a key
+//! in place and must not move it in the queue.
 
 use lockcore::LockName;
 
@@ -61,6 +62,18 @@ impl Layout {
     /// `<prefix>NAME/sem/`: the contenders of a semaphore.
     pub(crate) fn permits_prefix(&self, name: &LockName) -> String {
         format!("{}sem/", self.lock_prefix(name))
+    }
+
+    /// `<prefix>NAME/#revoke/`: revocation markers, put and deleted at once by
+    /// `request_revoke`; holders take the deletion as the request. No lock name can contain
+    /// `#`, so no lock's key ever starts with it.
+    pub(crate) fn revoke_prefix(&self, name: &LockName) -> String {
+        format!("{}#revoke/", self.lock_prefix(name))
+    }
+
+    /// A revocation marker key.
+    pub(crate) fn revoke_marker(&self, name: &LockName, lease: i64, n: u64) -> String {
+        format!("{}{:x}_{n}", self.revoke_prefix(name), lease)
     }
 
     /// The key of a mutex contender: Go's `NAME/<lease hex>`, or with `_<n>` for an extra
@@ -161,6 +174,7 @@ mod tests {
         assert_eq!(classify("sem/ff_1"), Some((KeyRole::Permits, "ff_1")));
         assert_eq!(classify("child/ff"), None);
         assert_eq!(classify("read/child/ff"), None);
+        assert_eq!(classify("#revoke/ff_1"), None);
         assert_eq!(holder_id("ff_1"), "ff");
         assert_eq!(holder_id("ff"), "ff");
     }

@@ -76,6 +76,7 @@ mod errors;
 mod hold;
 mod inner;
 mod keys;
+mod names;
 mod own_key;
 mod session;
 mod state;

@@ -1,45 +1,43 @@
-//! The watcher on an acquisition's own key: it tells a waiter that its queue entry vanished,
-//! and a holder that its key was deleted (lost) or rewritten by someone else (revocation).
+//! An acquisition's view of its lock's watcher: it tells a waiter that its predecessor went or
+//! its own queue entry vanished, and a holder that its key was deleted (lost) or that someone
+//! asked it to let go (a revocation marker was deleted).
 
-use crate::watch::{Note, Registration, Target, Watches};
+use crate::names::{NameWatches, Subscription};
+use crate::watch::Note;
 
-/// A watcher on our own key that remembers what it has seen, so whoever reads it next (the
-/// wait loop, then the hold's monitor) misses nothing.
+/// A subscription to the lock's deletions that knows our own key; the wait loop and then the
+/// hold's monitor read it in turn.
 pub(crate) struct KeyWatch {
-    key: String,
-    registration: Registration,
-    /// The revision at which the watcher was created, once it is (and until the stream resets).
+    key: Vec<u8>,
+    subscription: Subscription,
+    /// The revision the watcher was created at, once it exists (and until the stream resets):
+    /// every deletion after it is seen.
     pub(crate) created: Option<i64>,
-    /// The highest mod revision of a put seen on the key.
-    pub(crate) last_put: i64,
 }
 
 impl KeyWatch {
-    /// Starts watching every change of `key`.
-    pub(crate) fn start(watches: &Watches, key: &str) -> Self {
+    /// Starts following `key`'s lock (whose keys all start with `lock_prefix`).
+    pub(crate) fn start(names: &NameWatches, lock_prefix: &str, key: &str) -> Self {
         KeyWatch {
-            key: key.to_owned(),
-            registration: watches.register(Target::changes_of(key)),
+            key: key.as_bytes().to_vec(),
+            subscription: names.subscribe(lock_prefix),
             created: None,
-            last_put: 0,
         }
     }
 
-    /// The next note, recorded; `None` once the backend is gone.
+    /// Whether `key` is ours.
+    pub(crate) fn is_own(&self, key: &[u8]) -> bool {
+        key == self.key.as_slice()
+    }
+
+    /// The next change of the lock, recorded; `None` once the backend is gone.
     pub(crate) async fn next(&mut self) -> Option<Note> {
-        let note = self.registration.next().await?;
+        let note = self.subscription.next().await?;
         match &note {
             Note::Created { revision } => self.created = Some(*revision),
-            Note::Put { mod_revision, .. } => self.last_put = self.last_put.max(*mod_revision),
             Note::Reset | Note::Canceled(_) => self.created = None,
             Note::Deleted { .. } => {}
         }
         Some(note)
-    }
-
-    /// Registers a fresh watcher (after the server cancelled ours).
-    pub(crate) fn renew(&mut self, watches: &Watches) {
-        self.registration = watches.register(Target::changes_of(&self.key));
-        self.created = None;
     }
 }

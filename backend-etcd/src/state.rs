@@ -1,61 +1,47 @@
 //! `state()` and `request_revoke()`: read a lock's keys and tell holders from waiters.
 
-use etcd_client::{
-    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-};
+use etcd_client::{GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use lockcore::{HoldMode, HolderInfo, LockName, LockState, Result};
 
 use crate::inner::{range_at, Inner};
 use crate::keys::{classify, holder_id, parse_permits, KeyRole, DOWNGRADED};
-
-/// One holder: what `state` reports, and the key `request_revoke` marks.
-struct Holder {
-    info: HolderInfo,
-    key: Vec<u8>,
-    revision: i64,
-}
 
 /// Who holds `name` and how many wait.
 pub(crate) async fn state(inner: &Inner, name: &LockName) -> Result<LockState> {
     let (holders, waiters) = read(inner, name).await?;
     Ok(LockState {
         name: name.clone(),
-        holders: holders.into_iter().map(|h| h.info).collect(),
+        holders,
         waiters: Some(waiters),
     })
 }
 
-/// Asks every holder of `name` to let go: rewrites each holder's key in place (same value,
-/// same lease, same create revision), which its monitor sees as a revocation request. Keys of
-/// other clients (e.g. `etcdctl lock`) are rewritten too, harmlessly.
+/// Asks every holder of `name` to let go: puts a revocation marker under the lock and deletes
+/// it at once; every holder's watcher sees the deletion and fires `revoke_requested()`. (The
+/// marker carries this backend's lease, so even a failed delete cannot leave it for good.)
 pub(crate) async fn request_revoke(inner: &Inner, name: &LockName) -> Result<usize> {
     let (holders, _) = read(inner, name).await?;
-    let mut asked = 0;
-    for holder in holders {
-        let touch = TxnOp::put(
-            holder.key.clone(),
-            Vec::new(),
-            Some(PutOptions::new().with_ignore_value().with_ignore_lease()),
-        );
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                holder.key,
-                CompareOp::Equal,
-                holder.revision,
-            )])
-            .and_then([touch]);
-        let response = inner
-            .txn(&format!("revocation request on {name}"), txn)
-            .await?;
-        if response.succeeded() {
-            asked += 1;
-        }
+    if holders.is_empty() {
+        return Ok(0);
     }
-    Ok(asked)
+    let session = inner.leases.live(inner.request_timeout).await?;
+    let marker = inner
+        .layout
+        .revoke_marker(name, session.lease(), inner.next_number());
+    let put = TxnOp::put(
+        marker.as_str(),
+        Vec::new(),
+        Some(PutOptions::new().with_lease(session.lease())),
+    );
+    let what = format!("revocation request on {name}");
+    inner.txn(&what, Txn::new().and_then([put])).await?;
+    let delete = TxnOp::delete(marker.as_str(), None);
+    inner.txn(&what, Txn::new().and_then([delete])).await?;
+    Ok(holders.len())
 }
 
 /// Reads the lock's keys and applies each primitive's ownership rule.
-async fn read(inner: &Inner, name: &LockName) -> Result<(Vec<Holder>, usize)> {
+async fn read(inner: &Inner, name: &LockName) -> Result<(Vec<HolderInfo>, usize)> {
     let prefix = inner.layout.lock_prefix(name);
     let all = GetOptions::new()
         .with_prefix()
@@ -67,7 +53,7 @@ async fn read(inner: &Inner, name: &LockName) -> Result<(Vec<Holder>, usize)> {
 }
 
 /// Splits the keys under a lock (sorted by create revision) into holders and a waiter count.
-fn analyze(prefix: &str, keys: &[KeyValue]) -> (Vec<Holder>, usize) {
+fn analyze(prefix: &str, keys: &[KeyValue]) -> (Vec<HolderInfo>, usize) {
     let mut holders = Vec::new();
     let mut waiters = 0;
     let mut writer_seen = false;
@@ -114,14 +100,10 @@ fn analyze(prefix: &str, keys: &[KeyValue]) -> (Vec<Holder>, usize) {
                 HoldMode::Permits(parse_permits(kv.value()).map_or(0, |(count, _)| count))
             }
         };
-        holders.push(Holder {
-            info: HolderInfo {
-                id: holder_id(id).to_owned(),
-                mode,
-                token: u64::try_from(kv.create_revision()).ok(),
-            },
-            key: kv.key().to_vec(),
-            revision: kv.create_revision(),
+        holders.push(HolderInfo {
+            id: holder_id(id).to_owned(),
+            mode,
+            token: u64::try_from(kv.create_revision()).ok(),
         });
     }
     (holders, waiters)

@@ -30,34 +30,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) struct Target {
     key: Vec<u8>,
     range_end: Option<Vec<u8>>,
-    puts: bool,
 }
 
 impl Target {
-    /// Deletions of one key.
-    pub(crate) fn deletion_of(key: &[u8]) -> Self {
-        Target {
-            key: key.to_vec(),
-            range_end: None,
-            puts: false,
-        }
-    }
-
     /// Deletions of every key starting with `prefix`.
     pub(crate) fn deletions_under(prefix: &str) -> Self {
         Target {
             key: prefix.as_bytes().to_vec(),
             range_end: Some(crate::keys::prefix_end(prefix)),
-            puts: false,
-        }
-    }
-
-    /// Every change (puts and deletions) of one key.
-    pub(crate) fn changes_of(key: &str) -> Self {
-        Target {
-            key: key.as_bytes().to_vec(),
-            range_end: None,
-            puts: true,
         }
     }
 
@@ -66,10 +46,7 @@ impl Target {
         if let Some(end) = &self.range_end {
             options = options.with_range(end.clone());
         }
-        if !self.puts {
-            options = options.with_filters([WatchFilterType::NoPut]);
-        }
-        options
+        options.with_filters([WatchFilterType::NoPut])
     }
 }
 
@@ -87,15 +64,6 @@ pub(crate) enum Note {
         key: Vec<u8>,
         /// The revision of the deletion.
         revision: i64,
-    },
-    /// A watched key was written (created or rewritten).
-    Put {
-        /// The key.
-        key: Vec<u8>,
-        /// Its create revision.
-        create_revision: i64,
-        /// The revision of this write.
-        mod_revision: i64,
     },
     /// The stream broke; a new `Created` follows once it is back.
     Reset,
@@ -339,18 +307,14 @@ impl Mux {
         }
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
-            // A deletion carries the key with version 0; a put has version 1 or more.
-            let note = if kv.version() == 0 {
-                Note::Deleted {
-                    key: kv.key().to_vec(),
-                    revision: kv.mod_revision(),
-                }
-            } else {
-                Note::Put {
-                    key: kv.key().to_vec(),
-                    create_revision: kv.create_revision(),
-                    mod_revision: kv.mod_revision(),
-                }
+            // A deletion carries the key with version 0; puts (version 1 or more) are filtered
+            // out on the server, and skipped should one come anyway.
+            if kv.version() != 0 {
+                continue;
+            }
+            let note = Note::Deleted {
+                key: kv.key().to_vec(),
+                revision: kv.mod_revision(),
             };
             alive = alive && watcher.notes.send(note).is_ok();
         }
