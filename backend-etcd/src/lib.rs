@@ -23,14 +23,21 @@
 //! - **Semaphore**: keys `NAME/sem/…` with value `<permits>/<limit>`; the earliest contenders
 //!   whose permits add up to at most the limit hold. Acquiring `n` is all-or-nothing and
 //!   first-come first-served.
-//! - **Revocation**: `request_revoke` rewrites each holder's key in place (same value, same
-//!   lease, same create revision); the holder's key watcher sees the write and fires
-//!   `revoke_requested()`.
+//! - **Revocation**: `request_revoke` puts a marker key `NAME/#revoke/…` and deletes it at
+//!   once; every holder's watcher sees the deletion and fires `revoke_requested()`.
+//! - **Cheap waiting and watching**: one watcher per lock name (deletions under `NAME/` only)
+//!   is shared by every wait and hold of that name in the instance and lingers a few seconds
+//!   after its last use, all on one watch stream. An uncontended lock + unlock costs two
+//!   requests (one transaction each way), like Go's Mutex.
 //!
 //! Two acquisitions of the same mutex name from one backend instance would share Go's key
 //! `NAME/<lease>` (Go's Mutex lets a second `Lock` on the same session succeed at once). Here
 //! the second one uses `NAME/<lease>_<n>` instead, a different key in the same queue, so the two
 //! exclude each other like any two clients, and Go clients see just another contender.
+//!
+//! Choose a TTL well above the cluster's leader-election time: while a new leader is elected,
+//! no keep-alive is answered, and a hold whose renewals fail for 3/4 of the TTL is reported
+//! lost (and its lease revoked) rather than risk overlapping with the next holder.
 //!
 //! Names nest as in Go's Mutex: the keys of the lock `a/b` lie under `a/`, so a holder of `a/b`
 //! makes the mutex `a` wait (never the other way round). Use sibling names for unrelated locks.
