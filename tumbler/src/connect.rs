@@ -130,4 +130,53 @@ mod tests {
         assert!(invalid(connect("memory://x?ttl=0s").await).contains("out of range"));
         assert!(invalid(connect("memory://a/b").await).contains("store name"));
     }
+
+    /// Each store's URL grammar as seen through the facade: malformed parts and unknown
+    /// parameters are named, without any server being contacted.
+    #[tokio::test]
+    #[cfg(feature = "all")]
+    async fn every_store_names_the_bad_part() {
+        for (url, needle) in [
+            ("redis://127.0.0.1:1?tll=5s", "tll"),
+            ("redis://127.0.0.1:1?ttl=soon", "ttl=soon"),
+            ("redis+redlock://127.0.0.1:1,127.0.0.1:2?ttl=0s", "ttl"),
+            ("zk://127.0.0.1:1?sesion_timeout=5s", "sesion_timeout"),
+            ("zk://127.0.0.1:1?session_timeout=0s", "session"),
+            ("etcd://127.0.0.1:1?ttl=5s&bogus=1", "bogus"),
+            ("etcd://127.0.0.1:1?ttl=0s", "ttl"),
+            ("consul://127.0.0.1:1?lock_delay=5m", "lock_delay"),
+            ("consul://127.0.0.1:1?tokn=x", "tokn"),
+        ] {
+            let message = invalid(connect(url).await);
+            assert!(message.contains(needle), "{url}: {message}");
+        }
+    }
+
+    /// Without a store's feature, its scheme says which feature to enable.
+    #[tokio::test]
+    async fn schemes_without_their_feature_name_it() {
+        #[cfg(not(feature = "redis"))]
+        assert!(invalid(connect("redis://127.0.0.1:6379").await)
+            .contains("enable the `redis` feature of tumbler"));
+        #[cfg(not(feature = "zookeeper"))]
+        assert!(invalid(connect("zk://127.0.0.1:2181").await)
+            .contains("backend zookeeper is not compiled in; enable the `zookeeper` feature"));
+        #[cfg(not(feature = "etcd"))]
+        assert!(invalid(connect("etcd://127.0.0.1:2379").await)
+            .contains("enable the `etcd` feature of tumbler"));
+        #[cfg(not(feature = "consul"))]
+        assert!(invalid(connect("consul://127.0.0.1:8500").await)
+            .contains("enable the `consul` feature of tumbler"));
+        // With every feature on, the same URLs reach their backends: an unreachable server is
+        // a connection error, not a missing feature.
+        #[cfg(feature = "all")]
+        for url in [
+            "redis://127.0.0.1:1?connect_timeout=1s",
+            "etcd://127.0.0.1:1?ttl=5s",
+        ] {
+            if let Err(Error::InvalidArgument { problem, .. }) = connect(url).await {
+                assert!(!problem.contains("not compiled in"), "{url}: {problem}");
+            }
+        }
+    }
 }
