@@ -106,7 +106,8 @@ impl EtcdBackend {
                 .await
             }
         })
-        .await?;
+        .await
+        .map_err(|error| with_hint(error, config.tls.is_some()))?;
         let (leases, keeper) = session::start(
             client.lease_client(),
             config.ttl,
@@ -142,6 +143,29 @@ impl EtcdBackend {
     /// The configuration this backend was connected with.
     pub fn config(&self) -> &EtcdConfig {
         &self.config
+    }
+}
+
+/// Adds what to check to a failed first contact.
+fn with_hint(error: Error, tls: bool) -> Error {
+    match error {
+        Error::Connection {
+            backend,
+            addr,
+            message,
+        } => {
+            let hint = if tls {
+                "check ca=, cert= and key= (members may require a client certificate)"
+            } else {
+                "if the members serve TLS, use an etcds:// URL"
+            };
+            Error::Connection {
+                backend,
+                addr,
+                message: format!("{message}; {hint}"),
+            }
+        }
+        other => other,
     }
 }
 

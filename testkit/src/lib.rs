@@ -40,6 +40,7 @@ mod workdir;
 
 pub mod consul;
 pub mod etcd;
+pub mod etcd_tls;
 pub mod proxy;
 pub mod redis;
 pub mod resp;
