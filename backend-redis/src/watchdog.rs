@@ -73,6 +73,9 @@ async fn run(
     mut kicks: watch::Receiver<u64>,
 ) {
     let mut valid_until = sent + timing.validity;
+    // lockcore checks this deadline on the holder's clock too, so a holder that was stopped
+    // past it sees the loss the moment it runs again, before this task had a chance to run.
+    notifier.set_valid_until(Some(valid_until));
     let mut next = sent + timing.period;
     let mut failure: Option<Error> = None;
     let mut kicks_alive = true;
@@ -100,6 +103,7 @@ async fn run(
         match outcome {
             Renewal::Renewed { revoke } => {
                 valid_until = attempt + timing.validity;
+                notifier.set_valid_until(Some(valid_until));
                 next = attempt + timing.period;
                 if failure.take().is_some() {
                     tracing::info!("renewal works again");

@@ -22,7 +22,8 @@ pub async fn start(names: &[String]) -> Result<LocalStores, String> {
                 let server = testkit::redis::Redis::start()
                     .await
                     .map_err(|e| e.to_string())?;
-                urls.push((name.clone(), server.url()));
+                // The server was just started empty: there is no forgotten hold to wait out.
+                urls.push((name.clone(), format!("{}?restart_delay=0s", server.url())));
                 servers.push(Box::new(server));
             }
             "zk" => {
