@@ -41,7 +41,12 @@ async fn cut_connection_fires_lost_before_the_key_expires() {
         Reply::Int(ms) => ms,
         other => panic!("PTTL answered {other:?}"),
     };
-    assert_eq!(reason, LostReason::Disconnected);
+    // The watchdog reports the cut; lockcore's own check of the validity deadline may get there
+    // first (same moment) and report the missed renewal: both are true.
+    assert!(
+        matches!(reason, LostReason::Disconnected | LostReason::RenewalFailed),
+        "{reason:?}"
+    );
     assert!(
         pttl > 0,
         "lost() fired only after the key expired (PTTL {pttl})"
