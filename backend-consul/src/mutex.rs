@@ -320,6 +320,9 @@ impl HeldLock for MutexHold {
         if self.released {
             return Ok(());
         }
+        // Stop watching first: the watcher would otherwise see our own release change the key
+        // and report the hold lost. Nobody listens for a loss once release has been called.
+        self.watcher = None;
         // Keep the key's gate across the release so that no other acquisition of this
         // backend takes the key with our session meanwhile. A lost hold gave the gate up: then
         // release only if nobody else of this backend uses the key.

@@ -142,6 +142,9 @@ impl HeldLock for RwHold {
         if self.released {
             return Ok(());
         }
+        // Stop watching first: the watcher would otherwise see our own release change the key
+        // and report the hold lost. Nobody listens for a loss once release has been called.
+        self.watcher = None;
         if !self.left_record {
             let lease = self.who.lease.clone();
             let write = self.write;

@@ -122,6 +122,9 @@ impl HeldLock for SemaphoreHold {
         if self.released {
             return Ok(());
         }
+        // Stop watching first: the watcher would otherwise see our own release change the key
+        // and report the hold lost. Nobody listens for a loss once release has been called.
+        self.watcher = None;
         if !self.left_record {
             self.leave_record().await?;
             self.left_record = true;
