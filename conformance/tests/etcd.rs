@@ -25,7 +25,9 @@ enum Store {
     Standalone(Etcd),
     Cluster {
         cluster: EtcdCluster,
-        /// Kills the leader a little while into the case.
+        /// When to kill the leader, counted from the case's first client.
+        kill_after: Duration,
+        /// Kills the leader a little while into the case (scheduled by the first client).
         killer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     },
 }
@@ -38,9 +40,36 @@ impl Store {
         }
     }
 
+    /// Schedules the leader kill, once per case, `kill_after` from now.
+    fn arm_killer(self: &Arc<Self>) {
+        let Store::Cluster {
+            kill_after, killer, ..
+        } = &**self
+        else {
+            return;
+        };
+        let mut killer = killer.lock().unwrap_or_else(|p| p.into_inner());
+        if killer.is_some() {
+            return;
+        }
+        let store = Arc::downgrade(self);
+        let delay = *kill_after;
+        *killer = Some(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(store) = store.upgrade() else { return };
+            if let Store::Cluster { cluster, .. } = &*store {
+                match cluster.kill_leader().await {
+                    Ok(i) => tracing::info!(member = i, ?delay, "killed the etcd leader"),
+                    Err(e) => tracing::warn!(%e, "could not kill the etcd leader"),
+                }
+            }
+        }));
+    }
+
+    /// Cancels a pending leader kill (the handle stays, so the case does not schedule another).
     fn stop_killer(&self) {
         if let Store::Cluster { killer, .. } = self {
-            if let Some(task) = killer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if let Some(task) = killer.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 task.abort();
             }
         }
@@ -143,6 +172,7 @@ impl Harness for EtcdHarness {
             .connect()
             .await
             .map_err(|e| format!("connect through the proxies: {e}"))?;
+        self.store.arm_killer();
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients.push(Arc::new(Client {
             backend: backend.clone(),
@@ -281,11 +311,11 @@ mod standalone {
 mod cluster {
     use super::*;
 
-    /// When, after the harness starts, the leader is killed: cases differ in length, so the
-    /// kill lands at different points of different cases.
-    fn kill_delay() -> Duration {
+    /// When, after a case's first client connects, the leader is killed: cases differ, so
+    /// the kill lands at different steps of different cases.
+    fn kill_after() -> Duration {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        const DELAYS_MS: [u64; 4] = [300, 700, 1200, 2000];
+        const DELAYS_MS: [u64; 5] = [0, 30, 80, 150, 300];
         let n = NEXT.fetch_add(1, Ordering::Relaxed) as usize;
         Duration::from_millis(DELAYS_MS[n % DELAYS_MS.len()])
     }
@@ -295,27 +325,12 @@ mod cluster {
         let cluster = EtcdCluster::start(3)
             .await
             .unwrap_or_else(|e| panic!("starting an etcd cluster: {e}"));
-        let store = Arc::new(Store::Cluster {
-            cluster,
-            killer: Mutex::new(None),
-        });
-        let weak = Arc::downgrade(&store);
-        let delay = kill_delay();
-        let task = tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let Some(store) = weak.upgrade() else { return };
-            if let Store::Cluster { cluster, .. } = &*store {
-                match cluster.kill_leader().await {
-                    Ok(i) => tracing::info!(member = i, ?delay, "killed the etcd leader"),
-                    Err(e) => tracing::warn!(%e, "could not kill the etcd leader"),
-                }
-            }
-        });
-        if let Store::Cluster { killer, .. } = &*store {
-            *killer.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        }
         Arc::new(EtcdHarness {
-            store,
+            store: Arc::new(Store::Cluster {
+                cluster,
+                kill_after: kill_after(),
+                killer: Mutex::new(None),
+            }),
             clients: Mutex::new(Vec::new()),
         })
     }
