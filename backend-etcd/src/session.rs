@@ -70,6 +70,11 @@ impl Session {
         let mut valid = self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
         if until > *valid {
             *valid = until;
+            // lockcore checks this deadline on the holder's clock as well, so a holder that was
+            // stopped past it sees the loss as soon as it runs, before the keeper could react.
+            for notifier in self.holds.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                notifier.set_valid_until(Some(until.into_std()));
+            }
         }
     }
 
@@ -158,6 +163,7 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, notifier.clone());
+        notifier.set_valid_until(Some(self.valid_until().into_std()));
         // A death between the check in the caller and the insert above must not be missed.
         if let Some(reason) = self.death() {
             self.unregister(id);
