@@ -72,7 +72,12 @@ impl Session {
             *valid = until;
             // lockcore checks this deadline on the holder's clock as well, so a holder that was
             // stopped past it sees the loss as soon as it runs, before the keeper could react.
-            for notifier in self.holds.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            for notifier in self
+                .holds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+            {
                 notifier.set_valid_until(Some(until.into_std()));
             }
         }

@@ -10,7 +10,9 @@ use tumbler::{LockSpec, MultiLock, Semaphore};
 
 #[tokio::main]
 async fn main() -> tumbler::Result<()> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "memory://tour".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "memory://tour".into());
     let locks = tumbler::connect(&url).await?;
     let caps = locks.capabilities();
     println!("store: {} at {}", caps.backend, locks.address());
@@ -37,7 +39,9 @@ async fn main() -> tumbler::Result<()> {
     }
     let mut all_tokens = Vec::new();
     for worker in workers {
-        let (id, tokens) = worker.await.map_err(|e| tumbler::Error::backend("tour", e))??;
+        let (id, tokens) = worker
+            .await
+            .map_err(|e| tumbler::Error::backend("tour", e))??;
         println!("mutex: worker {id} held the lock with tokens {tokens:?}");
         all_tokens.extend(tokens);
     }
@@ -105,6 +109,10 @@ async fn main() -> tumbler::Result<()> {
         }
     }
     let state = locks.state("tour/report").await?;
-    println!("state: tour/report held={} waiters={:?}", state.is_held(), state.waiters);
+    println!(
+        "state: tour/report held={} waiters={:?}",
+        state.is_held(),
+        state.waiters
+    );
     Ok(())
 }
