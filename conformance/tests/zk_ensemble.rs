@@ -25,11 +25,14 @@ const KILLS_AT: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(40
 /// How long a sentinel may take to reconnect after a new leader is elected.
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// A client's backend and the fault proxies in front of its routes to each member.
+type ClientRoutes = (Arc<ZkBackend>, Vec<Arc<FaultProxy>>);
+
 struct EnsembleHarness {
     ens: ZkEnsemble,
     /// Held while members are killed or restarted, so the chaos and `restart_server` do not mix.
     topology: tokio::sync::Mutex<()>,
-    clients: Mutex<Vec<(Arc<ZkBackend>, Vec<Arc<FaultProxy>>)>>,
+    clients: Mutex<Vec<ClientRoutes>>,
 }
 
 impl EnsembleHarness {
