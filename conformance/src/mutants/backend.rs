@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lockcore::memory::MemoryStore;
 use lockcore::{
-    hold_signals, AcquireRequest, Capabilities, ConnectionEvents, Hold, LockBackend, LockKind,
-    LockName, LockState, Result, SharedBackend,
+    hold_signals, AcquireRequest, Capabilities, ConnectionEvents, ConnectionMonitor, Hold,
+    LockBackend, LockKind, LockName, LockState, Result, SharedBackend,
 };
 
 use super::held::{ForceRelease, GappyDowngrade, LyingRelease, Muffled, Pieces};
@@ -21,6 +21,8 @@ pub struct MutantBackend {
     inner: SharedBackend,
     mutant: Mutant,
     store: MemoryStore,
+    /// A monitor that never emits, for [`Mutant::SilentEvents`].
+    silent: ConnectionMonitor,
 }
 
 impl MutantBackend {
@@ -30,6 +32,7 @@ impl MutantBackend {
             inner,
             mutant,
             store,
+            silent: ConnectionMonitor::new(),
         }
     }
 
@@ -154,6 +157,9 @@ impl LockBackend for MutantBackend {
     }
 
     async fn state(&self, name: &LockName) -> Result<LockState> {
+        if self.mutant == Mutant::BlindState {
+            return Ok(LockState::free(name.clone()));
+        }
         LockBackend::state(&*self.inner, name).await
     }
 
@@ -165,6 +171,9 @@ impl LockBackend for MutantBackend {
     }
 
     fn connection_events(&self) -> ConnectionEvents {
+        if self.mutant == Mutant::SilentEvents {
+            return self.silent.subscribe();
+        }
         self.inner.connection_events()
     }
 }

@@ -44,11 +44,15 @@ pub enum Mutant {
     SilentRevoke,
     /// Sessions are never renewed, so healthy holds expire.
     RenewalStops,
+    /// The connection-event stream never reports anything.
+    SilentEvents,
+    /// `state()` always reports the lock free with nobody waiting.
+    BlindState,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::NoOwnerCheck,
         Mutant::NeverExpires,
         Mutant::RepeatingTokens,
@@ -62,6 +66,8 @@ impl Mutant {
         Mutant::ReleaseLies,
         Mutant::SilentRevoke,
         Mutant::RenewalStops,
+        Mutant::SilentEvents,
+        Mutant::BlindState,
     ];
 
     /// A short name for reports.
@@ -80,6 +86,8 @@ impl Mutant {
             Mutant::ReleaseLies => "release-lies",
             Mutant::SilentRevoke => "silent-revoke",
             Mutant::RenewalStops => "renewal-stops",
+            Mutant::SilentEvents => "silent-events",
+            Mutant::BlindState => "blind-state",
         }
     }
 
