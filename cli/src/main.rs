@@ -87,9 +87,9 @@ While waiting on a terminal, a spinner shows who holds the lock.")]
     },
     /// Measure throughput and latency of every store side by side (and peers where available).
     #[command(after_help = "\
-Scenarios: single (one client acquire+release), contend-1/-8/-64 (N clients on one name),
-names-1k/-10k (one client holds N names), semaphore (8 clients, 3 permits), rwlock-read-heavy
-(8 clients, 9 reads : 1 write). Latencies come from HDR histograms; hand-off is the time from
+Scenarios: single (one client acquire+release); contend-1, contend-8, contend-64 (N clients
+on one name); names-1k, names-10k (one client holds N names); semaphore (8 clients, 3
+permits); rwlock-read-heavy (8 clients, 9 reads : 1 write). Latencies come from HDR histograms; hand-off is the time from
 one holder starting its release to the next holder's acquisition; req/op counts server-side
 requests per acquisition (Redis INFO commandstats, ZooKeeper mntr, etcd /metrics, the Consul
 test server's counter). On redis:// URLs rslock is measured too, as a comparison.")]

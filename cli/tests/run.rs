@@ -265,6 +265,49 @@ fn help_is_complete() {
 }
 
 #[test]
+fn every_subcommand_has_help() {
+    for (sub, needles) in [
+        ("status", &["--json", "NAME"][..]),
+        ("revoke", &["NAME"][..]),
+        (
+            "bench",
+            &[
+                "--target",
+                "--local",
+                "--scenario",
+                "--json",
+                "--svg",
+                "contend-64",
+                "rslock",
+            ][..],
+        ),
+        (
+            "lab",
+            &[
+                "--store",
+                "--fault",
+                "--out",
+                "fenced",
+                "partition",
+                "leader-kill",
+            ][..],
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tumbler"))
+            .args([sub, "--help"])
+            .output()
+            .expect("tumbler SUB --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for needle in needles {
+            assert!(
+                text.contains(needle),
+                "{sub} --help lacks {needle}:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
 fn missing_url_says_how_to_set_one() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tumbler"))
         .args(["status", "x"])
