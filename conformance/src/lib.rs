@@ -9,6 +9,8 @@
 //!   (see `tests/memory.rs` and one file per store).
 //! - [`mutants`] are deliberately broken backends; `tests/mutants.rs` runs the suite on each and
 //!   prints which cases kill which mutant (promise 10: the suite itself can fail).
+//! - [`ProxiedClients`] keeps a real-store harness's clients and the fault proxies in front of
+//!   them, and serves the connection-cut hooks ([`routes`]).
 //! - The `holder` binary takes a lock by URL and waits to be killed, for real crash tests
 //!   ([`ProcessHolder`]).
 
@@ -18,9 +20,11 @@ pub mod history;
 pub mod memory;
 pub mod mutants;
 pub mod process_holder;
+pub mod routes;
 pub mod runner;
 pub mod util;
 
 pub use harness::{Harness, Holder, HookError, HookResult, TestClient};
 pub use process_holder::ProcessHolder;
+pub use routes::ProxiedClients;
 pub use util::{CaseResult, Verdict};

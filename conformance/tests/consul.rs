@@ -11,15 +11,18 @@
 //! every connection is reset and refused for 3 × TTL, then the same state is served again. The
 //! session timers keep running, so every session expires during the outage.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use backend_consul::{ConsulBackend, ConsulConfig};
-use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use conformance::routes::{hosts, proxies_to};
+use conformance::{
+    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
+};
 use lockcore::{LockName, SharedBackend};
 use testkit::consul::{ConsulServer, ConsulServerOptions};
-use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::proxy::ProxyMode;
 
 /// Session TTL of every client.
 const TTL: Duration = Duration::from_secs(3);
@@ -32,14 +35,9 @@ fn url(addr: impl std::fmt::Display) -> String {
     format!("consul://{addr}/?{PARAMS}")
 }
 
-struct Client {
-    backend: Arc<ConsulBackend>,
-    proxy: FaultProxy,
-}
-
 struct ConsulHarness {
     server: ConsulServer,
-    clients: Mutex<Vec<Client>>,
+    clients: ProxiedClients<ConsulBackend>,
 }
 
 impl ConsulHarness {
@@ -50,20 +48,8 @@ impl ConsulHarness {
             .unwrap_or_else(|e| panic!("cannot start the Consul test server: {e}"));
         ConsulHarness {
             server,
-            clients: Mutex::new(Vec::new()),
+            clients: ProxiedClients::new(ProxyMode::Blackhole),
         }
-    }
-
-    fn clients(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn with_client<T>(&self, client: &TestClient, f: impl FnOnce(&Client) -> T) -> HookResult<T> {
-        let clients = self.clients();
-        let c = clients
-            .get(client.index)
-            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))?;
-        Ok(f(c))
     }
 }
 
@@ -74,24 +60,14 @@ impl Harness for ConsulHarness {
     }
 
     async fn client(&self) -> Result<TestClient, String> {
-        let proxy = FaultProxy::start(self.server.addr())
-            .await
-            .map_err(|e| format!("fault proxy: {e}"))?;
-        let config = ConsulConfig::from_url(&url(proxy.addr())).map_err(|e| e.to_string())?;
+        let proxies = proxies_to(&[self.server.addr()]).await?;
+        let config = ConsulConfig::from_url(&url(hosts(&proxies))).map_err(|e| e.to_string())?;
         let backend = Arc::new(
             ConsulBackend::connect(config)
                 .await
                 .map_err(|e| e.to_string())?,
         );
-        let mut clients = self.clients();
-        clients.push(Client {
-            backend: backend.clone(),
-            proxy,
-        });
-        Ok(TestClient {
-            locks: backend as SharedBackend,
-            index: clients.len() - 1,
-        })
+        Ok(self.clients.add(backend, proxies))
     }
 
     fn crash_release_bound(&self) -> Duration {
@@ -99,7 +75,7 @@ impl Harness for ConsulHarness {
     }
 
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let ids = self.with_client(client, |c| c.backend.session_ids())?;
+        let ids = self.clients.backend(client)?.session_ids();
         if ids.is_empty() {
             return Err(HookError::Failed("the client has no live session".into()));
         }
@@ -110,14 +86,11 @@ impl Harness for ConsulHarness {
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
-        self.with_client(client, |c| {
-            c.proxy.set_mode(ProxyMode::Blackhole);
-            c.proxy.cut_all();
-        })
+        self.clients.cut(client)
     }
 
     async fn heal_connection(&self, client: &TestClient) -> HookResult {
-        self.with_client(client, |c| c.proxy.set_mode(ProxyMode::Pass))
+        self.clients.heal(client)
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
@@ -131,15 +104,15 @@ impl Harness for ConsulHarness {
     }
 
     async fn restart_server(&self) -> HookResult {
-        for c in self.clients().iter() {
-            c.proxy.set_mode(ProxyMode::Refuse);
-            c.proxy.cut_all();
+        for proxy in self.clients.all_proxies() {
+            proxy.set_mode(ProxyMode::Refuse);
+            proxy.cut_all();
         }
         self.server.cut_connections();
         // The outage itself is the fault under test, not a wait for something to happen.
         tokio::time::sleep(TTL * 3).await;
-        for c in self.clients().iter() {
-            c.proxy.set_mode(ProxyMode::Pass);
+        for proxy in self.clients.all_proxies() {
+            proxy.set_mode(ProxyMode::Pass);
         }
         Ok(())
     }

@@ -12,31 +12,30 @@
 //! `restart_server` is unsupported: the agent is not ours to restart.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use backend_consul::{ConsulBackend, ConsulConfig};
+use conformance::routes::{hosts, proxies_to};
 use conformance::runner::{report_line, run_all, Outcome};
-use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use conformance::{
+    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
+};
 use lockcore::{LockName, SharedBackend};
-use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::proxy::ProxyMode;
 
 /// A real agent's smallest session TTL.
 const TTL: Duration = Duration::from_secs(10);
 const LOCK_DELAY: Duration = Duration::from_secs(1);
-
-struct Client {
-    backend: Arc<ConsulBackend>,
-    proxy: Option<FaultProxy>,
-}
 
 struct RealConsul {
     /// The agent, as `CONSUL_HTTP_ADDR` and the other `CONSUL_HTTP_*` variables describe it.
     base: ConsulConfig,
     agent: SocketAddr,
     prefix: String,
-    clients: Mutex<Vec<Client>>,
+    /// Clients of an https agent have no proxy.
+    clients: ProxiedClients<ConsulBackend>,
 }
 
 impl RealConsul {
@@ -62,7 +61,7 @@ impl RealConsul {
             base: base.prefix(prefix.clone()),
             agent,
             prefix,
-            clients: Mutex::new(Vec::new()),
+            clients: ProxiedClients::new(ProxyMode::Blackhole),
         })
     }
 
@@ -70,21 +69,14 @@ impl RealConsul {
         self.base.base_url().starts_with("https://")
     }
 
-    fn clients(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn proxy_of<T>(&self, client: &TestClient, f: impl FnOnce(&FaultProxy) -> T) -> HookResult<T> {
-        let clients = self.clients();
-        let c = clients
-            .get(client.index)
-            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))?;
-        match &c.proxy {
-            Some(proxy) => Ok(f(proxy)),
-            None => Err(HookError::Unsupported(
+    /// Fails for an unknown client; reports cuts unsupported for a client without a proxy.
+    fn check_proxied(&self, client: &TestClient) -> HookResult {
+        if self.clients.get(client)?.1.is_empty() {
+            return Err(HookError::Unsupported(
                 "https agent: a TCP proxy in front of it would break hostname verification".into(),
-            )),
+            ));
         }
+        Ok(())
     }
 
     /// The URL the holder process uses (the same agent, settings and prefix).
@@ -116,29 +108,19 @@ impl Harness for RealConsul {
     }
 
     async fn client(&self) -> Result<TestClient, String> {
-        let (config, proxy) = if self.https() {
-            (self.base.clone(), None)
+        let (config, proxies) = if self.https() {
+            (self.base.clone(), Vec::new())
         } else {
-            let proxy = FaultProxy::start(self.agent)
-                .await
-                .map_err(|e| format!("fault proxy: {e}"))?;
-            let config = self.base.clone().agent(proxy.addr().to_string());
-            (config, Some(proxy))
+            let proxies = proxies_to(&[self.agent]).await?;
+            let config = self.base.clone().agent(hosts(&proxies));
+            (config, proxies)
         };
         let backend = Arc::new(
             ConsulBackend::connect(config)
                 .await
                 .map_err(|e| e.to_string())?,
         );
-        let mut clients = self.clients();
-        clients.push(Client {
-            backend: backend.clone(),
-            proxy,
-        });
-        Ok(TestClient {
-            locks: backend as SharedBackend,
-            index: clients.len() - 1,
-        })
+        Ok(self.clients.add(backend, proxies))
     }
 
     fn crash_release_bound(&self) -> Duration {
@@ -146,13 +128,7 @@ impl Harness for RealConsul {
     }
 
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let ids = {
-            let clients = self.clients();
-            let c = clients
-                .get(client.index)
-                .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))?;
-            c.backend.session_ids()
-        };
+        let ids = self.clients.backend(client)?.session_ids();
         if ids.is_empty() {
             return Err(HookError::Failed("the client has no live session".into()));
         }
@@ -173,14 +149,13 @@ impl Harness for RealConsul {
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
-        self.proxy_of(client, |p| {
-            p.set_mode(ProxyMode::Blackhole);
-            p.cut_all();
-        })
+        self.check_proxied(client)?;
+        self.clients.cut(client)
     }
 
     async fn heal_connection(&self, client: &TestClient) -> HookResult {
-        self.proxy_of(client, |p| p.set_mode(ProxyMode::Pass))
+        self.check_proxied(client)?;
+        self.clients.heal(client)
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {

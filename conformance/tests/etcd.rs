@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backend_etcd::{EtcdBackend, EtcdConfig};
-use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use conformance::routes::{hosts, proxies_to};
+use conformance::{
+    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
+};
 use lockcore::{ConnectionEvent, LockBackend, LockName, SharedBackend};
 use serde_json::json;
 use testkit::etcd::{Etcd, EtcdCluster};
-use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::proxy::ProxyMode;
 
 /// URL parameters of every client: short lease, short deadlines.
 const PARAMS: &str = "timeout=2s&connect_timeout=5s";
@@ -82,14 +85,9 @@ impl Drop for Store {
     }
 }
 
-struct Client {
-    backend: Arc<EtcdBackend>,
-    proxies: Vec<FaultProxy>,
-}
-
 struct EtcdHarness {
     store: Arc<Store>,
-    clients: Mutex<Vec<Arc<Client>>>,
+    clients: ProxiedClients<EtcdBackend>,
 }
 
 impl EtcdHarness {
@@ -105,15 +103,6 @@ impl EtcdHarness {
     /// Every client's URL parameters.
     fn params(&self) -> String {
         format!("ttl={}s&{PARAMS}", self.ttl().as_secs())
-    }
-
-    fn entry(&self, client: &TestClient) -> HookResult<Arc<Client>> {
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(client.index)
-            .cloned()
-            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))
     }
 
     /// Every member, directly (no proxy).
@@ -158,30 +147,16 @@ impl Harness for EtcdHarness {
     }
 
     async fn client(&self) -> Result<TestClient, String> {
-        let mut proxies = Vec::new();
-        for member in self.store.members() {
-            let proxy = FaultProxy::start(member.addr())
-                .await
-                .map_err(|e| format!("fault proxy: {e}"))?;
-            proxies.push(proxy);
-        }
-        let hosts: Vec<String> = proxies.iter().map(|p| p.addr().to_string()).collect();
-        let url = format!("etcd://{}?{}", hosts.join(","), self.params());
+        let members: Vec<_> = self.store.members().into_iter().map(Etcd::addr).collect();
+        let proxies = proxies_to(&members).await?;
+        let url = format!("etcd://{}?{}", hosts(&proxies), self.params());
         let backend = EtcdConfig::from_url(&url)
             .map_err(|e| e.to_string())?
             .connect()
             .await
             .map_err(|e| format!("connect through the proxies: {e}"))?;
         self.store.arm_killer();
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.push(Arc::new(Client {
-            backend: backend.clone(),
-            proxies,
-        }));
-        Ok(TestClient {
-            locks: backend as SharedBackend,
-            index: clients.len() - 1,
-        })
+        Ok(self.clients.add(backend, proxies))
     }
 
     fn crash_release_bound(&self) -> Duration {
@@ -191,17 +166,16 @@ impl Harness for EtcdHarness {
     /// Revokes the client's lease through another connection, then waits until the client
     /// has noticed (its keeper reports `Lost` and moves to a new lease).
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let entry = self.entry(client)?;
-        let mut events = entry.backend.connection_events();
-        let lease = entry
-            .backend
+        let backend = self.clients.backend(client)?;
+        let mut events = backend.connection_events();
+        let lease = backend
             .lease_id()
             .ok_or_else(|| HookError::Failed("the client has no lease".into()))?;
         self.revoke(lease).await?;
         let noticed = tokio::time::timeout(self.ttl() * 3, async {
             loop {
                 if events.current() == ConnectionEvent::Lost
-                    || entry.backend.lease_id().is_some_and(|now| now != lease)
+                    || backend.lease_id().is_some_and(|now| now != lease)
                 {
                     return;
                 }
@@ -215,18 +189,11 @@ impl Harness for EtcdHarness {
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
-        for proxy in &self.entry(client)?.proxies {
-            proxy.set_mode(ProxyMode::Refuse);
-            proxy.cut_all();
-        }
-        Ok(())
+        self.clients.cut(client)
     }
 
     async fn heal_connection(&self, client: &TestClient) -> HookResult {
-        for proxy in &self.entry(client)?.proxies {
-            proxy.set_mode(ProxyMode::Pass);
-        }
-        Ok(())
+        self.clients.heal(client)
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
@@ -301,7 +268,7 @@ mod standalone {
             .unwrap_or_else(|e| panic!("starting etcd: {e}"));
         Arc::new(EtcdHarness {
             store: Arc::new(Store::Standalone(etcd)),
-            clients: Mutex::new(Vec::new()),
+            clients: ProxiedClients::new(ProxyMode::Refuse),
         })
     }
 
@@ -331,7 +298,7 @@ mod cluster {
                 kill_after: kill_after(),
                 killer: Mutex::new(None),
             }),
-            clients: Mutex::new(Vec::new()),
+            clients: ProxiedClients::new(ProxyMode::Refuse),
         })
     }
 

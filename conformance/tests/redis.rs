@@ -1,14 +1,17 @@
 //! The whole conformance suite on a real Redis server (one server per case, one fault proxy per
 //! client, lock TTL 2 s).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backend_redis::{RedisBackend, RedisConfig};
-use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use conformance::routes::{hosts, proxies_to};
+use conformance::{
+    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
+};
 use lockcore::{LockBackend, LockName, SharedBackend};
-use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::proxy::ProxyMode;
 use testkit::redis::Redis;
 
 /// The lock TTL of every client in this suite.
@@ -18,24 +21,14 @@ struct RedisHarness {
     redis: Redis,
     /// A client straight to the server, for the store-side hooks.
     admin: Arc<RedisBackend>,
-    clients: Mutex<Vec<(Arc<RedisBackend>, Arc<FaultProxy>)>>,
+    clients: ProxiedClients<RedisBackend>,
 }
 
-fn url_of(addr: std::net::SocketAddr) -> String {
+fn url_of(addr: impl std::fmt::Display) -> String {
     format!(
         "redis://{addr}?ttl={}ms&connect_timeout=1s",
         TTL.as_millis()
     )
-}
-
-impl RedisHarness {
-    fn entry(&self, client: &TestClient) -> HookResult<(Arc<RedisBackend>, Arc<FaultProxy>)> {
-        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (backend, proxy) = clients
-            .get(client.index)
-            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))?;
-        Ok((backend.clone(), proxy.clone()))
-    }
 }
 
 #[async_trait]
@@ -45,20 +38,13 @@ impl Harness for RedisHarness {
     }
 
     async fn client(&self) -> Result<TestClient, String> {
-        let proxy = FaultProxy::start(self.redis.addr())
-            .await
-            .map_err(|e| format!("fault proxy: {e}"))?;
-        let backend = RedisConfig::from_url(&url_of(proxy.addr()))
+        let proxies = proxies_to(&[self.redis.addr()]).await?;
+        let backend = RedisConfig::from_url(&url_of(hosts(&proxies)))
             .map_err(|e| e.to_string())?
             .connect_backend()
             .await
             .map_err(|e| format!("connect through the proxy: {e}"))?;
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.push((backend.clone(), Arc::new(proxy)));
-        Ok(TestClient {
-            locks: backend as SharedBackend,
-            index: clients.len() - 1,
-        })
+        Ok(self.clients.add(backend, proxies))
     }
 
     fn crash_release_bound(&self) -> Duration {
@@ -71,7 +57,7 @@ impl Harness for RedisHarness {
     /// to its next request; that request is made here, so the holder has been told when the
     /// hook returns.
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let (backend, _) = self.entry(client)?;
+        let backend = self.clients.backend(client)?;
         let failed = |what: &str, e: lockcore::Error| HookError::Failed(format!("{what}: {e}"));
         backend
             .settle()
@@ -90,16 +76,11 @@ impl Harness for RedisHarness {
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
-        let (_, proxy) = self.entry(client)?;
-        proxy.set_mode(ProxyMode::Blackhole);
-        proxy.cut_all();
-        Ok(())
+        self.clients.cut(client)
     }
 
     async fn heal_connection(&self, client: &TestClient) -> HookResult {
-        let (_, proxy) = self.entry(client)?;
-        proxy.set_mode(ProxyMode::Pass);
-        Ok(())
+        self.clients.heal(client)
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
@@ -155,7 +136,7 @@ async fn harness() -> Arc<dyn Harness> {
     Arc::new(RedisHarness {
         redis,
         admin,
-        clients: Mutex::new(Vec::new()),
+        clients: ProxiedClients::new(ProxyMode::Blackhole),
     })
 }
 

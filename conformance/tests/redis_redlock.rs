@@ -2,14 +2,17 @@
 //! case, one fault proxy per client and master, lock TTL 2 s). Read-write locks, semaphores,
 //! FIFO order and strict fencing are not offered in Redlock mode; those cases report skips.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backend_redis::{RedisBackend, RedisConfig};
-use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use conformance::routes::proxies_to;
+use conformance::{
+    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
+};
 use lockcore::{LockBackend, LockName, SharedBackend};
-use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::proxy::ProxyMode;
 use testkit::redis::Redis;
 
 /// The lock TTL of every client in this suite.
@@ -19,7 +22,7 @@ struct RedlockHarness {
     masters: Vec<Redis>,
     /// A client straight to the masters, for the store-side hooks.
     admin: Arc<RedisBackend>,
-    clients: Mutex<Vec<(Arc<RedisBackend>, Vec<FaultProxy>)>>,
+    clients: ProxiedClients<RedisBackend>,
 }
 
 fn url_of(addrs: &[std::net::SocketAddr]) -> String {
@@ -35,18 +38,6 @@ impl RedlockHarness {
     fn direct_url(&self) -> String {
         url_of(&self.masters.iter().map(Redis::addr).collect::<Vec<_>>())
     }
-
-    fn with_client<T>(
-        &self,
-        client: &TestClient,
-        f: impl FnOnce(&Arc<RedisBackend>, &[FaultProxy]) -> T,
-    ) -> HookResult<T> {
-        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (backend, proxies) = clients
-            .get(client.index)
-            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))?;
-        Ok(f(backend, proxies))
-    }
 }
 
 #[async_trait]
@@ -56,26 +47,15 @@ impl Harness for RedlockHarness {
     }
 
     async fn client(&self) -> Result<TestClient, String> {
-        let mut proxies = Vec::new();
-        for master in &self.masters {
-            proxies.push(
-                FaultProxy::start(master.addr())
-                    .await
-                    .map_err(|e| format!("fault proxy: {e}"))?,
-            );
-        }
-        let url = url_of(&proxies.iter().map(FaultProxy::addr).collect::<Vec<_>>());
+        let masters: Vec<_> = self.masters.iter().map(Redis::addr).collect();
+        let proxies = proxies_to(&masters).await?;
+        let url = url_of(&proxies.iter().map(|p| p.addr()).collect::<Vec<_>>());
         let backend = RedisConfig::from_url(&url)
             .map_err(|e| e.to_string())?
             .connect_backend()
             .await
             .map_err(|e| format!("connect through the proxies: {e}"))?;
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.push((backend.clone(), proxies));
-        Ok(TestClient {
-            locks: backend as SharedBackend,
-            index: clients.len() - 1,
-        })
+        Ok(self.clients.add(backend, proxies))
     }
 
     fn crash_release_bound(&self) -> Duration {
@@ -85,7 +65,7 @@ impl Harness for RedlockHarness {
     /// A forced release on every master by another client; the holder's next round trip to
     /// each master comes back after the removal notice, so it has been told on return.
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let backend = self.with_client(client, |b, _| b.clone())?;
+        let backend = self.clients.backend(client)?;
         let failed = |what: &str, e: lockcore::Error| HookError::Failed(format!("{what}: {e}"));
         backend
             .settle()
@@ -104,20 +84,11 @@ impl Harness for RedlockHarness {
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
-        self.with_client(client, |_, proxies| {
-            for proxy in proxies {
-                proxy.set_mode(ProxyMode::Blackhole);
-                proxy.cut_all();
-            }
-        })
+        self.clients.cut(client)
     }
 
     async fn heal_connection(&self, client: &TestClient) -> HookResult {
-        self.with_client(client, |_, proxies| {
-            for proxy in proxies {
-                proxy.set_mode(ProxyMode::Pass);
-            }
-        })
+        self.clients.heal(client)
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
@@ -176,7 +147,7 @@ async fn harness() -> Arc<dyn Harness> {
     Arc::new(RedlockHarness {
         masters,
         admin,
-        clients: Mutex::new(Vec::new()),
+        clients: ProxiedClients::new(ProxyMode::Blackhole),
     })
 }
 

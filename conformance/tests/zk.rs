@@ -4,14 +4,17 @@
 //! case disturbs no other. Every client reaches the server through its own fault proxy, so its
 //! connection can be cut alone; sessions last 3 s.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backend_zk::{ZkBackend, ZkConfig};
-use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use conformance::routes::{hosts, proxies_to};
+use conformance::{
+    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
+};
 use lockcore::{ConnectionEvent, LockBackend, LockName, SharedBackend};
-use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::proxy::ProxyMode;
 use testkit::zk::ZooKeeper;
 
 /// The session timeout of every client in this suite.
@@ -19,20 +22,12 @@ const SESSION: Duration = Duration::from_secs(3);
 
 struct ZkHarness {
     zk: ZooKeeper,
-    clients: Mutex<Vec<(Arc<ZkBackend>, Arc<FaultProxy>)>>,
+    clients: ProxiedClients<ZkBackend>,
 }
 
 impl ZkHarness {
     fn config(&self, hosts: &str) -> lockcore::Result<ZkConfig> {
         ZkConfig::new(hosts)?.session_timeout(SESSION)
-    }
-
-    fn entry(&self, client: &TestClient) -> HookResult<(Arc<ZkBackend>, Arc<FaultProxy>)> {
-        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (backend, proxy) = clients
-            .get(client.index)
-            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))?;
-        Ok((backend.clone(), proxy.clone()))
     }
 }
 
@@ -43,21 +38,12 @@ impl Harness for ZkHarness {
     }
 
     async fn client(&self) -> Result<TestClient, String> {
-        let proxy = FaultProxy::start(self.zk.addr())
-            .await
-            .map_err(|e| format!("fault proxy: {e}"))?;
-        let config = self
-            .config(&proxy.addr().to_string())
-            .map_err(|e| e.to_string())?;
+        let proxies = proxies_to(&[self.zk.addr()]).await?;
+        let config = self.config(&hosts(&proxies)).map_err(|e| e.to_string())?;
         let backend = ZkBackend::connect(config)
             .await
             .map_err(|e| format!("connect through the proxy: {e}"))?;
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.push((backend.clone(), Arc::new(proxy)));
-        Ok(TestClient {
-            locks: backend as SharedBackend,
-            index: clients.len() - 1,
-        })
+        Ok(self.clients.add(backend, proxies))
     }
 
     fn crash_release_bound(&self) -> Duration {
@@ -69,12 +55,11 @@ impl Harness for ZkHarness {
     /// reconnect and waits until it has been told (`Lost`): the servers end a session at once,
     /// and no client can learn of that before it next reaches them.
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let (backend, proxy) = self.entry(client)?;
+        let backend = self.clients.backend(client)?;
         let mut events = backend.connection_events();
-        proxy.set_mode(ProxyMode::Refuse);
-        proxy.cut_all();
+        self.clients.cut(client)?;
         let closed = backend.expire_session_at(&self.zk.connect_string()).await;
-        proxy.set_mode(ProxyMode::Pass);
+        self.clients.heal(client)?;
         closed.map_err(|e| HookError::Failed(format!("closing the session: {e}")))?;
         let told = tokio::time::timeout(SESSION * 3, async {
             while events.current() != ConnectionEvent::Lost {
@@ -88,16 +73,11 @@ impl Harness for ZkHarness {
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
-        let (_, proxy) = self.entry(client)?;
-        proxy.set_mode(ProxyMode::Refuse);
-        proxy.cut_all();
-        Ok(())
+        self.clients.cut(client)
     }
 
     async fn heal_connection(&self, client: &TestClient) -> HookResult {
-        let (_, proxy) = self.entry(client)?;
-        proxy.set_mode(ProxyMode::Pass);
-        Ok(())
+        self.clients.heal(client)
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
@@ -149,7 +129,7 @@ async fn harness() -> Arc<dyn Harness> {
         .unwrap_or_else(|e| panic!("starting zookeeper: {e}"));
     Arc::new(ZkHarness {
         zk,
-        clients: Mutex::new(Vec::new()),
+        clients: ProxiedClients::new(ProxyMode::Refuse),
     })
 }
 

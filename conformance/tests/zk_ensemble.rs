@@ -6,15 +6,18 @@
 //! `lost()` never fires (their sessions survive a reconnect to another member), nobody else can
 //! take their locks, and their releases are confirmed at the end.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use backend_zk::{ZkBackend, ZkConfig};
+use conformance::routes::{hosts, proxies_to};
 use conformance::runner::{run_all, Outcome};
-use conformance::{Harness, Holder, HookError, HookResult, ProcessHolder, TestClient};
+use conformance::{
+    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
+};
 use lockcore::{ConnectionEvent, LockBackend, LockName, MutexGuard, SharedBackend};
-use testkit::proxy::{FaultProxy, ProxyMode};
+use testkit::proxy::ProxyMode;
 use testkit::zk::ZkEnsemble;
 
 /// The session timeout of every client: `lost()` fires after 2/3 of it without the leader, so
@@ -25,27 +28,16 @@ const KILLS_AT: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(40
 /// How long a sentinel may take to reconnect after a new leader is elected.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// A client's backend and the fault proxies in front of its routes to each member.
-type ClientRoutes = (Arc<ZkBackend>, Vec<Arc<FaultProxy>>);
-
 struct EnsembleHarness {
     ens: ZkEnsemble,
     /// Held while members are killed or restarted, so the chaos and `restart_server` do not mix.
     topology: tokio::sync::Mutex<()>,
-    clients: Mutex<Vec<ClientRoutes>>,
+    clients: ProxiedClients<ZkBackend>,
 }
 
 impl EnsembleHarness {
     fn config(&self, hosts: &str) -> lockcore::Result<ZkConfig> {
         ZkConfig::new(hosts)?.session_timeout(SESSION)
-    }
-
-    fn entry(&self, client: &TestClient) -> HookResult<(Arc<ZkBackend>, Vec<Arc<FaultProxy>>)> {
-        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .get(client.index)
-            .cloned()
-            .ok_or_else(|| HookError::Failed(format!("no client {}", client.index)))
     }
 }
 
@@ -57,24 +49,13 @@ impl Harness for EnsembleHarness {
 
     /// A client that reaches every member through its own fault proxy.
     async fn client(&self) -> Result<TestClient, String> {
-        let mut proxies = Vec::new();
-        for node in self.ens.nodes() {
-            let proxy = FaultProxy::start(node.addr())
-                .await
-                .map_err(|e| format!("fault proxy: {e}"))?;
-            proxies.push(Arc::new(proxy));
-        }
-        let hosts: Vec<String> = proxies.iter().map(|p| p.addr().to_string()).collect();
-        let config = self.config(&hosts.join(",")).map_err(|e| e.to_string())?;
+        let nodes: Vec<_> = self.ens.nodes().iter().map(|node| node.addr()).collect();
+        let proxies = proxies_to(&nodes).await?;
+        let config = self.config(&hosts(&proxies)).map_err(|e| e.to_string())?;
         let backend = ZkBackend::connect(config)
             .await
             .map_err(|e| format!("connect through the proxies: {e}"))?;
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.push((backend.clone(), proxies));
-        Ok(TestClient {
-            locks: backend as SharedBackend,
-            index: clients.len() - 1,
-        })
+        Ok(self.clients.add(backend, proxies))
     }
 
     fn crash_release_bound(&self) -> Duration {
@@ -82,16 +63,11 @@ impl Harness for EnsembleHarness {
     }
 
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let (backend, proxies) = self.entry(client)?;
+        let backend = self.clients.backend(client)?;
         let mut events = backend.connection_events();
-        for proxy in &proxies {
-            proxy.set_mode(ProxyMode::Refuse);
-            proxy.cut_all();
-        }
+        self.clients.cut(client)?;
         let closed = backend.expire_session_at(&self.ens.connect_string()).await;
-        for proxy in &proxies {
-            proxy.set_mode(ProxyMode::Pass);
-        }
+        self.clients.heal(client)?;
         closed.map_err(|e| HookError::Failed(format!("closing the session: {e}")))?;
         let told = tokio::time::timeout(SESSION * 3, async {
             while events.current() != ConnectionEvent::Lost {
@@ -105,18 +81,11 @@ impl Harness for EnsembleHarness {
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
-        for proxy in self.entry(client)?.1 {
-            proxy.set_mode(ProxyMode::Refuse);
-            proxy.cut_all();
-        }
-        Ok(())
+        self.clients.cut(client)
     }
 
     async fn heal_connection(&self, client: &TestClient) -> HookResult {
-        for proxy in self.entry(client)?.1 {
-            proxy.set_mode(ProxyMode::Pass);
-        }
-        Ok(())
+        self.clients.heal(client)
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
@@ -272,7 +241,7 @@ async fn whole_suite_on_an_ensemble_whose_leader_is_killed_mid_run() {
     let harness = Arc::new(EnsembleHarness {
         ens,
         topology: tokio::sync::Mutex::new(()),
-        clients: Mutex::new(Vec::new()),
+        clients: ProxiedClients::new(ProxyMode::Refuse),
     });
     let hosts = harness.ens.connect_string();
     let connect = || async {
