@@ -3,6 +3,7 @@
 mod bench;
 mod exit;
 mod lab;
+mod markup;
 mod run;
 mod spinner;
 mod status;

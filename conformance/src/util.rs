@@ -56,6 +56,21 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
     }
 }
 
+/// Takes the mutex `name` on `client`, waiting for it; a failure names `who` ("A", "B").
+pub async fn lock(
+    client: &crate::TestClient,
+    name: &LockName,
+    who: &str,
+) -> Result<lockcore::MutexGuard, String> {
+    client
+        .locks
+        .mutex(name)
+        .ctx("mutex")?
+        .lock()
+        .await
+        .ctx(&format!("{who}'s lock"))
+}
+
 /// A lock name no other case or run uses.
 pub fn unique_name(case: &str) -> LockName {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -68,13 +68,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 None => None,
             } {
                 if !args.json {
-                    eprintln!(
-                        "{}",
-                        report::table(std::slice::from_ref(&m))
-                            .lines()
-                            .nth(1)
-                            .unwrap_or("")
-                    );
+                    eprintln!("{}", report::row(&m));
                 }
                 results.push(m);
             }
@@ -88,13 +82,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 )
                 .await;
                 if !args.json {
-                    eprintln!(
-                        "{}",
-                        report::table(std::slice::from_ref(&m))
-                            .lines()
-                            .nth(1)
-                            .unwrap_or("")
-                    );
+                    eprintln!("{}", report::row(&m));
                 }
                 results.push(m);
             }

@@ -1,6 +1,8 @@
 //! Bench output: a terminal table, JSON, and SVG charts.
 
 use std::fmt::Write as _;
+
+use crate::markup::escape;
 use std::path::Path;
 
 use super::scenarios::Measured;
@@ -57,6 +59,15 @@ pub fn table(results: &[Measured]) -> String {
         );
     }
     out
+}
+
+/// One result as a table row, without the header (for progress output).
+pub fn row(m: &Measured) -> String {
+    table(std::slice::from_ref(m))
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Writes `throughput.svg` and `latency.svg` into `dir`.
@@ -136,12 +147,6 @@ fn bar_chart(
     }
     svg.push_str("</svg>\n");
     svg
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

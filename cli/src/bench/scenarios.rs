@@ -146,29 +146,13 @@ pub async fn measure(
     let label = format!("{} {}", subject.label(), scenario.name());
     let result = match scenario {
         Scenario::Names(n) => names(subject, n, counter, progress, &label).await,
-        Scenario::Single => {
-            contend(
-                subject,
-                1,
-                duration,
-                &[Op::Mutex],
-                counter,
-                progress,
-                &label,
-            )
-            .await
-        }
-        Scenario::Contend(n) => {
-            contend(
-                subject,
-                n,
-                duration,
-                &[Op::Mutex],
-                counter,
-                progress,
-                &label,
-            )
-            .await
+        Scenario::Single | Scenario::Contend(_) => {
+            let clients = match scenario {
+                Scenario::Contend(n) => n,
+                _ => 1,
+            };
+            let mix = [Op::Mutex];
+            contend(subject, clients, duration, &mix, counter, progress, &label).await
         }
         Scenario::Semaphore => {
             contend(

@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use crate::markup::escape;
+
 use super::cell::{CellResult, EventKind, Who};
 
 /// One row per cell.
@@ -216,12 +218,6 @@ pub fn timeline(cells: &[&CellResult]) -> String {
     }
     svg.push_str("</svg>");
     svg
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

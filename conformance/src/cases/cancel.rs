@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use lockcore::SharedBackend;
 
 use super::semaphore::wait_until_queued;
-use crate::util::{unique_name, CaseResult, Context, Verdict, PROMPT};
+use crate::util::{lock, unique_name, CaseResult, Context, Verdict, PROMPT};
 use crate::{ensure, Harness};
 
 /// Waits until the store shows `name` free with no waiters (where it can tell).
@@ -28,13 +28,7 @@ async fn wait_until_idle(locks: &SharedBackend, name: &lockcore::LockName) -> Re
 pub async fn cancelled_waiter_leaves_no_entry(h: Arc<dyn Harness>) -> CaseResult {
     let (a, b, c) = (h.client().await?, h.client().await?, h.client().await?);
     let name = unique_name("cancel-wait");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     let b_mutex = b.locks.mutex(&name).ctx("mutex")?;
     let waiter = tokio::spawn(async move { b_mutex.lock().await });
     wait_until_queued(&c.locks, &name, 1).await?;

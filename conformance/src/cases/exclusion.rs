@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::history::{check_exclusive, History};
 use crate::util::{
-    exclusive_rounds, needs_strict_fencing, unique_name, CaseResult, Context, Exclusive, Verdict,
-    Wait, PROMPT,
+    exclusive_rounds, lock, needs_strict_fencing, unique_name, CaseResult, Context, Exclusive,
+    Verdict, Wait, PROMPT,
 };
 use crate::{ensure, hook, Harness};
 
@@ -133,13 +133,7 @@ pub async fn fencing_token_after_session_expiry(h: Arc<dyn Harness>) -> CaseResu
         return Ok(skip);
     }
     let name = unique_name("fence-expiry");
-    let old = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let old = lock(&a, &name, "A").await?;
     hook!(h.expire_session(&a).await);
     let new = b
         .locks

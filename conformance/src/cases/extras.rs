@@ -7,7 +7,7 @@ use std::time::Duration;
 use lockcore::{ConnectionEvent, LockSpec, MultiLock};
 
 use super::semaphore::wait_until_queued;
-use crate::util::{unique_name, CaseResult, Context, Verdict, PROMPT};
+use crate::util::{lock, unique_name, CaseResult, Context, Verdict, PROMPT};
 use crate::{ensure, hook, Harness};
 
 /// `state()` shows the holder (with its token where known) and then shows the lock free.
@@ -16,13 +16,7 @@ pub async fn state_reports_holders(h: Arc<dyn Harness>) -> CaseResult {
     let name = unique_name("state");
     let free = b.locks.state(&name).await.ctx("state of a fresh name")?;
     ensure!(!free.is_held(), "a fresh name shows holders: {free:?}");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     let state = b.locks.state(&name).await.ctx("state while held")?;
     ensure!(state.holders.len() == 1, "expected one holder: {state:?}");
     if let Some(token) = state.holders[0].token {
@@ -52,13 +46,7 @@ pub async fn fifo_order_when_promised(h: Arc<dyn Harness>) -> CaseResult {
         )));
     }
     let name = unique_name("fifo");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     let (order_tx, mut order_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for position in 1..=3usize {
@@ -175,13 +163,7 @@ pub async fn reentrant_excludes_other_clients(h: Arc<dyn Harness>) -> CaseResult
 pub async fn connection_events_report_cut(h: Arc<dyn Harness>) -> CaseResult {
     let a = h.client().await?;
     let name = unique_name("events");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     let mut events = a.locks.connection_events();
     hook!(h.cut_connection(&a).await);
     let bound = h.crash_release_bound();

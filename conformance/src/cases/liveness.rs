@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::util::{needs_strict_fencing, unique_name, CaseResult, Context, Verdict, PROMPT};
+use crate::util::{lock, needs_strict_fencing, unique_name, CaseResult, Context, Verdict, PROMPT};
 use crate::{ensure, hook, Harness};
 
 /// A holder process killed without cleanup: the lock is free again within the bound, with a
@@ -78,13 +78,7 @@ pub async fn paused_holder_loses_lock(h: Arc<dyn Harness>) -> CaseResult {
 pub async fn lost_fires_on_session_expiry(h: Arc<dyn Harness>) -> CaseResult {
     let (a, b) = (h.client().await?, h.client().await?);
     let name = unique_name("lost-expiry");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     let rival = b.locks.mutex(&name).ctx("mutex")?;
     let bound = h.crash_release_bound();
     let waiting = tokio::spawn(async move { rival.lock_timeout(bound).await });
@@ -118,13 +112,7 @@ pub async fn lost_fires_on_session_expiry(h: Arc<dyn Harness>) -> CaseResult {
 pub async fn lost_fires_on_connection_cut(h: Arc<dyn Harness>) -> CaseResult {
     let (a, b) = (h.client().await?, h.client().await?);
     let name = unique_name("lost-cut");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     let rival = b.locks.mutex(&name).ctx("mutex")?;
     let bound = h.crash_release_bound();
     hook!(h.cut_connection(&a).await);
@@ -153,13 +141,7 @@ pub async fn lost_fires_on_connection_cut(h: Arc<dyn Harness>) -> CaseResult {
 pub async fn hold_survives_renewal_periods(h: Arc<dyn Harness>) -> CaseResult {
     let (a, b) = (h.client().await?, h.client().await?);
     let name = unique_name("renew");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     let rival = b.locks.mutex(&name).ctx("mutex")?;
     let span = h.crash_release_bound();
     // Time passing is what is under test: the hold must outlive its TTL many times over.
@@ -188,13 +170,7 @@ pub async fn revocation_reaches_holder(h: Arc<dyn Harness>) -> CaseResult {
         )));
     }
     let name = unique_name("revoke");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     ensure!(
         !held.is_revoke_requested(),
         "revocation requested before anyone asked"

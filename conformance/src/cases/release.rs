@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use lockcore::{AcquireRequest, LockKind};
 
-use crate::util::{needs_strict_fencing, unique_name, CaseResult, Context, Verdict, PROMPT};
+use crate::util::{lock, needs_strict_fencing, unique_name, CaseResult, Context, Verdict, PROMPT};
 use crate::{ensure, hook, Harness};
 
 /// A holder whose session expired releases late: the successor keeps the lock, and the late
@@ -13,13 +13,7 @@ use crate::{ensure, hook, Harness};
 pub async fn stale_release_keeps_successor(h: Arc<dyn Harness>) -> CaseResult {
     let (a, b, c) = (h.client().await?, h.client().await?, h.client().await?);
     let name = unique_name("stale");
-    let stale = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let stale = lock(&a, &name, "A").await?;
     hook!(h.expire_session(&a).await);
     let bound = h.crash_release_bound();
     let successor = b
@@ -142,13 +136,7 @@ pub async fn release_during_connection_loss(h: Arc<dyn Harness>) -> CaseResult {
 pub async fn restart_loses_no_safety(h: Arc<dyn Harness>) -> CaseResult {
     let (a, b) = (h.client().await?, h.client().await?);
     let name = unique_name("restart");
-    let held = a
-        .locks
-        .mutex(&name)
-        .ctx("mutex")?
-        .lock()
-        .await
-        .ctx("A's lock")?;
+    let held = lock(&a, &name, "A").await?;
     let rival = b.locks.mutex(&name).ctx("mutex")?;
     let bound = h.crash_release_bound();
     let waiting = tokio::spawn(async move { rival.lock_timeout(bound * 2).await });
