@@ -67,9 +67,6 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 Some(curator) => curator.measure(*scenario, args.duration).await,
                 None => None,
             } {
-                if !args.json {
-                    eprintln!("{}", report::row(&m));
-                }
                 results.push(m);
             }
             for subject in &subjects {
@@ -81,9 +78,6 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                     &progress,
                 )
                 .await;
-                if !args.json {
-                    eprintln!("{}", report::row(&m));
-                }
                 results.push(m);
             }
         }

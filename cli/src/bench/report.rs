@@ -61,15 +61,6 @@ pub fn table(results: &[Measured]) -> String {
     out
 }
 
-/// One result as a table row, without the header (for progress output).
-pub fn row(m: &Measured) -> String {
-    table(std::slice::from_ref(m))
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Writes `throughput.svg` and `latency.svg` into `dir`.
 pub fn write_svgs(results: &[Measured], dir: &Path) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;

@@ -54,24 +54,12 @@ pub async fn run(args: LabArgs) -> Result<(), String> {
                 continue;
             }
             if !args.json {
-                eprintln!("lab: {} / {} ...", store.name(), fault.name());
+                eprintln!("lab: {} / {}", store.name(), fault.name());
             }
-            match cell::run(*store, *fault).await {
-                Ok(result) => {
-                    if !args.json {
-                        eprint!(
-                            "{}",
-                            report::table(std::slice::from_ref(&result))
-                                .lines()
-                                .nth(1)
-                                .map(|l| format!("     {l}\n"))
-                                .unwrap_or_default()
-                        );
-                    }
-                    results.push(result);
-                }
-                Err(e) => return Err(format!("{} / {}: {e}", store.name(), fault.name())),
-            }
+            let result = cell::run(*store, *fault)
+                .await
+                .map_err(|e| format!("{} / {}: {e}", store.name(), fault.name()))?;
+            results.push(result);
         }
     }
     std::fs::create_dir_all(&args.out)
