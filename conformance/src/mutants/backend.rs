@@ -10,11 +10,35 @@ use lockcore::{
     LockBackend, LockKind, LockName, LockState, Result, SharedBackend,
 };
 
-use super::held::{ForceRelease, GappyDowngrade, LyingRelease, Muffled, Pieces};
+use super::held::{
+    ForceRelease, GappyDowngrade, GrudgingRelease, HangingRelease, LyingRelease, Muffled, Pieces,
+};
 use super::Mutant;
 
 /// How late [`Mutant::LostFiresLate`] reports a loss.
 const LATE: Duration = Duration::from_secs(8);
+
+/// Fencing tokens as [`Mutant::TokensResetOnRestart`] reports them: shifted down so that they
+/// start again from 1 after each restart of the store.
+#[derive(Debug, Default)]
+pub struct TokenShift {
+    highest: std::sync::atomic::AtomicU64,
+    offset: std::sync::atomic::AtomicU64,
+}
+
+impl TokenShift {
+    fn report(&self, token: u64) -> u64 {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.highest.fetch_max(token, SeqCst);
+        token.saturating_sub(self.offset.load(SeqCst))
+    }
+
+    /// The store restarted: tokens start again from 1.
+    pub fn restart(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.offset.store(self.highest.load(SeqCst), SeqCst);
+    }
+}
 
 /// A memory client with one defect.
 pub struct MutantBackend {
@@ -23,16 +47,23 @@ pub struct MutantBackend {
     store: MemoryStore,
     /// A monitor that never emits, for [`Mutant::SilentEvents`].
     silent: ConnectionMonitor,
+    tokens: Arc<TokenShift>,
 }
 
 impl MutantBackend {
     /// Wraps `inner` (a client of `store`).
-    pub fn new(inner: SharedBackend, mutant: Mutant, store: MemoryStore) -> Self {
+    pub fn new(
+        inner: SharedBackend,
+        mutant: Mutant,
+        store: MemoryStore,
+        tokens: Arc<TokenShift>,
+    ) -> Self {
         MutantBackend {
             inner,
             mutant,
             store,
             silent: ConnectionMonitor::new(),
+            tokens,
         }
     }
 
@@ -64,6 +95,15 @@ impl MutantBackend {
         };
         match self.mutant {
             Mutant::RepeatingTokens => hold.token = 7,
+            Mutant::TokensResetOnRestart => hold.token = self.tokens.report(hold.token),
+            Mutant::ReleaseHangs => hold.held = Box::new(HangingRelease { inner: hold.held }),
+            Mutant::SecondReleaseFails => {
+                hold.held = Box::new(GrudgingRelease {
+                    inner: hold.held,
+                    name,
+                    releases: 0,
+                })
+            }
             Mutant::NoOwnerCheck => {
                 hold.held = Box::new(ForceRelease {
                     inner: hold.held,

@@ -103,3 +103,46 @@ impl HeldLock for Pieces {
         first_error.map_or(Ok(()), Err)
     }
 }
+
+/// A release that cannot reach the store never returns.
+pub(super) struct HangingRelease {
+    pub(super) inner: Box<dyn HeldLock>,
+}
+
+#[async_trait]
+impl HeldLock for HangingRelease {
+    async fn release(&mut self) -> Result<()> {
+        match self.inner.release().await {
+            Err(e) if e.is_transient() => std::future::pending().await,
+            other => other,
+        }
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        self.inner.downgrade().await
+    }
+}
+
+/// A second release reports that the hold is not ours.
+pub(super) struct GrudgingRelease {
+    pub(super) inner: Box<dyn HeldLock>,
+    pub(super) name: LockName,
+    pub(super) releases: u32,
+}
+
+#[async_trait]
+impl HeldLock for GrudgingRelease {
+    async fn release(&mut self) -> Result<()> {
+        self.releases += 1;
+        if self.releases > 1 {
+            return Err(lockcore::Error::NotOwner {
+                name: self.name.clone(),
+            });
+        }
+        self.inner.release().await
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        self.inner.downgrade().await
+    }
+}

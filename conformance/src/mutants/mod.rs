@@ -13,7 +13,7 @@ use lockcore::{LockName, SharedBackend};
 
 use crate::harness::{Harness, Holder, HookResult, TestClient};
 use crate::memory::MemoryHarness;
-pub use backend::MutantBackend;
+pub use backend::{MutantBackend, TokenShift};
 
 /// One deliberate defect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,11 +48,19 @@ pub enum Mutant {
     SilentEvents,
     /// `state()` always reports the lock free with nobody waiting.
     BlindState,
+    /// A zero or absurd TTL is accepted (silently replaced by a default).
+    LenientTtl,
+    /// Fencing counters start again from 1 after the store restarts.
+    TokensResetOnRestart,
+    /// A release during a connection loss never returns.
+    ReleaseHangs,
+    /// Releasing a hold a second time reports an error.
+    SecondReleaseFails,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 15] = [
+    pub const ALL: [Mutant; 19] = [
         Mutant::NoOwnerCheck,
         Mutant::NeverExpires,
         Mutant::RepeatingTokens,
@@ -68,6 +76,10 @@ impl Mutant {
         Mutant::RenewalStops,
         Mutant::SilentEvents,
         Mutant::BlindState,
+        Mutant::LenientTtl,
+        Mutant::TokensResetOnRestart,
+        Mutant::ReleaseHangs,
+        Mutant::SecondReleaseFails,
     ];
 
     /// A short name for reports.
@@ -88,6 +100,10 @@ impl Mutant {
             Mutant::RenewalStops => "renewal-stops",
             Mutant::SilentEvents => "silent-events",
             Mutant::BlindState => "blind-state",
+            Mutant::LenientTtl => "lenient-ttl",
+            Mutant::TokensResetOnRestart => "tokens-reset-on-restart",
+            Mutant::ReleaseHangs => "release-hangs",
+            Mutant::SecondReleaseFails => "second-release-fails",
         }
     }
 
@@ -102,7 +118,11 @@ impl Mutant {
             Mutant::RenewalStops => MemoryHarness::new().pausing_clients(),
             _ => MemoryHarness::new(),
         };
-        Arc::new(MutantHarness { base, mutant: self })
+        Arc::new(MutantHarness {
+            base,
+            mutant: self,
+            tokens: Arc::new(TokenShift::default()),
+        })
     }
 }
 
@@ -110,6 +130,7 @@ impl Mutant {
 pub struct MutantHarness {
     base: MemoryHarness,
     mutant: Mutant,
+    tokens: Arc<TokenShift>,
 }
 
 #[async_trait]
@@ -125,6 +146,7 @@ impl Harness for MutantHarness {
                 client.locks,
                 self.mutant,
                 self.base.store().clone(),
+                self.tokens.clone(),
             )) as SharedBackend,
             index: client.index,
         })
@@ -151,10 +173,16 @@ impl Harness for MutantHarness {
     }
 
     async fn restart_server(&self) -> HookResult {
+        if self.mutant == Mutant::TokensResetOnRestart {
+            self.tokens.restart();
+        }
         self.base.restart_server().await
     }
 
     async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
+        if self.mutant == Mutant::LenientTtl {
+            return Ok(self.base.store().connect(MemoryOptions::default()).await);
+        }
         self.base.connect_with_ttl(ttl).await
     }
 
