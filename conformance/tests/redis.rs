@@ -1,6 +1,9 @@
 //! The whole conformance suite on a real Redis server (one server per case, one fault proxy per
 //! client, lock TTL 2 s).
 
+#[path = "shared/redis_hooks.rs"]
+mod redis_hooks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +13,7 @@ use conformance::routes::{hosts, proxies_to};
 use conformance::{
     Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
 };
-use lockcore::{LockBackend, LockName, SharedBackend};
+use lockcore::{LockName, SharedBackend};
 use testkit::proxy::ProxyMode;
 use testkit::redis::Redis;
 
@@ -51,28 +54,10 @@ impl Harness for RedisHarness {
         TTL * 3
     }
 
-    /// The store drops every hold of the client at once: a forced release by another client
-    /// (Redis has no sessions; a hold lives in its key). The forced release publishes the
-    /// removal on the lock's channel, which the holder's connection receives before the reply
-    /// to its next request; that request is made here, so the holder has been told when the
-    /// hook returns.
+    /// A forced release by another client; see `shared/redis_hooks.rs`.
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let backend = self.clients.backend(client)?;
-        let failed = |what: &str, e: lockcore::Error| HookError::Failed(format!("{what}: {e}"));
-        backend
-            .settle()
-            .await
-            .map_err(|e| failed("holder subscriptions", e))?;
-        for name in backend.held_locks() {
-            self.admin
-                .force_release(&name)
-                .await
-                .map_err(|e| failed("forced release", e))?;
-            LockBackend::state(&*backend, &name)
-                .await
-                .map_err(|e| failed("the holder's round trip", e))?;
-        }
-        Ok(())
+        let holder = self.clients.backend(client)?;
+        redis_hooks::expire_holds(&holder, &self.admin).await
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {

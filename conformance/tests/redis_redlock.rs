@@ -2,6 +2,9 @@
 //! case, one fault proxy per client and master, lock TTL 2 s). Read-write locks, semaphores,
 //! FIFO order and strict fencing are not offered in Redlock mode; those cases report skips.
 
+#[path = "shared/redis_hooks.rs"]
+mod redis_hooks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use conformance::routes::proxies_to;
 use conformance::{
     Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
 };
-use lockcore::{LockBackend, LockName, SharedBackend};
+use lockcore::{LockName, SharedBackend};
 use testkit::proxy::ProxyMode;
 use testkit::redis::Redis;
 
@@ -62,25 +65,10 @@ impl Harness for RedlockHarness {
         TTL * 3
     }
 
-    /// A forced release on every master by another client; the holder's next round trip to
-    /// each master comes back after the removal notice, so it has been told on return.
+    /// A forced release by another client; see `shared/redis_hooks.rs`.
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let backend = self.clients.backend(client)?;
-        let failed = |what: &str, e: lockcore::Error| HookError::Failed(format!("{what}: {e}"));
-        backend
-            .settle()
-            .await
-            .map_err(|e| failed("holder subscriptions", e))?;
-        for name in backend.held_locks() {
-            self.admin
-                .force_release(&name)
-                .await
-                .map_err(|e| failed("forced release", e))?;
-            LockBackend::state(&*backend, &name)
-                .await
-                .map_err(|e| failed("the holder's round trip", e))?;
-        }
-        Ok(())
+        let holder = self.clients.backend(client)?;
+        redis_hooks::expire_holds(&holder, &self.admin).await
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {

@@ -4,16 +4,17 @@
 //! case disturbs no other. Every client reaches the server through its own fault proxy, so its
 //! connection can be cut alone; sessions last 3 s.
 
+#[path = "shared/zk_hooks.rs"]
+mod zk_hooks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backend_zk::{ZkBackend, ZkConfig};
 use conformance::routes::{hosts, proxies_to};
-use conformance::{
-    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
-};
-use lockcore::{ConnectionEvent, LockBackend, LockName, SharedBackend};
+use conformance::{Harness, Holder, HookError, HookResult, ProxiedClients, TestClient};
+use lockcore::{LockName, SharedBackend};
 use testkit::proxy::ProxyMode;
 use testkit::zk::ZooKeeper;
 
@@ -50,26 +51,9 @@ impl Harness for ZkHarness {
         SESSION * 3
     }
 
-    /// Closes the client's session from a second connection straight to the server while the
-    /// client's own route is cut (so it cannot win the session back), then lets the client
-    /// reconnect and waits until it has been told (`Lost`): the servers end a session at once,
-    /// and no client can learn of that before it next reaches them.
+    /// Closes the session from a second connection; see `shared/zk_hooks.rs`.
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let backend = self.clients.backend(client)?;
-        let mut events = backend.connection_events();
-        self.clients.cut(client)?;
-        let closed = backend.expire_session_at(&self.zk.connect_string()).await;
-        self.clients.heal(client)?;
-        closed.map_err(|e| HookError::Failed(format!("closing the session: {e}")))?;
-        let told = tokio::time::timeout(SESSION * 3, async {
-            while events.current() != ConnectionEvent::Lost {
-                if events.next().await.is_none() {
-                    return;
-                }
-            }
-        })
-        .await;
-        told.map_err(|_| HookError::Failed("the client did not notice its expired session".into()))
+        zk_hooks::expire_session(&self.clients, client, &self.zk.connect_string(), SESSION).await
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
@@ -81,18 +65,7 @@ impl Harness for ZkHarness {
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
-        let url = format!(
-            "zk://{}?session_timeout={}ms",
-            self.zk.connect_string(),
-            SESSION.as_millis()
-        );
-        ProcessHolder::spawn(
-            env!("CARGO_BIN_EXE_holder"),
-            &url,
-            name.as_str(),
-            Duration::from_secs(20),
-        )
-        .await
+        zk_hooks::spawn_holder(&self.zk.connect_string(), SESSION, name).await
     }
 
     async fn restart_server(&self) -> HookResult {

@@ -6,6 +6,9 @@
 //! `lost()` never fires (their sessions survive a reconnect to another member), nobody else can
 //! take their locks, and their releases are confirmed at the end.
 
+#[path = "shared/zk_hooks.rs"]
+mod zk_hooks;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +16,8 @@ use async_trait::async_trait;
 use backend_zk::{ZkBackend, ZkConfig};
 use conformance::routes::{hosts, proxies_to};
 use conformance::runner::{run_all, Outcome};
-use conformance::{
-    Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
-};
-use lockcore::{ConnectionEvent, LockBackend, LockName, MutexGuard, SharedBackend};
+use conformance::{Harness, Holder, HookError, HookResult, ProxiedClients, TestClient};
+use lockcore::{LockName, MutexGuard, SharedBackend};
 use testkit::proxy::ProxyMode;
 use testkit::zk::ZkEnsemble;
 
@@ -62,22 +63,9 @@ impl Harness for EnsembleHarness {
         SESSION * 2 + Duration::from_secs(2)
     }
 
+    /// Closes the session from a second connection; see `shared/zk_hooks.rs`.
     async fn expire_session(&self, client: &TestClient) -> HookResult {
-        let backend = self.clients.backend(client)?;
-        let mut events = backend.connection_events();
-        self.clients.cut(client)?;
-        let closed = backend.expire_session_at(&self.ens.connect_string()).await;
-        self.clients.heal(client)?;
-        closed.map_err(|e| HookError::Failed(format!("closing the session: {e}")))?;
-        let told = tokio::time::timeout(SESSION * 3, async {
-            while events.current() != ConnectionEvent::Lost {
-                if events.next().await.is_none() {
-                    return;
-                }
-            }
-        })
-        .await;
-        told.map_err(|_| HookError::Failed("the client did not notice its expired session".into()))
+        zk_hooks::expire_session(&self.clients, client, &self.ens.connect_string(), SESSION).await
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
@@ -89,18 +77,7 @@ impl Harness for EnsembleHarness {
     }
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
-        let url = format!(
-            "zk://{}?session_timeout={}ms",
-            self.ens.connect_string(),
-            SESSION.as_millis()
-        );
-        ProcessHolder::spawn(
-            env!("CARGO_BIN_EXE_holder"),
-            &url,
-            name.as_str(),
-            Duration::from_secs(20),
-        )
-        .await
+        zk_hooks::spawn_holder(&self.ens.connect_string(), SESSION, name).await
     }
 
     /// Restarts every member at once (with their data).
