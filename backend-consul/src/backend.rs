@@ -1,18 +1,18 @@
 //! [`ConsulBackend`]: the `LockBackend` over one Consul agent.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lockcore::{
-    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LockBackend, LockKind,
-    LockName, LockState, Result,
+use tumbler_core::{
+    AcquireRequest, Capabilities, ConnectionEvents, Fencing, Hold, LockBackend, LockKind, LockName,
+    LockState, Result,
 };
 
 use crate::api::{Api, Behavior, Health, SessionSpec, BACKEND};
 use crate::config::ConsulConfig;
 use crate::gates::Gates;
 use crate::layout::Layout;
+use crate::mutex::HeldKeys;
 use crate::session::Sessions;
 
 /// What every part of the backend shares.
@@ -21,8 +21,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: Sessions,
     pub(crate) layout: Layout,
     pub(crate) gates: Arc<Gates>,
+    pub(crate) held: Arc<HeldKeys>,
     pub(crate) config: ConsulConfig,
-    closed: AtomicBool,
 }
 
 /// Distributed locks on a Consul agent: mutexes on the api.Lock protocol, semaphores on
@@ -33,8 +33,8 @@ pub(crate) struct Inner {
 /// own. Use it through lockcore's handles:
 ///
 /// ```no_run
-/// # async fn demo() -> lockcore::Result<()> {
-/// let locks = backend_consul::connect_url("consul://127.0.0.1:8500?ttl=15s&lock_delay=1s").await?;
+/// # async fn demo() -> tumbler_core::Result<()> {
+/// let locks = tumbler_consul::connect_url("consul://127.0.0.1:8500?ttl=15s&lock_delay=1s").await?;
 /// let guard = locks.mutex("jobs/nightly")?.lock().await?;
 /// tokio::select! {
 ///     reason = guard.lost() => eprintln!("stop: {reason}"),
@@ -83,8 +83,8 @@ impl ConsulBackend {
                 sessions,
                 layout: Layout::new(config.prefix.clone()),
                 gates: Arc::new(Gates::default()),
+                held: Arc::new(HeldKeys::default()),
                 config,
-                closed: AtomicBool::new(false),
             }),
         })
     }
@@ -122,10 +122,7 @@ impl ConsulBackend {
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed { backend: BACKEND });
-        }
-        Ok(())
+        self.inner.sessions.check_open()
     }
 }
 
@@ -140,6 +137,8 @@ impl LockBackend for ConsulBackend {
             .with_revocation(true)
             .with_lists_waiters(true)
             .with_crash_release_bound(Some(self.inner.config.crash_release_bound()))
+            .with_waiter_release_bound(Some(self.inner.config.waiter_release_bound()))
+            .with_request_timeout(self.inner.config.request_timeout)
     }
 
     fn address(&self) -> String {
@@ -157,13 +156,8 @@ impl LockBackend for ConsulBackend {
             LockKind::Write => {
                 crate::rwlock::acquire(inner, &request.name, true, request.wait).await
             }
+            // lockcore validated the permits (`tumbler_core::validate`) before calling us.
             LockKind::Permits { limit, count } => {
-                if count == 0 || count > limit {
-                    return Err(Error::invalid(
-                        "permits",
-                        format!("asked for {count} of {limit} permits; ask for 1..={limit}"),
-                    ));
-                }
                 crate::semaphore::acquire(inner, &request.name, limit, count, request.wait).await
             }
         }
@@ -185,10 +179,19 @@ impl LockBackend for ConsulBackend {
         self.inner.api.health().subscribe()
     }
 
+    /// Destroys every session of this backend (its own, every semaphore lease's and every
+    /// queued waiter's): every hold is released at once and reports `lost()`
+    /// ([`tumbler_core::LostReason::Abandoned`]), every waiting acquisition ends with
+    /// [`tumbler_core::Error::Closed`], and later calls fail with [`tumbler_core::Error::Closed`]. Call it before the
+    /// process exits: a session that is not destroyed keeps its locks until Consul invalidates
+    /// it (2 × TTL) plus the lock-delay.
     async fn shutdown(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::SeqCst) {
+        if self.inner.sessions.is_closed() {
             return Ok(());
         }
-        self.inner.sessions.close().await
+        self.inner.sessions.refuse_new();
+        let released = self.inner.held.release_all(&self.inner.api).await;
+        let closed = self.inner.sessions.close().await;
+        released.and(closed)
     }
 }

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lockcore::params::Params;
-use lockcore::{Error, Result};
+use tumbler_core::tls::TlsParams;
+use tumbler_core::url::StoreUrl;
+use tumbler_core::{Error, Result};
 
 use crate::layout::{check_prefix, DEFAULT_PREFIX};
 
@@ -28,7 +29,8 @@ pub const DEFAULT_QUERY_WAIT: Duration = Duration::from_secs(60);
 /// Consul's largest blocking-query wait.
 pub const MAX_QUERY_WAIT: Duration = Duration::from_secs(600);
 
-/// The URL query parameters [`ConsulConfig::from_url`] knows.
+/// The URL query parameters [`ConsulConfig::from_url`] knows (`ca_file`, `cert_file` and
+/// `key_file` are older names of `tls_ca`, `tls_cert` and `tls_key`).
 pub const URL_PARAMETERS: &[&str] = &[
     "ttl",
     "lock_delay",
@@ -39,17 +41,38 @@ pub const URL_PARAMETERS: &[&str] = &[
     "connect_timeout",
     "request_timeout",
     "query_wait",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_insecure",
     "ca_file",
     "cert_file",
     "key_file",
 ];
 
+/// The Consul backend's older TLS parameter names, still accepted.
+const TLS_ALIASES: &[(&str, &str)] = &[
+    ("ca_file", "tls_ca"),
+    ("cert_file", "tls_cert"),
+    ("key_file", "tls_key"),
+];
+
+/// How often `?token=` appears in the query of `url`.
+fn token_count(url: &str) -> usize {
+    url.split_once('?').map_or(0, |(_, query)| {
+        let query = query.split('#').next().unwrap_or_default();
+        url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == "token")
+            .count()
+    })
+}
+
 /// How to reach a Consul agent and how this client's sessions behave.
 ///
 /// ```no_run
-/// # async fn demo() -> lockcore::Result<()> {
+/// # async fn demo() -> tumbler_core::Result<()> {
 /// use std::time::Duration;
-/// use backend_consul::ConsulConfig;
+/// use tumbler_consul::ConsulConfig;
 /// let locks = ConsulConfig::new("127.0.0.1:8500")
 ///     .session_ttl(Duration::from_secs(15))
 ///     .lock_delay(Duration::from_secs(1))
@@ -121,51 +144,53 @@ impl ConsulConfig {
         config
     }
 
-    /// Parses a `consul://` or `consuls://` URL; see the crate docs for the grammar.
+    /// Parses a `consul://` or `consuls://` URL (with lockcore's [`StoreUrl`]); see the crate
+    /// docs for the grammar.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming what to fix: another scheme, no host or more than one,
+    /// port 0, a path, user info or `?user=` (Consul takes an ACL token, `?token=`, once),
+    /// an unknown parameter, a value out of range, TLS files on plain http.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::invalid("consul URL", format!("{url:?} does not parse: {e}")))?;
-        let https = match parsed.scheme() {
-            "consul" => false,
-            "consuls" => true,
-            other => {
+        let https = url.starts_with("consuls://");
+        let default_port = if https { 8501 } else { 8500 };
+        let mut parsed = StoreUrl::parse(url, &["consul", "consuls"], default_port)?;
+        let host = match parsed.hosts.as_slice() {
+            [host] => host.to_string(),
+            hosts => {
                 return Err(Error::invalid(
                     "consul URL",
-                    format!("scheme {other:?} is not consul:// or consuls://"),
+                    format!(
+                        "names {} agents; give one agent (its servers replicate the locks)",
+                        hosts.len()
+                    ),
                 ))
             }
         };
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(Error::invalid(
-                "consul URL",
-                "user info is not used; pass an ACL token as ?token=…",
-            ));
-        }
-        if !matches!(parsed.path(), "" | "/") {
+        if !parsed.path.is_empty() {
             return Err(Error::invalid(
                 "consul URL",
                 format!(
                     "path {:?} is not used; set the key prefix with ?prefix=…",
-                    parsed.path()
+                    parsed.path
                 ),
             ));
         }
-        if parsed.fragment().is_some() {
-            return Err(Error::invalid("consul URL", "remove the #fragment"));
+        if parsed.credentials()?.is_some() {
+            return Err(Error::invalid(
+                "consul URL",
+                "user info and ?user=/?password= are not used; pass an ACL token as ?token=…",
+            ));
         }
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| Error::invalid("consul URL", format!("{url:?} names no host")))?;
-        let port = parsed.port().unwrap_or(if https { 8501 } else { 8500 });
-        let mut config = ConsulConfig::new(format!("{host}:{port}")).https(https);
-        let scheme = if https { "consuls" } else { "consul" };
-        let mut params = Params::new(
-            scheme,
-            parsed
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned())),
-        );
+        if token_count(url) > 1 {
+            return Err(Error::invalid(
+                "consul URL",
+                "the ACL token is given twice (?token= appears more than once); give it once",
+            ));
+        }
+        let mut config = ConsulConfig::new(host).https(https);
+        let params = parsed.params();
         if let Some(ttl) = params.duration("ttl")? {
             config.session_ttl = ttl;
         }
@@ -189,24 +214,23 @@ impl ConsulConfig {
         if let Some(t) = params.duration("query_wait")? {
             config.query_wait = t;
         }
-        config.ca_file = params.text("ca_file").map(PathBuf::from);
-        match (params.text("cert_file"), params.text("key_file")) {
-            (Some(cert), Some(key)) => config.client_cert = Some((cert.into(), key.into())),
-            (None, None) => {}
-            _ => {
-                return Err(Error::invalid(
-                    "consul URL",
-                    "cert_file and key_file go together (a client certificate and its key)",
-                ))
-            }
-        }
-        params.finish(URL_PARAMETERS)?;
-        if !https && (config.ca_file.is_some() || config.client_cert.is_some()) {
+        let tls = TlsParams::from_params(params, TLS_ALIASES)?;
+        parsed.finish(URL_PARAMETERS)?;
+        if tls.insecure {
             return Err(Error::invalid(
-                "consul URL",
-                "ca_file, cert_file and key_file need https: use consuls://",
+                "consul URL parameter `tls_insecure`",
+                "the Consul backend always verifies the agent's certificate; give the CA that \
+                 signed it as ?tls_ca=…",
             ));
         }
+        if !https && (tls.ca.is_some() || tls.cert.is_some()) {
+            return Err(Error::invalid(
+                "consul URL",
+                "tls_ca, tls_cert and tls_key need https: use consuls://",
+            ));
+        }
+        config.ca_file = tls.ca;
+        config.client_cert = tls.cert.zip(tls.key);
         config.validate()?;
         Ok(config)
     }
@@ -320,6 +344,18 @@ impl ConsulConfig {
         self.session_ttl * 2 + self.lock_delay
     }
 
+    /// How long a waiter that was killed can keep a free lock from waiting acquisitions at
+    /// most: [`crate::DEAD_WAITER_GRACE`] plus one request, whatever the TTL. A killed mutex
+    /// waiter's queue key, or a killed waiting writer's place in a read-write lock's record,
+    /// lives on the agent until Consul invalidates its session (2 × TTL); the next waiter goes
+    /// ahead (mutex) or takes the dead writer off the waiting list (read-write lock) once the
+    /// free lock was not taken for the grace. A semaphore contender that waits never keeps a
+    /// permit from anyone. One-attempt acquisitions (`try_read`) do not wait out the grace: a
+    /// dead waiting writer refuses them until a waiting acquisition clears it, or 2 × TTL.
+    pub fn waiter_release_bound(&self) -> Duration {
+        crate::queue::DEAD_WAITER_GRACE + self.request_timeout
+    }
+
     /// Checks every setting; [`ConsulConfig::connect`] calls this first.
     pub fn validate(&self) -> Result<()> {
         if self.address.is_empty() || self.address.contains('/') {
@@ -328,13 +364,27 @@ impl ConsulConfig {
                 format!("{:?} is not host:port", self.address),
             ));
         }
+        if self
+            .address
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port == "0")
+        {
+            return Err(Error::invalid(
+                "consul address",
+                format!(
+                    "{:?} has port 0, which no agent listens on; give the agent's port \
+                     (8500 for http, 8501 for https)",
+                    self.address
+                ),
+            ));
+        }
         if self.session_ttl < MIN_SESSION_TTL || self.session_ttl > MAX_SESSION_TTL {
             return Err(Error::invalid(
                 "consul session ttl",
                 format!(
-                    "{:?} is out of range; use 1s..=24h (a real Consul agent needs at least its \
+                    "{} is out of range; use 1s..=24h (a real Consul agent needs at least its \
                      session_ttl_min, 10s by default)",
-                    self.session_ttl
+                    tumbler_core::params::format_duration(self.session_ttl)
                 ),
             ));
         }
@@ -342,8 +392,8 @@ impl ConsulConfig {
             return Err(Error::invalid(
                 "consul lock_delay",
                 format!(
-                    "{:?} is more than Consul enforces (60s); use 0s..=60s",
-                    self.lock_delay
+                    "{} is more than Consul enforces (60s); use 0s..=60s",
+                    tumbler_core::params::format_duration(self.lock_delay)
                 ),
             ));
         }
@@ -356,7 +406,10 @@ impl ConsulConfig {
             if value < Duration::from_millis(10) || value > max {
                 return Err(Error::invalid(
                     format!("consul {what}"),
-                    format!("{value:?} is out of range; use 10ms..=10m"),
+                    format!(
+                        "{} is out of range; use 10ms..=10m",
+                        tumbler_core::params::format_duration(value)
+                    ),
                 ));
             }
         }
@@ -367,8 +420,16 @@ impl ConsulConfig {
     }
 
     /// Connects: checks the settings, creates this client's session and starts renewing it.
-    pub async fn connect(self) -> Result<lockcore::SharedBackend> {
-        Ok(std::sync::Arc::new(
+    /// The backend is returned behind lockcore's [`tumbler_core::Checked`] layer
+    /// ([`tumbler_core::share`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a bad setting, [`Error::Connection`] or
+    /// [`Error::Timeout`] when the agent cannot be reached, [`Error::Auth`] when it refuses
+    /// the token.
+    pub async fn connect(self) -> Result<tumbler_core::SharedBackend> {
+        Ok(tumbler_core::share(
             crate::backend::ConsulBackend::connect(self).await?,
         ))
     }
@@ -422,8 +483,15 @@ mod tests {
         assert!(problem("consul://u:p@h").contains("?token="));
         assert!(problem("consul://h?prefix=/x").contains("starts with '/'"));
         assert!(problem("consul://h?ca_file=x").contains("consuls://"));
+        assert!(problem("consul://h?tls_ca=x").contains("consuls://"));
         assert!(problem("consul://h?cert_file=x").contains("together"));
+        assert!(problem("consuls://h?tls_ca=a&ca_file=b").contains("twice"));
+        assert!(problem("consuls://h?tls_insecure=true").contains("tls_ca"));
         assert!(problem("consul://").contains("no host"));
+        assert!(problem("consul://h:0").contains("port"));
+        assert!(problem("consul://a,b").contains("one agent"));
+        assert!(problem("consul://h?user=u").contains("?token="));
+        assert!(problem("consul://h?token=a&token=b").contains("twice"));
         assert!(problem("redis://h").contains("scheme"));
     }
 }

@@ -14,7 +14,7 @@
 //! `consul lock` command and tumbler exclude each other, and a mutex and a semaphore on the same
 //! name conflict on the flags exactly as they do in Consul's own clients.
 
-use lockcore::{Error, LockName, Result};
+use tumbler_core::{Error, LockName, Result};
 
 /// api.Lock's `LockFlagValue`: marks a key used as a lock.
 pub const LOCK_FLAGS: u64 = 0x2ddc_cbc0_58a5_0c18;
@@ -85,21 +85,12 @@ impl Layout {
     /// The folder of `name`: `P NAME/`, where `NAME` has each `:` replaced by `,`.
     ///
     /// Consul 1.21.5 and later reject `:` in keys, and `,` is not allowed in lock names, so the
-    /// mapping is one-to-one. Names with a segment starting with `.` are refused: those segments
-    /// are this layout's own (`.lock`, `.queue`, `.rwlock`, `.rw`).
+    /// mapping is one-to-one. [`LockName`] refuses segments starting with `.`
+    /// ([`tumbler_core::NameRule::DotSegment`]), which keeps this layout's own segments (`.lock`,
+    /// `.queue`, `.rwlock`, `.rw`) apart from every name's.
     pub fn folder(&self, name: &LockName) -> Result<Folder> {
-        let text = name.as_str();
-        if let Some(segment) = text.split('/').find(|s| s.starts_with('.')) {
-            return Err(Error::invalid(
-                format!("lock name {text:?} for Consul"),
-                format!(
-                    "segment {segment:?} starts with '.', which the Consul backend reserves for \
-                     its own keys (.lock, .queue, .rwlock, .rw); rename the segment"
-                ),
-            ));
-        }
         Ok(Folder {
-            base: format!("{}{}/", self.prefix, text.replace(':', ",")),
+            base: format!("{}{}/", self.prefix, name.as_str().replace(':', ",")),
         })
     }
 }
@@ -211,15 +202,22 @@ mod tests {
     }
 
     #[test]
-    fn colons_map_to_commas_and_dot_segments_are_refused() {
+    fn colons_map_to_commas_and_dot_segments_are_not_names() {
         assert_eq!(folder("a:b").lock_key(), "p/a,b/.lock");
-        let layout = Layout::new("");
-        let err = layout
-            .folder(&LockName::new("a/.lock").unwrap())
-            .unwrap_err();
-        assert!(err.to_string().contains("reserves"), "{err}");
+        for reserved in ["a/.lock", ".queue", "x/.rw/y"] {
+            assert!(
+                matches!(
+                    LockName::new(reserved),
+                    Err(Error::InvalidName {
+                        rule: tumbler_core::NameRule::DotSegment,
+                        ..
+                    })
+                ),
+                "{reserved}"
+            );
+        }
         assert_eq!(
-            layout
+            Layout::new("")
                 .folder(&LockName::new("x").unwrap())
                 .unwrap()
                 .lock_key(),

@@ -1,11 +1,11 @@
-//! # backend-consul
+//! # tumbler-consul
 //!
 //! tumbler's Consul backend: distributed mutexes, semaphores and read-write locks on a Consul
 //! agent's sessions and KV store, through its HTTP API.
 //!
 //! ```no_run
-//! # async fn demo() -> lockcore::Result<()> {
-//! let locks = backend_consul::connect_url("consul://127.0.0.1:8500?lock_delay=1s").await?;
+//! # async fn demo() -> tumbler_core::Result<()> {
+//! let locks = tumbler_consul::connect_url("consul://127.0.0.1:8500?lock_delay=1s").await?;
 //! let guard = locks.mutex("jobs/nightly")?.lock().await?;
 //! println!("fencing token {}", guard.fencing_token());
 //! guard.release().await?;
@@ -15,7 +15,9 @@
 //! # URL grammar
 //!
 //! `consul://HOST[:PORT][/][?PARAMS]` (plain http, default port 8500) or
-//! `consuls://HOST[:PORT][/][?PARAMS]` (https, default port 8501). Parameters:
+//! `consuls://HOST[:PORT][/][?PARAMS]` (https, default port 8501), parsed by lockcore's
+//! [`tumbler_core::url::StoreUrl`]: one agent, no port 0, no path, no user info (the ACL token is
+//! `?token=`, given once). Parameters:
 //!
 //! | parameter | default | meaning |
 //! |---|---|---|
@@ -28,8 +30,11 @@
 //! | `connect_timeout` | `5s` | TCP/TLS connect timeout |
 //! | `request_timeout` | `10s` | timeout of one request (blocking queries get their wait on top) |
 //! | `query_wait` | `60s` | longest single blocking query |
-//! | `ca_file` | system roots | PEM CA certificate(s) to trust (`consuls://` only) |
-//! | `cert_file`, `key_file` | none | client certificate and key for `verify_incoming` agents (`consuls://` only) |
+//! | `tls_ca` (alias `ca_file`) | system roots | PEM CA certificate(s) to trust (`consuls://` only) |
+//! | `tls_cert`, `tls_key` (aliases `cert_file`, `key_file`) | none | client certificate and key for `verify_incoming` agents (`consuls://` only) |
+//!
+//! The TLS names are lockcore's ([`tumbler_core::tls::TlsParams`]), the same on every store;
+//! `tls_insecure=true` is refused (the agent's certificate is always verified).
 //!
 //! Durations are written `500ms`, `10s`, `2m`, `1h`. Unknown parameters are errors. For code,
 //! [`ConsulConfig`] has a builder with the same settings and [`ConsulConfig::from_env`] reads
@@ -38,7 +43,8 @@
 //! # Keys, and working with `consul lock` and Go clients
 //!
 //! A lock name `NAME` lives under `<prefix>NAME/` (each `:` in the name becomes `,`, since
-//! Consul 1.21.5+ refuses `:` in keys; segments starting with `.` are refused):
+//! Consul 1.21.5+ refuses `:` in keys; [`tumbler_core::LockName`] refuses segments starting with
+//! `.`, which are this layout's own):
 //!
 //! - **Mutex**: the api.Lock protocol on the key `<prefix>NAME/.lock` with flags
 //!   `0x2ddccbc058a50c18` — the key `consul lock <prefix>NAME …` uses. So
@@ -57,8 +63,19 @@
 //! - Mutex waiters queue in `<prefix>NAME/.queue/<session>` so that a release wakes one waiter,
 //!   not all of them (api.Lock's waiters all wake on every release).
 //!
-//! A mutex and a semaphore of the same name conflict on the `.lock` key's flags and report
-//! [`lockcore::Error::Conflict`], as Consul's own clients do.
+//! # One name, one kind
+//!
+//! While a name is held or waited on by one primitive (mutex, semaphore, read-write lock),
+//! asking for it as another gives [`tumbler_core::Error::Conflict`] naming both kinds and the key
+//! that shows the other use; once it is free, any kind may use it (an unused semaphore record
+//! or released mutex key is taken over). Each acquisition puts its own key first and then
+//! lists the name's folder, so of two acquisitions of different kinds at least one sees the
+//! other (both may be refused; they never both hold). A semaphore's limit is recorded in its
+//! holders record: while the semaphore is in use, another limit is a `Conflict`. Nested names
+//! (`a` and `a/b`) are independent locks: a folder's listing includes longer names' keys, and
+//! they are ignored. Data at a name's keys that neither tumbler nor Consul's lock clients wrote
+//! (unknown flags at `.lock` or `.rwlock`, a record that does not decode) is a `Conflict`
+//! naming the key: delete the key or use another name.
 //!
 //! # Sessions
 //!
@@ -69,16 +86,16 @@
 //! use a given mutex key (the others wait locally). Each semaphore lease, and each queued mutex
 //! waiter, has a session of its own (`Behavior=delete`, no lock-delay), as api.Semaphore does:
 //! its keys vanish when it is destroyed, which is also how a cancelled acquisition cleans up.
-//! When the backend's session is lost, the next acquisition creates a new one.
+//! When the backend's session is lost, a new one is created in the background at once.
 //!
 //! # State and revocation
 //!
-//! [`lockcore::LockBackend::state`] lists one folder: the mutex holder (session ID and token),
+//! [`tumbler_core::LockBackend::state`] lists one folder: the mutex holder (session ID and token),
 //! semaphore holders (session ID and permits), read-write holders (lease ID and side), and as
 //! waiters tumbler's queued mutex waiters and the live semaphore / read-write contenders that
 //! hold nothing (a Go api.Lock client waiting on a key is invisible). The listing includes the
 //! keys of longer names below `NAME/`, so keep such trees small.
-//! [`lockcore::LockBackend::request_revoke`] writes a marker with `?cas=` into the held mutex
+//! [`tumbler_core::LockBackend::request_revoke`] writes a marker with `?cas=` into the held mutex
 //! key's value (the holder's session stays; the next acquisition clears it), or a nonce into
 //! the semaphore / read-write record; the holders' blocking queries see it.
 //!
@@ -89,9 +106,24 @@
 //!   it was still held. Consul's index is global and grows with every write, and the next
 //!   holder can only be granted by a later write, so its token is larger. (LockIndex is not
 //!   used: it restarts at 0 when a key is rewritten.)
-//! - **`lost()`** fires when the agent reports the session gone (renewal answers 404), when no
-//!   renewal has succeeded for 0.9 × TTL since it was sent (the agent cannot be reached), and
-//!   when a blocking query on the hold's key shows it deleted or held by another session.
+//! - **`lost()`** fires with [`tumbler_core::LostReason::SessionExpired`] when the agent reports
+//!   the session gone (a renewal answers 404, or the hold's keys were released because the
+//!   agent invalidated the session), with [`tumbler_core::LostReason::RenewalFailed`] when no
+//!   renewal has succeeded for 0.9 × TTL since it was sent (the agent cannot be reached;
+//!   lockcore's keeper, [`tumbler_core::keeper::Validity::consul`]), and with
+//!   [`tumbler_core::LostReason::Deleted`] when a blocking query on the hold's keys shows them
+//!   deleted or held by another session while the session lives. The deadline is on the hold
+//!   from its grant, so a holder stalled right after `lock()` sees the loss on its next look.
+//! - **Connection events**: `Connected`; `Suspended` as soon as a request fails, answers "not
+//!   now" (no leader, 429, 5xx gateway) or goes unanswered for half the request timeout (at
+//!   most 1 s); `Reconnected` when the agent answers again and the session was kept; `Lost`
+//!   when the backend's session is gone, then `Reconnected` once a new one (created in the
+//!   background at once) is usable.
+//! - **Unreachable agent**: every request has a timeout (`request_timeout`, also reported as
+//!   [`tumbler_core::Capabilities::request_timeout`]); a failed one is
+//!   [`tumbler_core::Error::Connection`] or [`tumbler_core::Error::Timeout`] stating the real elapsed
+//!   time, never "busy". A waiter whose session runs out while the agent is unreachable ends
+//!   with one of them.
 //!   Consul invalidates a session only after 2 × TTL without renewal and then keeps its locks
 //!   unacquirable for the lock-delay, so the holder gives up at least 1.1 × TTL + lock-delay
 //!   before a rival can be granted (with clocks whose rates differ by less than 10%). When
@@ -107,10 +139,21 @@
 //! - **Hand-off** uses blocking queries (`?index=&wait=`); an acquire refused while the key is
 //!   free (a lock-delay) waits out our configured lock-delay with a blocking query, then backs
 //!   off from 100ms. No fixed-interval polling.
-//! - **Cancellation**: dropping an acquisition destroys its waiter or lease session (Consul
-//!   deletes its keys) and releases a key that was being acquired, keeping the key's local gate
-//!   closed until that is done.
-//! - **ACLs and TLS**: a refused token gives [`lockcore::Error::Auth`]; `consuls://` uses rustls
+//! - **Cancellation**: dropping an acquisition (a cancelled or timed-out wait) destroys its
+//!   waiter or lease session (Consul deletes its keys) and releases a key that was being
+//!   acquired, keeping the key's local gate closed until that is done; the destroy runs on
+//!   another runtime if the acquisition's runtime ends first.
+//! - **Killed waiters**: a waiter that dies keeps its keys until Consul invalidates its
+//!   session (2 × TTL), but it keeps a free lock from waiting acquisitions for at most
+//!   [`DEAD_WAITER_GRACE`] plus one request, whatever the TTL (see
+//!   [`ConsulConfig::waiter_release_bound`]).
+//! - **Shutdown**: [`tumbler_core::LockBackend::shutdown`] releases every mutex hold with
+//!   `?release=` (no lock-delay), destroys every session of the backend (its own, every lease's
+//!   and waiter's), so every hold reports `lost()` and every waiter ends with
+//!   [`tumbler_core::Error::Closed`]. Call it before the process exits: a session that is not
+//!   destroyed keeps its locks until Consul invalidates it (2 × TTL) plus the lock-delay.
+//!   Guards dropped outside any runtime are released on lockcore's background runtime.
+//! - **ACLs and TLS**: a refused token gives [`tumbler_core::Error::Auth`]; `consuls://` uses rustls
 //!   (ring) with the system's roots or `ca_file`. The `tls` feature (on by default) builds
 //!   reqwest with `rustls-no-provider` and hands it an explicit ring configuration; other
 //!   reqwest clients in the same program that rely on reqwest's built-in provider then need one
@@ -132,6 +175,7 @@ mod api;
 mod backend;
 mod config;
 mod gates;
+mod kinds;
 mod layout;
 mod mutex;
 mod queue;
@@ -149,13 +193,14 @@ pub use config::{
     URL_PARAMETERS,
 };
 pub use layout::{DEFAULT_PREFIX, LOCK_FLAGS, QUEUE_FLAGS, RWLOCK_FLAGS, SEMAPHORE_FLAGS};
+pub use queue::DEAD_WAITER_GRACE;
 
 /// Connects to the agent named by a `consul://` or `consuls://` URL (see the crate docs for the
 /// grammar) and returns a shared backend.
 ///
-/// Fails with [`lockcore::Error::InvalidArgument`] for a malformed URL or setting,
-/// [`lockcore::Error::Connection`] or [`lockcore::Error::Timeout`] when the agent cannot be
-/// reached, and [`lockcore::Error::Auth`] when it refuses the token.
-pub async fn connect_url(url: &str) -> lockcore::Result<lockcore::SharedBackend> {
+/// Fails with [`tumbler_core::Error::InvalidArgument`] for a malformed URL or setting,
+/// [`tumbler_core::Error::Connection`] or [`tumbler_core::Error::Timeout`] when the agent cannot be
+/// reached, and [`tumbler_core::Error::Auth`] when it refuses the token.
+pub async fn connect_url(url: &str) -> tumbler_core::Result<tumbler_core::SharedBackend> {
     ConsulConfig::from_url(url)?.connect().await
 }

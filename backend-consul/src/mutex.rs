@@ -11,22 +11,27 @@
 //! another session. Release is `PUT ?release=<session>`, then (like `consul lock`'s cleanup)
 //! a `DELETE ?cas=` of the key if nobody took it meanwhile.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lockcore::cleanup::CancelCleanup;
-use lockcore::{hold_signals, Error, HeldLock, Hold, HoldNotifier, LockName, LostReason, Result};
 use tokio::time::Instant;
+use tumbler_core::keeper::HoldTicket;
+use tumbler_core::{hold_signals, Error, HeldLock, Hold, LockName, LostReason, Result};
 
 use crate::api::{Acquire, Api, Block, KvPair};
 use crate::backend::Inner;
 use crate::gates::{GatePass, Gates};
+use crate::kinds::{self, Kind};
 use crate::layout::LOCK_FLAGS;
 use crate::queue::Queue;
 use crate::record::RevokeMarker;
 use crate::session::Session;
-use crate::watch::{monitor, next_index, watch_hold, Backoff, Check, Target, Watcher};
+use crate::watch::{
+    backoff, monitor, next_index, register, sleep_next, watch_hold, Check, Target, Watcher,
+};
+use tumbler_core::cleanup::RestartableCleanup as Cleanup;
 
 /// The gate pass of an acquisition: handed to the hold, or to the cleanup of a cancelled
 /// attempt (which keeps the gate closed until it has released the key).
@@ -77,31 +82,44 @@ struct Taken {
     revoke: Option<String>,
 }
 
-/// One api.Lock attempt: read, `?acquire=` if free, read back.
+/// One api.Lock attempt: list the name's folder (refusing foreign data and other kinds), and
+/// if no other session holds the key, `?acquire=`, then list again: the other kinds may have
+/// put their keys meanwhile (see [`crate::kinds`]), and the key's ModifyIndex is the token.
 async fn attempt(
     inner: &Arc<Inner>,
     name: &LockName,
     key: &str,
     slot: &PassSlot,
 ) -> Result<Attempt> {
+    let folder = inner.layout.folder(name)?;
     for _ in 0..3 {
-        let read = inner.api.kv_get(key, None).await?;
+        let listed = inner.api.kv_list(folder.base(), None).await?;
+        kinds::check(Kind::Mutex, name, &folder, &listed.value)?;
         let session = inner.sessions.main().await?;
-        if let Some(pair) = &read.value {
-            check_flags(name, pair)?;
-            if pair.is_held() && !pair.held_by(session.id()) {
-                return Ok(Attempt::Held { index: read.index });
+        if let Some(pair) = lock_pair(&listed.value, key) {
+            if pair.flags == LOCK_FLAGS && pair.is_held() && !pair.held_by(session.id()) {
+                return Ok(Attempt::Held {
+                    index: listed.index,
+                });
             }
         }
         // From the moment the acquire is sent, a cancelled acquisition must release the key.
-        let cleanup = CancelCleanup::new(
+        let (api, owned_key, held_by, pass) = (
+            inner.api.clone(),
+            key.to_string(),
+            session.clone(),
+            slot.clone(),
+        );
+        let cleanup = Cleanup::new(
             "release the key of a cancelled Consul lock acquisition",
-            undo_acquire(
-                inner.api.clone(),
-                key.to_string(),
-                session.clone(),
-                slot.clone(),
-            ),
+            move || {
+                undo_acquire(
+                    api.clone(),
+                    owned_key.clone(),
+                    held_by.clone(),
+                    pass.clone(),
+                )
+            },
         );
         match inner
             .api
@@ -115,13 +133,28 @@ async fn attempt(
             }
             Acquire::Busy => {
                 cleanup.disarm();
-                return Ok(Attempt::Delayed { index: read.index });
+                return Ok(Attempt::Delayed {
+                    index: listed.index,
+                });
             }
             Acquire::Acquired => {}
         }
-        let back = inner.api.kv_get(key, None).await?;
+        let back = inner.api.kv_list(folder.base(), None).await?;
+        if let Err(conflict) = kinds::check(Kind::Mutex, name, &folder, &back.value) {
+            // Another kind came in meanwhile: leave the name to it. If the release fails,
+            // dropping the armed cleanup retries it in the background.
+            if inner
+                .api
+                .kv_release(key, session.id(), LOCK_FLAGS)
+                .await
+                .is_ok()
+            {
+                cleanup.disarm();
+            }
+            return Err(conflict);
+        }
         cleanup.disarm();
-        return Ok(match back.value {
+        return Ok(match lock_pair(&back.value, key) {
             Some(pair) if pair.held_by(session.id()) => {
                 let marker = RevokeMarker::parse(&pair.value);
                 Attempt::Taken(Taken {
@@ -141,19 +174,9 @@ async fn attempt(
     ))
 }
 
-/// Refuses a key that is not an api.Lock key (e.g. a semaphore's holders record).
-fn check_flags(name: &LockName, pair: &KvPair) -> Result<()> {
-    if pair.flags == LOCK_FLAGS {
-        return Ok(());
-    }
-    Err(Error::Conflict {
-        name: name.clone(),
-        problem: format!(
-            "the Consul key {} has flags {:#x}, not api.Lock's {LOCK_FLAGS:#x}: it is used by \
-             something else (a semaphore of the same name?); use another name",
-            pair.key, pair.flags
-        ),
-    })
+/// The mutex key's entry in a listing of its folder.
+fn lock_pair<'a>(pairs: &'a [KvPair], key: &str) -> Option<&'a KvPair> {
+    pairs.iter().find(|p| p.key == key)
 }
 
 /// Waits in the queue, then as its first waiter for the key, and takes it.
@@ -174,7 +197,7 @@ async fn wait_then_take(
         Attempt::Held { index }
     };
     let mut delay_ends: Option<Instant> = None;
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         let waited = match last {
             Attempt::Taken(taken) => return Ok(grant(inner, name, key, taken, &slot)),
@@ -189,7 +212,7 @@ async fn wait_then_take(
                     ends - now
                 } else {
                     // Longer than our own lock-delay: another client's session set it.
-                    let pause = backoff.step();
+                    let pause = backoff.next_delay();
                     delay_ends = Some(now);
                     pause
                 };
@@ -198,7 +221,7 @@ async fn wait_then_take(
         };
         match waited {
             Ok(()) => {}
-            Err(e) if e.is_transient() => backoff.wait().await,
+            Err(e) if e.is_transient() => sleep_next(&mut backoff).await,
             Err(e) => return Err(e),
         }
         if !queue.session().is_live() {
@@ -249,9 +272,9 @@ async fn wait_change(
 /// Builds the hold and starts watching it.
 fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &PassSlot) -> Hold {
     let (notifier, signals) = hold_signals();
-    let notifier = Arc::new(notifier);
+    let ticket = register(&taken.session, notifier);
     if taken.revoke.is_some() {
-        notifier.revoke_requested();
+        ticket.notifier().revoke_requested();
     }
     let sid = taken.session.id().to_string();
     let mut seen = taken.revoke;
@@ -270,18 +293,23 @@ fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &
         inner.api.clone(),
         Target::Key(key.clone()),
         taken.index,
-        notifier.clone(),
+        ticket.clone(),
         check,
     );
     // Once the hold is lost, this backend may take the key again: our own release of a lost
     // hold first takes the gate back (see `MutexHold::release`).
     let relinquish = slot.clone();
+    inner.held.insert(&key, taken.session.id());
+    let (held, lost_key) = (inner.held.clone(), key.clone());
     let watcher = watch_hold(
         name,
-        notifier.clone(),
+        ticket.clone(),
         taken.session.clone(),
         store_side,
-        move || drop(relinquish.lock().unwrap_or_else(|p| p.into_inner()).take()),
+        move || {
+            held.remove(&lost_key);
+            drop(relinquish.lock().unwrap_or_else(|p| p.into_inner()).take());
+        },
     );
     Hold {
         token: taken.token,
@@ -290,9 +318,10 @@ fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &
             name: name.clone(),
             key,
             session: taken.session,
-            notifier,
+            ticket,
             watcher: Some(watcher),
             gates: inner.gates.clone(),
+            held: inner.held.clone(),
             pass: slot.clone(),
             released: false,
         }),
@@ -306,12 +335,46 @@ struct MutexHold {
     name: LockName,
     key: String,
     session: Arc<Session>,
-    notifier: Arc<HoldNotifier>,
+    ticket: Arc<HoldTicket>,
     watcher: Option<Watcher>,
     gates: Arc<Gates>,
+    held: Arc<HeldKeys>,
     /// This key's gate while the hold is live; emptied when the hold is lost.
     pass: PassSlot,
     released: bool,
+}
+
+/// The mutex keys this backend holds, and with which session: shutdown releases them with
+/// `?release=` (no lock-delay) before it destroys the session (which would put them under
+/// lock-delay).
+#[derive(Debug, Default)]
+pub(crate) struct HeldKeys(StdMutex<HashMap<String, String>>);
+
+impl HeldKeys {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, key: &str, session: &str) {
+        self.map().insert(key.to_string(), session.to_string());
+    }
+
+    fn remove(&self, key: &str) {
+        self.map().remove(key);
+    }
+
+    /// Releases every held key (shutdown). Returns the first error, after trying them all.
+    pub(crate) async fn release_all(&self, api: &Api) -> Result<()> {
+        let held: Vec<(String, String)> = self.map().drain().collect();
+        let mut first_error = None;
+        for (key, session) in held {
+            if let Err(e) = api.kv_release(&key, &session, LOCK_FLAGS).await {
+                tracing::warn!(%key, %e, "release at shutdown failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 }
 
 #[async_trait]
@@ -351,14 +414,18 @@ impl HeldLock for MutexHold {
         };
         self.released = true;
         self.watcher = None;
+        self.held.remove(&self.key);
         drop(pass);
         if !confirmed {
-            self.notifier.lost(LostReason::Deleted);
+            self.ticket.notifier().lost(LostReason::Deleted);
             return Err(Error::NotOwner {
                 name: self.name.clone(),
             });
         }
-        tokio::spawn(delete_if_free(self.api.clone(), self.key.clone()));
+        tumbler_core::cleanup::spawn_detached(
+            "delete a released Consul lock key",
+            delete_if_free(self.api.clone(), self.key.clone()),
+        );
         Ok(())
     }
 }
@@ -377,11 +444,11 @@ async fn delete_if_free(api: Arc<Api>, key: String) {
 /// timeout and released again if our session shows up on it.
 async fn undo_acquire(api: Arc<Api>, key: String, session: Arc<Session>, slot: PassSlot) {
     let _pass = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     while session.is_live() {
         match api.kv_release(&key, session.id(), LOCK_FLAGS).await {
             Ok(_) => break,
-            Err(_) => backoff.wait().await,
+            Err(_) => sleep_next(&mut backoff).await,
         }
     }
     let until = Instant::now() + api.request_timeout();
@@ -402,7 +469,7 @@ async fn undo_acquire(api: Arc<Api>, key: String, session: Arc<Session>, slot: P
                 }
                 index = next_index(index, read.index);
             }
-            Err(_) => backoff.wait().await,
+            Err(_) => sleep_next(&mut backoff).await,
         }
     }
 }

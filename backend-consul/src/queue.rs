@@ -10,14 +10,22 @@
 //! unchanged (the queue only orders tumbler's own waiters).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use lockcore::{Error, Result};
+use tokio::time::Instant;
+use tumbler_core::{Error, Result};
 
 use crate::api::{Acquire, Block, KvPair};
 use crate::backend::Inner;
 use crate::layout::{Entry, Folder, QUEUE_FLAGS};
 use crate::session::Session;
-use crate::watch::{next_index, Backoff};
+use crate::watch::{backoff, next_index, sleep_next};
+
+/// How long the mutex must stay free before a waiter stops waiting for the waiter ahead of
+/// it: a waiter that was killed keeps its queue key until the agent invalidates its session
+/// (2 × TTL), and must not cost the waiters behind it more than this after each release. A live
+/// waiter ahead takes a free lock within one round trip.
+pub const DEAD_WAITER_GRACE: Duration = Duration::from_secs(1);
 
 /// This acquisition's place in the queue of one mutex. Dropping it destroys the waiter
 /// session, which deletes the queue key.
@@ -52,7 +60,7 @@ impl Queue {
 
     /// Returns once no live waiter is ahead of us.
     pub(crate) async fn wait_turn(&mut self) -> Result<()> {
-        let mut backoff = Backoff::new();
+        let mut backoff = backoff();
         loop {
             if !self.session.is_live() {
                 self.rejoin().await?;
@@ -65,7 +73,7 @@ impl Queue {
             let listed = match listed {
                 Ok(listed) => listed,
                 Err(e) if e.is_transient() => {
-                    backoff.wait().await;
+                    sleep_next(&mut backoff).await;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -82,10 +90,62 @@ impl Queue {
                 return Ok(());
             };
             let session = self.session.clone();
+            let lock_key = self.folder.lock_key();
+            // The first waiter may be dead (its key lives until the agent invalidates its
+            // session): the second one watches the lock key too, and once it has stayed free
+            // for the grace, goes ahead anyway. (Only the second: every other waiter watching
+            // the key would make each release wake them all.)
+            let watch_lock = async {
+                if position == 1 {
+                    stays_free(&self.inner, &lock_key, DEAD_WAITER_GRACE).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             tokio::select! {
                 _ = session.lost() => {}
                 gone = wait_gone(&self.inner, &ahead, listed.index) => gone?,
+                free = watch_lock => {
+                    free?;
+                    tracing::debug!("the waiter ahead did not take the free lock; going ahead");
+                    return Ok(());
+                }
             }
+        }
+    }
+}
+
+/// Blocks until the mutex key has been free (absent or not held) for `grace` without
+/// interruption.
+async fn stays_free(inner: &Inner, key: &str, grace: Duration) -> Result<()> {
+    let mut index = 1;
+    let mut free_since: Option<Instant> = None;
+    let mut backoff = backoff();
+    loop {
+        let wait = match free_since {
+            Some(since) => {
+                let left = (since + grace).saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(());
+                }
+                left
+            }
+            None => inner.api.query_wait(),
+        };
+        let read = inner.api.kv_get(key, Some(Block { index, wait })).await;
+        match read {
+            Ok(q) => {
+                backoff.reset();
+                let free = !q.value.is_some_and(|p| p.is_held());
+                free_since = if free {
+                    free_since.or_else(|| Some(Instant::now()))
+                } else {
+                    None
+                };
+                index = next_index(index, q.index);
+            }
+            Err(e) if e.is_transient() => sleep_next(&mut backoff).await,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -125,7 +185,7 @@ pub(crate) fn live_waiters(folder: &Folder, pairs: &[KvPair]) -> Vec<KvPair> {
 async fn wait_gone(inner: &Inner, ahead: &KvPair, index: u64) -> Result<()> {
     let holder = ahead.session.clone().unwrap_or_default();
     let mut index = index;
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         let block = Block {
             index,
@@ -136,7 +196,7 @@ async fn wait_gone(inner: &Inner, ahead: &KvPair, index: u64) -> Result<()> {
                 Some(pair) if pair.held_by(&holder) => index = next_index(index, q.index),
                 _ => return Ok(()),
             },
-            Err(e) if e.is_transient() => backoff.wait().await,
+            Err(e) if e.is_transient() => sleep_next(&mut backoff).await,
             Err(e) => return Err(e),
         }
     }

@@ -4,7 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use tumbler_core::LockName;
+
+use crate::api::KvPair;
 
 /// api.Semaphore's `semaphoreLock`, stored at `NAME/.lock`: `{"Limit":n,"Holders":{"<session>":true}}`.
 ///
@@ -92,6 +96,26 @@ impl RevokeMarker {
         }
         serde_json::from_slice(value).ok()
     }
+}
+
+/// Decodes the record at `pair` (an empty value is an empty record). A value that does not
+/// decode is [`tumbler_core::Error::Conflict`] naming the key: someone else's data is there.
+pub(crate) fn decode_record<T: DeserializeOwned + Default>(
+    name: &LockName,
+    pair: &KvPair,
+    what: &str,
+) -> tumbler_core::Result<T> {
+    if pair.value.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&pair.value).map_err(|e| tumbler_core::Error::Conflict {
+        name: name.clone(),
+        problem: format!(
+            "the Consul key {} should hold {what}, but its value does not decode ({e}); delete \
+             the key if nothing uses it, or use another name",
+            pair.key
+        ),
+    })
 }
 
 /// Encodes a record; these types always serialize.

@@ -1,101 +1,116 @@
-//! Consul sessions with client-side validity.
+//! Consul sessions, renewed by lockcore's [`Keeper`].
 //!
-//! Each [`Session`] is renewed every TTL/2 by its own task. It counts as valid for
-//! [`validity`]`(ttl)` (0.9 × TTL) after the last renewal that succeeded was *sent*; when that
-//! deadline passes without a new success, or the agent answers that the session is gone, the
-//! session turns [`SessionState::Gone`] and every hold on it reports `lost()`. Consul itself
-//! invalidates a session only after 2 × TTL without a renewal, so a holder gives up at least
-//! 1.1 × TTL (plus the lock-delay) before anyone else can be granted its locks, even if the
-//! two clocks' rates differ by up to 10%.
+//! Each [`Session`] is renewed every TTL/2 by a [`Keeper`] with Consul's validity formula,
+//! [`Validity::consul`] (0.9 × TTL after the last successful renewal was *sent*). The holds a
+//! session vouches for register in its [`HoldSet`]: each gets the session's deadline the moment
+//! it is granted, and the loss when the session goes. When the deadline passes without a new
+//! success the holds are lost with [`LostReason::RenewalFailed`]; when the agent says the
+//! session is gone, with [`LostReason::SessionExpired`]. Consul itself invalidates a session
+//! only after 2 × TTL without a renewal, so a holder gives up at least 1.1 × TTL (plus the
+//! lock-delay) before anyone else can be granted its locks, even if the two clocks' rates
+//! differ by up to 10%.
 //!
 //! Dropping the last `Arc<Session>` stops the renewals and destroys the session on the agent
-//! (its keys are released or deleted at once); this is also how a cancelled acquisition cleans
-//! up a waiter or lease session.
+//! (its keys are released or deleted at once), with or without a runtime; this is also how a
+//! cancelled acquisition cleans up a waiter or lease session.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use lockcore::{LostReason, Result};
-use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant};
-use tracing::Instrument;
+use async_trait::async_trait;
+use tumbler_core::keeper::{HoldSet, Keeper, KeeperConfig, Renew, Renewal, Validity};
+use tumbler_core::retry::{retry_for, Backoff};
+use tumbler_core::{Error, LossLatch, LostReason, Result};
 
-use crate::api::{Api, Health, SessionSpec};
+use crate::api::{Api, Health, SessionSpec, BACKEND};
 
-/// How long a session counts as valid after a successful renewal was sent.
-pub(crate) fn validity(ttl: Duration) -> Duration {
-    ttl - ttl / 10
-}
+/// Runs once when a session is lost for a reason other than our own destroy.
+type OnLost = Box<dyn Fn() + Send + Sync>;
 
-/// Whether a session can still vouch for its holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SessionState {
-    /// Renewed recently enough: valid until this moment unless renewed again.
-    Live(Instant),
-    /// Expired, invalidated or given up, and why.
-    Gone(LostReason),
-}
-
-/// What the renewal task should do when the session handle goes away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// Keep renewing.
-    Run,
-    /// The session was destroyed explicitly; just stop.
-    Destroyed,
-}
-
-/// One Consul session and its renewal task.
+/// One Consul session, its keeper and the holds it vouches for.
 pub(crate) struct Session {
     id: String,
     api: Arc<Api>,
-    state: watch::Receiver<SessionState>,
-    stop: watch::Sender<Stop>,
+    ttl: Duration,
+    holds: Arc<HoldSet>,
+    keeper: Arc<Keeper>,
+    /// `None` while live; why it is gone otherwise.
+    state: LossLatch,
+    /// Destroyed explicitly (release, shutdown): dropping it has nothing left to do.
+    destroyed: AtomicBool,
+    health: Option<Arc<Health>>,
+    on_lost: Option<OnLost>,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("id", &self.id)
-            .field("state", &*self.state.borrow())
+            .field("lost", &self.state.reason())
             .finish()
+    }
+}
+
+/// One renewal of a session: `PUT /v1/session/renew/<id>`.
+struct Renewer {
+    api: Arc<Api>,
+    id: String,
+}
+
+#[async_trait]
+impl Renew for Renewer {
+    async fn renew(&self) -> Renewal {
+        match self.api.session_renew(&self.id).await {
+            Ok(true) => Renewal::Renewed,
+            Ok(false) => Renewal::Gone(LostReason::SessionExpired),
+            Err(error) => Renewal::Failed(error),
+        }
     }
 }
 
 impl Session {
     /// Creates a session and starts renewing it. `health`, when given, hears when the session
-    /// is lost (the backend's own session).
+    /// is lost (the backend's own session); `on_lost` runs once then.
     pub(crate) async fn create(
         api: Arc<Api>,
         spec: &SessionSpec,
         health: Option<Arc<Health>>,
+        on_lost: Option<OnLost>,
     ) -> Result<Arc<Session>> {
-        let sent = Instant::now();
+        let sent = std::time::Instant::now();
         let id = api.session_create(spec).await?;
-        let (state_tx, state_rx) = watch::channel(SessionState::Live(sent + validity(spec.ttl)));
-        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-        let span = tracing::debug_span!("consul session", id = %id, ttl = ?spec.ttl);
-        tokio::spawn(
-            renew(
-                Renewal {
-                    api: api.clone(),
-                    id: id.clone(),
-                    ttl: spec.ttl,
-                    state: state_tx,
-                    health,
-                },
-                sent,
-                stop_rx,
-            )
-            .instrument(span),
-        );
-        tracing::debug!(%id, ttl = ?spec.ttl, "consul session created");
-        Ok(Arc::new(Session {
+        let holds = HoldSet::new();
+        let keeper = Arc::new(Keeper::spawn(
+            KeeperConfig {
+                what: "consul session",
+                validity: Validity::consul(spec.ttl),
+                every: spec.ttl / 2,
+                // Suspended and Reconnected come from every request (see `Health`), Lost from
+                // `Session::gone`.
+                monitor: None,
+            },
+            Arc::new(Renewer {
+                api: api.clone(),
+                id: id.clone(),
+            }),
+            holds.clone(),
+            sent,
+        ));
+        let session = Arc::new(Session {
             id,
             api,
-            state: state_rx,
-            stop: stop_tx,
-        }))
+            ttl: spec.ttl,
+            holds,
+            keeper: keeper.clone(),
+            state: LossLatch::new(),
+            destroyed: AtomicBool::new(false),
+            health,
+            on_lost,
+        });
+        tokio::spawn(supervise(keeper, Arc::downgrade(&session)));
+        tracing::debug!(id = %session.id, ttl = ?spec.ttl, "consul session created");
+        Ok(session)
     }
 
     /// The session ID.
@@ -103,201 +118,197 @@ impl Session {
         &self.id
     }
 
+    /// The holds this session vouches for: register a hold here at its grant.
+    pub(crate) fn holds(&self) -> &Arc<HoldSet> {
+        &self.holds
+    }
+
     /// Whether the session can still vouch for holds.
     pub(crate) fn is_live(&self) -> bool {
-        matches!(*self.state.borrow(), SessionState::Live(_))
+        self.state.reason().is_none()
+            && self
+                .holds
+                .deadline()
+                .is_none_or(|deadline| std::time::Instant::now() < deadline)
     }
 
-    /// The session's state, to follow its validity deadline.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<SessionState> {
-        self.state.clone()
-    }
-
-    /// Resolves when the session is gone.
+    /// Resolves when the session is gone, with the reason.
     pub(crate) async fn lost(&self) -> LostReason {
-        let mut rx = self.state.clone();
-        let outcome = match rx.wait_for(|s| matches!(s, SessionState::Gone(_))).await {
-            Ok(state) => match &*state {
-                SessionState::Gone(reason) => Some(reason.clone()),
-                SessionState::Live(_) => None,
-            },
-            Err(_) => None,
-        };
-        outcome.unwrap_or(LostReason::Abandoned)
+        self.state.wait().await
+    }
+
+    /// Asks the agent whether the session still exists (after a hold's key was released or
+    /// deleted): if not, marks it expired and returns true. The question is a renewal, so a
+    /// live session is also renewed; when the agent cannot be asked, returns false.
+    pub(crate) async fn expired_on_agent(&self) -> bool {
+        if let Some(reason) = self.state.reason() {
+            return reason == LostReason::SessionExpired;
+        }
+        match self.api.session_renew(&self.id).await {
+            Ok(false) => {
+                self.gone(LostReason::SessionExpired);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Destroys the session on the agent now (its keys are released or deleted) and stops
-    /// renewing it.
+    /// renewing it. Renewing stops even when the agent cannot be told (the session then
+    /// expires after 2 × TTL), and the session counts as gone from now on.
     pub(crate) async fn destroy(&self) -> Result<()> {
-        self.api.session_destroy(&self.id).await?;
-        self.stop.send_replace(Stop::Destroyed);
-        Ok(())
+        self.destroyed.store(true, Ordering::SeqCst);
+        self.gone(LostReason::Abandoned);
+        self.api.session_destroy(&self.id).await
     }
-}
 
-/// What the renewal task owns.
-struct Renewal {
-    api: Arc<Api>,
-    id: String,
-    ttl: Duration,
-    state: watch::Sender<SessionState>,
-    health: Option<Arc<Health>>,
-}
-
-impl Renewal {
+    /// Marks the session gone for `reason` unless it already is: stops the keeper, loses
+    /// every hold, and (unless it was our own doing) tells health and the owner.
     fn gone(&self, reason: LostReason) {
+        let fired = self.state.fire(reason.clone());
+        if !fired {
+            return;
+        }
+        self.keeper.stop();
+        self.holds.lose_all(reason.clone());
+        if reason == LostReason::Abandoned {
+            return;
+        }
         tracing::warn!(id = %self.id, %reason, "consul session lost; its holds are lost");
-        self.state.send_replace(SessionState::Gone(reason));
         if let Some(health) = &self.health {
             health.session_lost();
         }
-    }
-
-    /// Pause before retrying a failed renewal.
-    fn retry_pause(&self) -> Duration {
-        (self.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        if let Some(on_lost) = &self.on_lost {
+            on_lost();
+        }
     }
 }
 
-/// Renews every TTL/2 until the session is dropped, destroyed, expired, or its validity runs
-/// out without a successful renewal.
-async fn renew(r: Renewal, created_sent: Instant, mut stop: watch::Receiver<Stop>) {
-    let validity = validity(r.ttl);
-    let mut valid_until = created_sent + validity;
-    let mut next = created_sent + r.ttl / 2;
-    let mut last_error: Option<lockcore::Error> = None;
-    loop {
-        tokio::select! {
-            biased;
-            stopped = stop.changed() => {
-                finish(&r, stopped.is_err()).await;
-                return;
-            }
-            _ = sleep_until(valid_until) => break,
-            _ = sleep_until(next) => {}
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.keeper.stop();
+        if self.destroyed.load(Ordering::SeqCst) {
+            return;
         }
-        let sent = Instant::now();
-        let outcome = tokio::select! {
-            biased;
-            stopped = stop.changed() => {
-                finish(&r, stopped.is_err()).await;
-                return;
+        // The keys of a dropped waiter or lease session block others until it goes: destroy
+        // it, retrying for one TTL (after 2 × TTL the agent invalidates it anyway).
+        let api = self.api.clone();
+        let id = self.id.clone();
+        let ttl = self.ttl;
+        tumbler_core::cleanup::spawn_restartable("destroy a dropped consul session", move || {
+            let (api, id) = (api.clone(), id.clone());
+            async move {
+                match retry_for(pause(ttl), ttl, || api.session_destroy(&id)).await {
+                    Ok(()) => tracing::debug!(%id, "consul session destroyed"),
+                    Err(error) => {
+                        tracing::debug!(%id, %error, "consul session destroy failed; it expires by TTL")
+                    }
+                }
             }
-            _ = sleep_until(valid_until) => break,
-            outcome = r.api.session_renew(&r.id) => outcome,
-        };
-        match outcome {
-            Ok(true) => {
-                tracing::trace!(id = %r.id, "consul session renewed");
-                valid_until = sent + validity;
-                next = sent + r.ttl / 2;
-                r.state.send_replace(SessionState::Live(valid_until));
-                last_error = None;
-            }
-            Ok(false) => {
-                r.gone(LostReason::SessionExpired);
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(id = %r.id, %error, "consul session renewal failed; retrying");
-                next = Instant::now() + r.retry_pause();
-                last_error = Some(error);
-            }
-        }
+        });
     }
-    // The validity ran out without a successful renewal.
-    let reason = match &last_error {
-        Some(e) if e.is_transient() => LostReason::Disconnected,
-        _ => LostReason::RenewalFailed,
+}
+
+/// The pauses between retries of a session request: from TTL/10 (50 ms..=1 s), doubling.
+fn pause(ttl: Duration) -> Backoff {
+    let first = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    Backoff::new(first, first * 8)
+}
+
+/// Follows a session's keeper: when it ends (the agent said the session is gone, or the
+/// validity ran out without a renewal), marks the session gone; after a renewal failure also
+/// destroys the session as soon as the agent can be reached again, so its keys do not stay
+/// held until Consul's own 2 × TTL runs out.
+async fn supervise(keeper: Arc<Keeper>, session: Weak<Session>) {
+    let reason = keeper.ended().await;
+    drop(keeper);
+    let Some(session) = session.upgrade() else {
+        return;
     };
-    r.gone(reason);
-    // The agent may still count the session alive (we could not reach it): destroy it as soon
-    // as we can, so its keys do not stay held until Consul's own 2 × TTL runs out.
-    let give_up = Instant::now() + r.ttl * 2;
-    while Instant::now() < give_up {
-        if *stop.borrow() == Stop::Destroyed {
-            return;
-        }
-        if r.api.session_destroy(&r.id).await.is_ok() {
-            tracing::debug!(id = %r.id, "lost consul session destroyed");
-            return;
-        }
-        tokio::time::sleep(r.retry_pause() * 4).await;
-    }
-}
-
-/// The handle is gone (`dropped`) or the session was destroyed explicitly.
-async fn finish(r: &Renewal, dropped: bool) {
-    if matches!(*r.state.borrow(), SessionState::Live(_)) {
-        r.state
-            .send_replace(SessionState::Gone(LostReason::Abandoned));
-    }
-    if !dropped {
+    if session.destroyed.load(Ordering::SeqCst) {
         return;
     }
-    // Keys of a dropped waiter or lease session block others until it goes: retry for a while
-    // (after 2 × TTL the agent invalidates it anyway).
-    let give_up = Instant::now() + r.ttl;
-    loop {
-        match r.api.session_destroy(&r.id).await {
-            Ok(()) => {
-                tracing::debug!(id = %r.id, "consul session destroyed");
-                return;
-            }
-            Err(error) if Instant::now() < give_up => {
-                tracing::debug!(id = %r.id, %error, "consul session destroy failed; retrying");
-                tokio::time::sleep(r.retry_pause() * 4).await;
-            }
-            Err(error) => {
-                tracing::debug!(id = %r.id, %error, "consul session destroy failed; it expires by TTL");
-                return;
-            }
-        }
+    session.gone(reason.clone());
+    if reason != LostReason::RenewalFailed {
+        return;
+    }
+    let (api, id, ttl) = (session.api.clone(), session.id.clone(), session.ttl);
+    drop(session);
+    if retry_for(pause(ttl), ttl * 2, || api.session_destroy(&id))
+        .await
+        .is_ok()
+    {
+        tracing::debug!(%id, "lost consul session destroyed");
     }
 }
 
-/// The sessions of one backend: its own (shared by every mutex and read-write hold, created
-/// again when lost) and the short-lived ones of semaphore leases and queued mutex waiters.
+/// The sessions of one backend: its own (shared by every mutex and read-write hold, replaced
+/// in the background when lost) and the short-lived ones of semaphore leases and queued mutex
+/// waiters. Cloning shares them.
+#[derive(Clone)]
 pub(crate) struct Sessions {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     api: Arc<Api>,
     main_spec: SessionSpec,
     temp_spec: SessionSpec,
     current: tokio::sync::Mutex<Option<Arc<Session>>>,
     all: Mutex<Vec<Weak<Session>>>,
+    closed: AtomicBool,
 }
 
 impl Sessions {
     /// `main_spec` for the backend's own session; `temp_spec` for lease and waiter sessions.
     pub(crate) fn new(api: Arc<Api>, main_spec: SessionSpec, temp_spec: SessionSpec) -> Self {
         Sessions {
-            api,
-            main_spec,
-            temp_spec,
-            current: tokio::sync::Mutex::new(None),
-            all: Mutex::new(Vec::new()),
+            shared: Arc::new(Shared {
+                api,
+                main_spec,
+                temp_spec,
+                current: tokio::sync::Mutex::new(None),
+                all: Mutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+            }),
         }
     }
 
     /// The backend's own session, created (again) if there is none or it was lost.
+    ///
+    /// Fails with [`Error::Closed`] after [`Sessions::close`].
     pub(crate) async fn main(&self) -> Result<Arc<Session>> {
-        let mut current = self.current.lock().await;
+        self.check_open()?;
+        let mut current = self.shared.current.lock().await;
         if let Some(session) = current.as_ref().filter(|s| s.is_live()) {
             return Ok(session.clone());
         }
+        let api = &self.shared.api;
+        let weak = Arc::downgrade(&self.shared);
+        let on_lost: Box<dyn Fn() + Send + Sync> = Box::new(move || replace_later(weak.clone()));
         let session = Session::create(
-            self.api.clone(),
-            &self.main_spec,
-            Some(self.api.health().clone()),
+            api.clone(),
+            &self.shared.main_spec,
+            Some(api.health().clone()),
+            Some(on_lost),
         )
         .await?;
         self.register(&session);
         *current = Some(session.clone());
+        drop(current);
+        if self.shared.closed.load(Ordering::SeqCst) {
+            // Closed while it was being created: it must not outlive the shutdown.
+            let _ = session.destroy().await;
+            return Err(Error::Closed { backend: BACKEND });
+        }
+        api.health().session_restored();
         Ok(session)
     }
 
     /// The backend's own session if it is live, without creating one.
     pub(crate) async fn main_if_live(&self) -> Option<Arc<Session>> {
-        self.current
+        self.shared
+            .current
             .lock()
             .await
             .as_ref()
@@ -307,7 +318,7 @@ impl Sessions {
 
     /// Forgets the backend's session `id` after the agent said it does not exist.
     pub(crate) async fn forget(&self, id: &str) {
-        let mut current = self.current.lock().await;
+        let mut current = self.shared.current.lock().await;
         if current.as_ref().is_some_and(|s| s.id() == id) {
             *current = None;
         }
@@ -315,34 +326,99 @@ impl Sessions {
 
     /// A new session for one semaphore lease or one queued waiter (`Behavior=delete`, no
     /// lock-delay): destroyed when dropped.
+    ///
+    /// Fails with [`Error::Closed`] after [`Sessions::close`].
     pub(crate) async fn temporary(&self) -> Result<Arc<Session>> {
-        let session = Session::create(self.api.clone(), &self.temp_spec, None).await?;
+        self.check_open()?;
+        let session =
+            Session::create(self.shared.api.clone(), &self.shared.temp_spec, None, None).await?;
         self.register(&session);
+        if self.shared.closed.load(Ordering::SeqCst) {
+            let _ = session.destroy().await;
+            return Err(Error::Closed { backend: BACKEND });
+        }
         Ok(session)
     }
 
     /// The IDs of every live session of this backend.
     pub(crate) fn ids(&self) -> Vec<String> {
-        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
-        all.retain(|w| w.upgrade().is_some_and(|s| s.is_live()));
-        all.iter()
-            .filter_map(Weak::upgrade)
-            .map(|s| s.id().to_string())
-            .collect()
+        self.live().iter().map(|s| s.id().to_string()).collect()
     }
 
-    /// Destroys the backend's own session (shutdown).
-    pub(crate) async fn close(&self) -> Result<()> {
-        let session = self.current.lock().await.take();
-        match session {
-            Some(session) => session.destroy().await,
-            None => Ok(()),
+    /// Whether [`Sessions::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// Fails with [`Error::Closed`] once closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed { backend: BACKEND });
         }
+        Ok(())
+    }
+
+    /// Refuses new sessions from now on (the first step of a shutdown).
+    pub(crate) fn refuse_new(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Shutdown: refuses new sessions and destroys every live one (the backend's own, every
+    /// lease's and every waiter's), so their holds end and their keys are released or deleted
+    /// at once. Returns the first error, after trying them all.
+    pub(crate) async fn close(&self) -> Result<()> {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.current.lock().await.take();
+        let mut first_error = None;
+        for session in self.live() {
+            if let Err(e) = session.destroy().await {
+                tracing::warn!(id = %session.id(), %e, "consul session destroy at shutdown failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn live(&self) -> Vec<Arc<Session>> {
+        let mut all = self.shared.all.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|w| w.upgrade().is_some_and(|s| s.is_live()));
+        all.iter().filter_map(Weak::upgrade).collect()
     }
 
     fn register(&self, session: &Arc<Session>) {
-        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.shared.all.lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(session));
     }
+}
+
+/// Replaces a lost backend session in the background (so `Reconnected` follows `Lost` once a
+/// new session is usable, without waiting for the next acquisition), retrying with backoff
+/// until it works or the backend is closed or dropped.
+fn replace_later(weak: Weak<Shared>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut backoff = crate::watch::backoff();
+        loop {
+            let Some(shared) = weak.upgrade() else { return };
+            let sessions = Sessions { shared };
+            if sessions.is_closed() {
+                return;
+            }
+            match sessions.main().await {
+                Ok(_) => return,
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(%e, "replacing the lost consul session failed; retrying");
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "cannot replace the lost consul session");
+                    return;
+                }
+            }
+            drop(sessions);
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    });
 }

@@ -1,7 +1,7 @@
 //! `state()` and `request_revoke()`: one listing of the name's folder tells who holds it and
 //! who waits; a revocation request is a `?cas=` write the holders' monitors see.
 
-use lockcore::{HoldMode, HolderInfo, LockName, LockState, Result};
+use tumbler_core::{HoldMode, HolderInfo, LockName, LockState, Result};
 
 use crate::api::{Api, KvPair};
 use crate::layout::{Entry, Folder, LOCK_FLAGS, SEMAPHORE_FLAGS};

@@ -1,4 +1,4 @@
-//! Watching a granted hold: the session's validity and the hold's keys on the agent.
+//! Watching a granted hold: its session's loss and the hold's keys on the agent.
 //!
 //! One task per hold waits, whichever comes first, for the session to be lost, for the store
 //! to show the hold gone (a blocking query on the hold's key or folder, like api.Lock's
@@ -9,12 +9,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockcore::{HoldNotifier, LockName, LostReason, Result};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
+use tumbler_core::keeper::HoldTicket;
+use tumbler_core::retry::Backoff;
+use tumbler_core::{HoldNotifier, LockName, LostReason, Result};
 
 use crate::api::{Api, Block, KvPair, Queried};
-use crate::session::{Session, SessionState};
+use crate::session::Session;
 
 /// What the store shows about a hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,32 +69,14 @@ pub(crate) fn next_index(prev: u64, got: u64) -> u64 {
     }
 }
 
-/// A growing pause after failed reads: 100ms doubling up to 5s.
-#[derive(Debug)]
-pub(crate) struct Backoff(Duration);
+/// The pauses after failed reads and writes: 100 ms doubling up to 5 s, with jitter.
+pub(crate) fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+}
 
-impl Backoff {
-    /// Starts at 100ms.
-    pub(crate) fn new() -> Self {
-        Backoff(Duration::from_millis(100))
-    }
-
-    /// Sleeps the current pause and doubles it.
-    pub(crate) async fn wait(&mut self) {
-        tokio::time::sleep(self.step()).await;
-    }
-
-    /// The current pause (doubling it for next time), to wait some other way.
-    pub(crate) fn step(&mut self) -> Duration {
-        let pause = self.0;
-        self.0 = (pause * 2).min(Duration::from_secs(5));
-        pause
-    }
-
-    /// Back to 100ms after a success.
-    pub(crate) fn reset(&mut self) {
-        self.0 = Duration::from_millis(100);
-    }
+/// Sleeps the next pause of `backoff`.
+pub(crate) async fn sleep_next(backoff: &mut Backoff) {
+    tokio::time::sleep(backoff.next_delay()).await;
 }
 
 /// Follows `target` with blocking queries from `index` until `check` says the hold is lost.
@@ -102,10 +86,10 @@ pub(crate) async fn monitor(
     api: Arc<Api>,
     target: Target,
     mut index: u64,
-    notifier: Arc<HoldNotifier>,
+    ticket: Arc<HoldTicket>,
     mut check: impl FnMut(&[KvPair]) -> Check + Send,
 ) -> LostReason {
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         let block = Block {
             index,
@@ -119,7 +103,7 @@ pub(crate) async fn monitor(
                     Check::Held { revoke } => {
                         if revoke {
                             tracing::info!("revocation requested");
-                            notifier.revoke_requested();
+                            ticket.notifier().revoke_requested();
                         }
                     }
                     Check::Lost(reason) => return reason,
@@ -127,7 +111,7 @@ pub(crate) async fn monitor(
             }
             Err(error) => {
                 tracing::debug!(%error, "consul hold monitor read failed; retrying");
-                backoff.wait().await;
+                sleep_next(&mut backoff).await;
             }
         }
     }
@@ -143,36 +127,40 @@ impl Drop for Watcher {
     }
 }
 
-/// Starts the watcher of one hold. The hold's validity deadline (checked by lockcore on the
-/// local clock, so a paused holder sees its loss the moment it runs again) follows the
-/// session's from now on. `on_lost` runs once the loss has been signalled.
+/// Registers a new hold with `session` (so it gets the session's validity deadline now, at the
+/// grant, and its loss later) and returns its ticket.
+pub(crate) fn register(session: &Session, notifier: HoldNotifier) -> Arc<HoldTicket> {
+    Arc::new(session.holds().register(notifier))
+}
+
+/// Starts the watcher of one hold registered with `session` (see [`register`]): whichever
+/// comes first of the session's loss (already fanned out to the hold), the store showing the
+/// hold gone (`store_side`), or the guard being dropped. A hold whose keys the agent released
+/// because it invalidated the session is lost with `SessionExpired`, not `Deleted`. `on_lost`
+/// runs once the loss has been signalled.
 pub(crate) fn watch_hold(
     name: &LockName,
-    notifier: Arc<HoldNotifier>,
+    ticket: Arc<HoldTicket>,
     session: Arc<Session>,
     store_side: impl Future<Output = LostReason> + Send + 'static,
     on_lost: impl FnOnce() + Send + 'static,
 ) -> Watcher {
-    let mut state = session.subscribe();
-    follow_validity(&notifier, &state.borrow_and_update());
     let span = tracing::info_span!("consul hold", name = %name, session = %session.id());
     Watcher(tokio::spawn(
         async move {
             tokio::pin!(store_side);
-            let reason = loop {
-                tokio::select! {
-                    _ = notifier.closed() => return,
-                    changed = state.changed() => {
-                        if changed.is_err() {
-                            break LostReason::Abandoned;
-                        }
-                        let now = state.borrow_and_update().clone();
-                        if let SessionState::Gone(reason) = now {
-                            break reason;
-                        }
-                        follow_validity(&notifier, &now);
+            let notifier = ticket.notifier();
+            let reason = tokio::select! {
+                () = notifier.closed() => return,
+                reason = session.lost() => reason,
+                reason = &mut store_side => {
+                    // The agent releases (or deletes) the keys of a session it invalidated:
+                    // that is the session's expiry, not a deletion.
+                    if reason == LostReason::Deleted && session.expired_on_agent().await {
+                        LostReason::SessionExpired
+                    } else {
+                        reason
                     }
-                    reason = &mut store_side => break reason,
                 }
             };
             if notifier.lost(reason.clone()) {
@@ -182,10 +170,4 @@ pub(crate) fn watch_hold(
         }
         .instrument(span),
     ))
-}
-
-fn follow_validity(notifier: &HoldNotifier, state: &SessionState) {
-    if let SessionState::Live(until) = state {
-        notifier.set_valid_until(Some(until.into_std()));
-    }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{client, server, Client};
-use lockcore::LockName;
 use testkit::consul::ConsulServer;
+use tumbler_core::LockName;
 
 /// Long sessions, so that no renewal falls into the measured window.
 const PARAMS: &str = "ttl=60s&lock_delay=0s&request_timeout=5s";

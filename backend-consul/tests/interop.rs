@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{client, decode, server, GoClient, GO_LOCK_FLAGS, GO_SEMAPHORE_FLAGS};
-use lockcore::{Error, HoldMode, LockName};
+use tumbler_core::{Error, HoldMode, LockName};
 
 const PARAMS: &str = "ttl=10s&lock_delay=0s&request_timeout=3s";
 

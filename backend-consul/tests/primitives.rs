@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{client, server, GoClient};
-use lockcore::{Error, HoldMode, LockName};
+use tumbler_core::{Error, HoldMode, LockName};
 
 const PARAMS: &str = "ttl=5s&lock_delay=0s&request_timeout=3s";
 
@@ -214,9 +214,10 @@ async fn names_map_to_consul_keys() {
     );
     let held = c.locks.mutex(&colon).unwrap().lock().await.unwrap();
     held.release().await.unwrap();
-    let reserved = c.locks.mutex("a/.hidden").unwrap().try_lock().await;
+    // Segments starting with '.' are the layout's own; lockcore refuses them in names.
+    let reserved = c.locks.mutex("a/.hidden").map(|_| ());
     assert!(
-        matches!(reserved, Err(Error::InvalidArgument { .. })),
+        matches!(reserved, Err(Error::InvalidName { .. })),
         "{reserved:?}"
     );
 }

@@ -4,10 +4,10 @@ mod common;
 
 use std::time::Duration;
 
-use backend_consul::{connect_url, ConsulConfig};
 use common::{server_with, url};
-use lockcore::Error;
 use testkit::consul::ConsulServerOptions;
+use tumbler_consul::{connect_url, ConsulConfig};
+use tumbler_core::Error;
 
 const PARAMS: &str = "ttl=5s&lock_delay=0s&request_timeout=3s&connect_timeout=3s";
 
@@ -172,10 +172,7 @@ mod tls {
         let certs = certs();
         let front = tls_front(&certs, server.addr()).await;
         let ca = certs.ca.display().to_string();
-        let secure = format!(
-            "consuls://localhost:{}/?{PARAMS}&ca_file={ca}",
-            front.port()
-        );
+        let secure = format!("consuls://localhost:{}/?{PARAMS}&tls_ca={ca}", front.port());
         let locks = connect_url(&secure)
             .await
             .expect("https with the CA failed");

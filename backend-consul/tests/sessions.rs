@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{client, server};
-use lockcore::{ConnectionEvent, LockName, LostReason};
+use tumbler_core::{ConnectionEvent, LockName, LostReason};
 
 /// A holder's session invalidated by the agent: the lock stays taken for the lock-delay, then a
 /// waiter gets it; a plain release hands over at once.

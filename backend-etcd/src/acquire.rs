@@ -1,36 +1,66 @@
 //! Acquisition: put our key in the lock's queue, then wait for our turn.
 //!
+//! **Waiting keys live on a short waiting lease.** A contender's key is attached to the
+//! instance's waiting lease (TTL [`crate::lease::WAIT_TTL`], 2 s, kept alive by this
+//! instance), not to its hold lease. When the contender is granted, the key is put again with
+//! the hold lease: a put on an existing key keeps its create revision, so the queue order and
+//! the fencing token stay. A waiter whose process is killed therefore stops blocking the
+//! queue once the waiting lease expires: within about 2.5 s (its TTL plus etcd's 500 ms
+//! expiry check), whatever the hold TTL. Only a key with nothing under the lock at all is
+//! put on the hold lease at once (it is granted in the same transaction).
+//!
 //! Round trips: an uncontended acquisition is one transaction (create the key if absent, and
-//! read the first contender, as Go's Mutex does). A waiter reads its predecessor, watches it
-//! from the current revision (a synced watcher, no 100 ms catch-up delay), and reads again
-//! only when the predecessor goes; the hand-off is then one delete event plus one read.
+//! read the lock's keys, as Go's Mutex does). A waiter reads the queue, watches its blocker
+//! from the current revision (a synced watcher, no 100 ms catch-up delay), reads the
+//! blocker's key once to cover the moment before that watcher existed, reads the queue again
+//! only when the blocker changes, and moves its key to the hold lease when granted.
+//!
+//! **Who hears of what (the wait set).** Each waiter watches one thing, chosen so that a
+//! release is delivered to the waiters it may let in and to nobody else, whatever the number
+//! of contenders (as Go's Mutex, which waits for the key with the highest create revision below
+//! its own):
+//! - a **mutex or writer** waits for the deletion of the key just before its own. It holds
+//!   exactly when no key is before it, so only that key's going can change its verdict; when
+//!   that key was a waiter that gave up, the next read names the one before it.
+//! - a **reader** waits for the deletion of the last writer before it (readers between do not
+//!   keep it out). Every reader behind that writer hears of its release, and each of them gets
+//!   in by it, so the events stay one per acquisition.
+//! - a **semaphore contender** holds when the permits of everyone before it plus its own fit
+//!   the limit. If the contender just before it waits too, it cannot get in first (their sums
+//!   only grow along the queue), so it waits for that one to be granted (its key is put again
+//!   on the hold lease) or to go: one event. Only the first waiter, behind holders alone,
+//!   watches the semaphore's folder, since any holder's release may free enough permits: one
+//!   event per release. When it gets in, the one behind it hears of the grant and takes its
+//!   place.
+//!
+//! Besides, each contender's own keys and the lock's revocation markers have a lingering
+//! watcher per instance ([`crate::key_watch`]), so a release is delivered to its own instance
+//! as well: about two events per acquisition of a mutex at any contention (three on a
+//! semaphore), where one watcher per name and instance delivered every release to every
+//! contender.
+//!
+//! Cancellation: dropping the future deletes our key in the background (after the create
+//! request ended, so a late create cannot leave it behind); a timed-out or cancelled waiter
+//! leaves nothing.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use etcd_client::{
-    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnResponse,
-};
-use lockcore::cleanup::CancelCleanup;
-use lockcore::{Error, Hold, LockKind, LockName, Result};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
 use tokio::sync::watch;
+use tokio::time::Instant;
+use tumbler_core::{ConnectionEvent, Error, Hold, LockKind, LockName, Result};
 
-use crate::errors::{self, BACKEND};
+use crate::error_map::{self, BACKEND};
 use crate::hold;
-use crate::inner::{malformed, range_at, revision_of, Inner};
-use crate::keys::{parse_permits, KeyRole, DOWNGRADED};
-use crate::own_key::KeyWatch;
-use crate::session::Session;
+use crate::instance::{range_at, revision_of, Instance};
+use crate::key_watch::{KeyWatch, Seen};
+use crate::keys::prefix_end;
+use crate::lease::Lease;
+use crate::queue::{Blocker, Queue, Verdict, Want};
 use crate::watch::Note;
-
-/// What an acquisition wants, checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Want {
-    Exclusive,
-    Read,
-    Write,
-    Permits { count: u32, limit: u32 },
-}
 
 impl Want {
     fn of(kind: LockKind) -> Result<Self> {
@@ -49,35 +79,41 @@ impl Want {
             }
         })
     }
-
-    fn role(self) -> KeyRole {
-        match self {
-            Want::Exclusive => KeyRole::Mutex,
-            Want::Read => KeyRole::Read,
-            Want::Write => KeyRole::Write,
-            Want::Permits { .. } => KeyRole::Permits,
-        }
-    }
-
-    fn value(self) -> String {
-        match self {
-            Want::Permits { count, limit } => crate::keys::permits_value(count, limit),
-            _ => String::new(),
-        }
-    }
 }
 
 /// Acquires a hold as lockcore's `acquire` asks.
+///
+/// A one-shot attempt (`wait` false) finishes within the request timeout: busy is `Ok(None)`,
+/// an unreachable store `Connection` or `Timeout`. A waiting one fails with `Connection` or
+/// `Timeout` when a request gets no answer within the request timeout, and with `Conflict`
+/// for another kind of lock, another semaphore limit or foreign keys under the name.
 pub(crate) async fn acquire(
-    inner: &Arc<Inner>,
+    inner: &Arc<Instance>,
     name: LockName,
     kind: LockKind,
     wait: bool,
 ) -> Result<Option<Hold>> {
     let want = Want::of(kind)?;
+    let started = Instant::now();
+    // A one-shot attempt has one deadline for all its requests.
+    let deadline = (!wait).then(|| started + inner.request_timeout);
     loop {
-        let session = inner.leases.live(inner.request_timeout).await?;
-        match attempt(inner, &session, &name, kind, want, wait).await? {
+        let within = match deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => inner.request_timeout,
+        };
+        let session = inner.leases.live(within).await?;
+        let waiting = inner.waiting.live(within).await?;
+        let pass = Pass {
+            inner,
+            session: &session,
+            waiting: &waiting,
+            name: &name,
+            kind,
+            want,
+            deadline,
+        };
+        match pass.attempt().await? {
             Outcome::Granted(hold) => return Ok(Some(hold)),
             Outcome::Busy => return Ok(None),
             Outcome::Requeue if wait => continue,
@@ -95,367 +131,495 @@ pub(crate) async fn acquire(
 enum Outcome {
     Granted(Hold),
     Busy,
-    /// Our queue entry is gone (lease lost, or deleted by someone): start over.
+    /// Our queue entry is gone (a lease lost, or deleted by someone): start over.
     Requeue,
 }
 
-/// One pass with one lease: enqueue, wait, and hand out the hold.
-async fn attempt(
-    inner: &Arc<Inner>,
-    session: &Arc<Session>,
-    name: &LockName,
+/// One pass with one hold lease and one waiting lease.
+struct Pass<'a> {
+    inner: &'a Arc<Instance>,
+    session: &'a Arc<Lease>,
+    waiting: &'a Arc<Lease>,
+    name: &'a LockName,
     kind: LockKind,
     want: Want,
-    wait: bool,
-) -> Result<Outcome> {
-    let lease = session.lease();
-    let (key, reservation) = match want {
-        Want::Exclusive => {
-            let (key, reservation) = inner.reserve_mutex_key(name, lease);
-            (key, Some(reservation))
+    /// `Some` for a one-shot attempt.
+    deadline: Option<Instant>,
+}
+
+impl Pass<'_> {
+    /// The deadline of the next request.
+    fn request_deadline(&self) -> Instant {
+        self.deadline
+            .unwrap_or_else(|| Instant::now() + self.inner.request_timeout)
+    }
+
+    /// Runs one request of the wait; `None` when the hold lease died meanwhile, or the store
+    /// says a lease we put a key on is gone (the keepers will have a new one: start over).
+    async fn request(&self, what: &str, txn: Txn) -> Result<Option<TxnResponse>> {
+        tokio::select! {
+            answer = self.inner.txn_until(what, txn, self.request_deadline()) => match answer {
+                Err(error) if error_map::says_lease_gone(&error) => Ok(None),
+                answer => answer.map(Some),
+            },
+            _ = self.session.invalid() => Ok(None),
         }
-        _ => {
-            let n = inner.next_number();
-            (inner.layout.unique_key(name, want.role(), lease, n), None)
-        }
-    };
-    // Follow the lock's changes before creating our key: then every change after the create is
-    // seen, and neither the wait nor the hold's monitor usually needs an extra read.
-    let mut own = KeyWatch::start(&inner.names, &inner.layout.lock_prefix(name), &key);
-    let mut contender = Contender {
-        inner,
-        name,
-        want,
-        key,
-        revision: 0,
-    };
-    // The create request runs in its own task: a cancelled acquisition cannot stop a request
-    // already on its way, so its cleanup waits for the request's end before deleting the key
-    // (deleting first would let a late create leave the key behind for good).
-    let (finished, finished_rx) = watch::channel(false);
-    let request = {
-        let (inner, session) = (inner.clone(), session.clone());
-        let txn = contender.enqueue_txn(session.lease());
-        let what = format!("enqueue on {name}");
-        tokio::spawn(async move {
-            let outcome = if wait {
-                inner.txn_while_alive(&what, txn, &session).await
-            } else {
-                inner.txn(&what, txn).await.map(Some)
-            };
-            finished.send_replace(true);
-            outcome
-        })
-    };
-    // From here on, a cancelled or failed acquisition must not leave the key behind.
-    let cleanup = {
-        let (inner, session, key, reservation) = (
-            inner.clone(),
-            session.clone(),
-            contender.key.clone(),
-            reservation.clone(),
+    }
+
+    /// Enqueues, waits, and hands out the hold.
+    async fn attempt(&self) -> Result<Outcome> {
+        let inner = self.inner;
+        let lease = self.session.lease();
+        let prefix = inner.layout.lock_prefix(self.name);
+        let (key, reservation) = match self.want {
+            Want::Exclusive => {
+                let (key, reservation) = inner.reserve_mutex_key(self.name, lease);
+                (key, Some(reservation))
+            }
+            _ => {
+                let n = inner.next_number();
+                let key = inner
+                    .layout
+                    .unique_key(self.name, self.want.role(), lease, n);
+                (key, None)
+            }
+        };
+        // Follow our own keys before creating this one: then its deletion after the create is
+        // seen, and (as the watcher usually lingers from an earlier acquisition) neither the
+        // wait nor the hold's monitor needs an extra read.
+        let mut own = KeyWatch::start(
+            &inner.watches,
+            &inner.layout.own_prefix(self.name, self.want.role(), lease),
+            &inner.layout.revoke_prefix(self.name),
+            &key,
         );
-        let mut finished = finished_rx;
-        CancelCleanup::new("delete etcd queue key", async move {
-            let _ = finished.wait_for(|done| *done).await;
-            inner.remove_key(&session, &key, 0).await;
-            drop(reservation);
-        })
-    };
-    let outcome = request
-        .await
-        .map_err(|e| Error::backend(BACKEND, format!("the enqueue request failed: {e}")))?;
-    let response = match outcome {
-        Ok(Some(response)) => response,
-        Ok(None) => return Ok(Outcome::Requeue),
-        Err(error) if errors::says_lease_gone(&error) => {
-            session.kill(lockcore::LostReason::SessionExpired);
+        // The create request runs in its own task: a cancelled acquisition cannot stop a
+        // request already on its way, so its cleanup waits for the request's end before
+        // deleting the key (deleting first would let a late create leave the key behind).
+        let (finished, finished_rx) = watch::channel(false);
+        let request = {
+            let inner = inner.clone();
+            let abandoned = inner.abandoned_keys(&prefix);
+            let txn = enqueue_txn(
+                &key,
+                &prefix,
+                self.want,
+                [lease, self.waiting.lease()],
+                &abandoned,
+            );
+            let what = format!("enqueue on {}", self.name);
+            let deadline = self.request_deadline();
+            tokio::spawn(async move {
+                let outcome = inner.txn_until(&what, txn, deadline).await;
+                finished.send_replace(true);
+                outcome
+            })
+        };
+        // From here on, a cancelled or failed acquisition must not leave the key behind.
+        let cleanup = {
+            let (session, key, reservation) =
+                (self.session.clone(), key.clone(), reservation.clone());
+            let mut finished = finished_rx.clone();
+            let prefix = prefix.clone();
+            let owner = inner.clone();
+            LeaveOnDrop::new(
+                inner.clone(),
+                finished_rx,
+                (prefix.clone(), key.clone()),
+                async move {
+                    let _ = finished.wait_for(|done| *done).await;
+                    owner.remove_key(&session, &key, 0).await;
+                    drop(reservation);
+                },
+            )
+        };
+        let outcome = request
+            .await
+            .map_err(|e| Error::backend(BACKEND, format!("the enqueue request failed: {e}")))?;
+        let response = match outcome {
+            Ok(response) => response,
+            Err(error) if error_map::says_lease_gone(&error) => {
+                // Which lease is gone is told by the keepers; start over with live ones.
+                return Ok(Outcome::Requeue);
+            }
+            Err(error) => return Err(error),
+        };
+        // The read is the last operation of either branch.
+        let ops = response.op_responses().len();
+        let kvs = range_at(&response, ops.saturating_sub(1));
+        let queue = Queue::read(self.name, &prefix, kvs);
+        let contender = Contender {
+            pass: self,
+            revision: queue
+                .as_ref()
+                .ok()
+                .and_then(|queue| queue.create_revision_of(key.as_bytes())),
+            key: key.into_bytes(),
+        };
+        let first = contender.judge(queue).await?;
+        let mut at = revision_of(&response);
+        let entry = match first {
+            Verdict::Granted(entry) => entry,
+            Verdict::Gone => return Ok(Outcome::Requeue),
+            Verdict::Blocked(_) if self.deadline.is_some() => {
+                contender.leave().await?;
+                cleanup.disarm();
+                drop(reservation);
+                return Ok(Outcome::Busy);
+            }
+            Verdict::Blocked(blocker) => match contender.wait_turn(blocker, at, &mut own).await? {
+                Turn::Granted(entry, granted_at) => {
+                    at = granted_at;
+                    entry
+                }
+                Turn::Requeue => return Ok(Outcome::Requeue),
+            },
+        };
+        if entry.lease != lease {
+            match contender.promote(entry.create_revision).await? {
+                Some(promoted_at) => at = promoted_at,
+                None => return Ok(Outcome::Requeue),
+            }
+        }
+        if !self.session.is_alive() {
             return Ok(Outcome::Requeue);
         }
-        Err(error) => return Err(error),
-    };
-    let granted = contender.enqueued(&response)?;
-    let mut granted_at = revision_of(&response);
-    if !granted {
-        if !wait {
-            contender.leave().await?;
-            cleanup.disarm();
-            drop(reservation);
-            return Ok(Outcome::Busy);
-        }
-        match contender.wait_turn(session, &mut own).await? {
-            Turn::Granted(at) => granted_at = at,
-            Turn::Requeue => return Ok(Outcome::Requeue),
+        let key = String::from_utf8_lossy(&contender.key).into_owned();
+        tracing::debug!(%key, revision = entry.create_revision, "etcd lock granted");
+        let hold = hold::grant(hold::Granted {
+            inner: inner.clone(),
+            session: self.session.clone(),
+            name: self.name.clone(),
+            kind: self.kind,
+            key,
+            revision: entry.create_revision,
+            granted_at: at,
+            own,
+            reservation,
+        });
+        cleanup.disarm();
+        Ok(Outcome::Granted(hold))
+    }
+}
+
+/// The transaction that creates our key (or finds it, if an earlier try of this very request
+/// created it) and reads the lock's keys. With nothing under the lock, the key goes on the
+/// hold lease (it is granted at once); else on the waiting lease. Our `abandoned` keys
+/// (whose deletion is still retrying) go in the same step.
+fn enqueue_txn(
+    key: &str,
+    prefix: &str,
+    want: Want,
+    [hold, waiting]: [i64; 2],
+    abandoned: &[String],
+) -> Txn {
+    let put = |lease| TxnOp::put(key, want.value(), Some(PutOptions::new().with_lease(lease)));
+    let alone =
+        Txn::new()
+            .when([Compare::create_revision(prefix, CompareOp::Equal, 0)
+                .with_range(prefix_end(prefix))])
+            .and_then([put(hold)])
+            .or_else([put(waiting)]);
+    let read = TxnOp::get(prefix, Some(GetOptions::new().with_prefix()));
+    let deletes = abandoned
+        .iter()
+        .filter(|old| old.as_str() != key)
+        .map(|old| TxnOp::delete(old.as_str(), None));
+    let create: Vec<TxnOp> = deletes
+        .clone()
+        .chain([TxnOp::txn(alone), read.clone()])
+        .collect();
+    let found: Vec<TxnOp> = deletes.chain([read]).collect();
+    Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then(create)
+        .or_else(found)
+}
+
+/// Deletes our queue key when the acquisition ends without a hold (cancelled, timed out,
+/// failed), like lockcore's `CancelCleanup`, but on the cleanup connection's own runtime (see
+/// [`crate::cleaner`]): a caller that shuts its runtime down right after giving up still
+/// leaves nothing behind. While the store answers, the drop also waits (at most
+/// [`CLEANUP_WAIT`]) for the deletion, so the lock is free again by the time `lock_timeout`
+/// has returned.
+struct LeaveOnDrop {
+    inner: Arc<Instance>,
+    /// Whether the enqueue request ended (until then, the deletion must wait for it).
+    enqueued: watch::Receiver<bool>,
+    /// The lock prefix and our key.
+    key: (String, String),
+    task: Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>>,
+}
+
+/// How long dropping an acquisition waits for its key's deletion.
+const CLEANUP_WAIT: Duration = Duration::from_millis(250);
+
+impl LeaveOnDrop {
+    fn new(
+        inner: Arc<Instance>,
+        enqueued: watch::Receiver<bool>,
+        key: (String, String),
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        LeaveOnDrop {
+            inner,
+            enqueued,
+            key,
+            task: Some(Box::pin(task)),
         }
     }
-    if !session.is_alive() {
-        return Ok(Outcome::Requeue);
+
+    /// The key stays (it is held, or already deleted).
+    fn disarm(mut self) {
+        self.task = None;
     }
-    tracing::debug!(key = %contender.key, revision = contender.revision, waited = !granted, "etcd lock granted");
-    let hold = hold::grant(hold::Granted {
-        inner: inner.clone(),
-        session: session.clone(),
-        name: name.clone(),
-        kind,
-        key: contender.key,
-        revision: contender.revision,
-        granted_at,
-        own,
-        reservation,
-    });
-    cleanup.disarm();
-    Ok(Outcome::Granted(hold))
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        tracing::debug!("etcd acquisition ended without a hold; deleting its key");
+        // The key counts as abandoned from now, not from when the deletion task starts: a new
+        // attempt of this instance on the lock deletes it in its own enqueue, so an enqueue
+        // request still on its way (the store was unreachable) cannot make the lock look busy
+        // to the next attempt in between.
+        let ticket = self.inner.cleanup_ticket(&self.key.0, &self.key.1);
+        let task = async move {
+            task.await;
+            drop(ticket);
+        };
+        let answering = matches!(
+            self.inner.leases.monitor().current(),
+            ConnectionEvent::Connected | ConnectionEvent::Reconnected
+        );
+        // Waiting here cannot deadlock: the deletion runs on another thread with its own
+        // connection, and only once our enqueue request (which may need this thread) ended.
+        if answering && *self.enqueued.borrow() && self.inner.has_cleaner() {
+            let (done, deleted) = std::sync::mpsc::channel();
+            self.inner
+                .spawn_cleanup("delete etcd queue key", async move {
+                    task.await;
+                    let _ = done.send(());
+                });
+            let _ = deleted.recv_timeout(CLEANUP_WAIT);
+        } else {
+            self.inner.spawn_cleanup("delete etcd queue key", task);
+        }
+    }
+}
+
+/// Why a waiter looks at the store again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Read the whole queue.
+    Queue,
+    /// The blocker's watcher was created after the last read: read the blocker's key.
+    Blocker,
 }
 
 enum Turn {
     /// Granted as of this revision.
-    Granted(i64),
+    Granted(crate::queue::Entry, i64),
     Requeue,
-}
-
-/// What stands between a contender and the lock.
-#[derive(Clone, PartialEq, Eq)]
-enum Blocker {
-    /// The key just before ours that we must outlive.
-    Key(Vec<u8>),
-    /// A semaphore's contenders: any deletion may free enough permits.
-    Range(String),
-}
-
-impl std::fmt::Debug for Blocker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Blocker::Key(key) => write!(f, "key {}", String::from_utf8_lossy(key)),
-            Blocker::Range(prefix) => write!(f, "permits under {prefix}"),
-        }
-    }
-}
-
-impl Blocker {
-    /// Whether the deletion of `key` may let us in.
-    fn is_freed_by(&self, key: &[u8]) -> bool {
-        match self {
-            Blocker::Key(blocker) => key == blocker.as_slice(),
-            Blocker::Range(prefix) => key.starts_with(prefix.as_bytes()),
-        }
-    }
-}
-
-enum Verdict {
-    Granted,
-    Blocked(Blocker),
-    /// Our own key is gone.
-    Gone,
 }
 
 /// Our key in a lock's queue.
 struct Contender<'a> {
-    inner: &'a Inner,
-    name: &'a LockName,
-    want: Want,
-    key: String,
-    /// The create revision of our key: our place in the queue and the fencing token.
-    revision: i64,
+    pass: &'a Pass<'a>,
+    key: Vec<u8>,
+    /// Our key's create revision, as the enqueue's read showed it.
+    revision: Option<i64>,
 }
 
-impl<'a> Contender<'a> {
-    /// The transaction that creates our key (or finds it, if an earlier try of this very
-    /// request created it) and reads enough of the queue to tell whether we hold the lock at
-    /// once.
-    fn enqueue_txn(&self, lease: i64) -> Txn {
-        let put = TxnOp::put(
-            self.key.as_str(),
-            self.want.value(),
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        let query = self.first_query();
-        Txn::new()
-            .when([Compare::create_revision(
-                self.key.as_str(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([put, query.clone()])
-            .or_else([TxnOp::get(self.key.as_str(), None), query])
-    }
-
-    /// Reads the enqueue transaction's answer: our create revision, and whether we hold.
-    fn enqueued(&mut self, response: &TxnResponse) -> Result<bool> {
-        self.revision = if response.succeeded() {
-            revision_of(response)
-        } else {
-            range_at(response, 0)
-                .first()
-                .map(KeyValue::create_revision)
-                .ok_or_else(|| malformed("the enqueue transaction"))?
-        };
-        let queue = range_at(response, 1);
-        self.first_verdict(&queue)
-    }
-
-    /// The read of the enqueue transaction (our create revision is not known yet).
-    fn first_query(&self) -> TxnOp {
-        let layout = &self.inner.layout;
-        let by_creation = |limit| {
-            GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Create, SortOrder::Ascend)
-                .with_limit(limit)
-        };
-        match self.want {
-            // The first contender: Go's Mutex takes the same one-round-trip path.
-            Want::Exclusive | Want::Write => {
-                TxnOp::get(layout.lock_prefix(self.name), Some(by_creation(1)))
-            }
-            // The first two writers (only the first can be a downgraded one).
-            Want::Read => TxnOp::get(layout.writers_prefix(self.name), Some(by_creation(2))),
-            Want::Permits { .. } => {
-                TxnOp::get(layout.permits_prefix(self.name), Some(by_creation(0)))
-            }
-        }
-    }
-
-    fn first_verdict(&self, queue: &[KeyValue]) -> Result<bool> {
-        match self.want {
-            Want::Exclusive | Want::Write => Ok(queue
-                .first()
-                .is_none_or(|first| first.create_revision() == self.revision)),
-            Want::Read => Ok(!queue
-                .iter()
-                .any(|w| w.create_revision() < self.revision && w.value() != DOWNGRADED)),
-            Want::Permits { count, limit } => self.permits_fit(queue, count, limit),
-        }
-    }
-
-    /// Whether `count` permits fit after every earlier contender in `queue`.
-    fn permits_fit(&self, queue: &[KeyValue], count: u32, limit: u32) -> Result<bool> {
-        let mut taken = u64::from(count);
-        for earlier in queue
-            .iter()
-            .filter(|kv| kv.create_revision() < self.revision)
-        {
-            match parse_permits(earlier.value()) {
-                Some((_, theirs)) if theirs != limit => {
-                    return Err(Error::Conflict {
-                        name: self.name.clone(),
-                        problem: format!(
-                            "the semaphore is in use with a limit of {theirs} permits, not {limit}; use one limit everywhere"
-                        ),
-                    })
+impl Contender<'_> {
+    /// Applies the kind rule to a fresh read of the queue and says where we stand; on a
+    /// conflict, takes our key away first.
+    async fn judge(&self, queue: Result<Queue>) -> Result<Verdict> {
+        let judged = queue.and_then(|queue| {
+            queue.check_kind(self.pass.want.role().kind(), Some(&self.key))?;
+            queue.verdict(self.pass.want, &self.key)
+        });
+        match judged {
+            Err(error @ Error::Conflict { .. }) => {
+                if let Err(cleanup) = self.leave().await {
+                    tracing::debug!(error = %cleanup, "could not take our etcd key away after a conflict");
                 }
-                Some((held, _)) => taken += u64::from(held),
-                // A key this layout did not write: it can only block.
-                None => taken += u64::from(limit),
+                Err(error)
             }
+            other => other,
         }
-        Ok(taken <= u64::from(limit))
     }
 
-    /// Leaves the queue after a busy one-shot attempt.
+    fn key_text(&self) -> &str {
+        std::str::from_utf8(&self.key).unwrap_or_default()
+    }
+
+    /// Leaves the queue (a busy one-shot attempt, or a conflict). Our key's name is ours alone
+    /// (it carries our lease id and is reserved in this instance), so it is deleted as is.
     async fn leave(&self) -> Result<()> {
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.key.as_str(),
-                CompareOp::Equal,
-                self.revision,
-            )])
-            .and_then([TxnOp::delete(self.key.as_str(), None)]);
-        self.inner
-            .txn(&format!("leaving the queue of {}", self.name), txn)
+        let txn = Txn::new().and_then([TxnOp::delete(self.key.clone(), None)]);
+        let what = format!("leaving the queue of {}", self.pass.name);
+        self.pass
+            .inner
+            .txn_until(&what, txn, self.pass.request_deadline())
             .await
             .map(|_| ())
     }
 
+    /// Moves our granted key from the waiting lease to the hold lease, keeping its create
+    /// revision. `None` if the key is gone.
+    async fn promote(&self, revision: i64) -> Result<Option<i64>> {
+        let put = TxnOp::put(
+            self.key.clone(),
+            self.pass.want.value(),
+            Some(PutOptions::new().with_lease(self.pass.session.lease())),
+        );
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([put]);
+        let what = format!("moving our key for {} to the hold lease", self.pass.name);
+        match self.pass.request(&what, txn).await? {
+            Some(response) if response.succeeded() => Ok(Some(revision_of(&response))),
+            _ => Ok(None),
+        }
+    }
+
     /// Waits until we hold the lock, or our key is gone.
-    async fn wait_turn(&self, session: &Session, own: &mut KeyWatch) -> Result<Turn> {
+    ///
+    /// Between reads of the queue, we listen to our own keys' watcher and to one watcher of
+    /// what the last read said we wait for (see [`Blocker`]). That watcher is created after
+    /// the read, at the then current revision (so it is synced on the server and hears of a
+    /// change at once); when it was created later than the read, one read of the blocker's key
+    /// tells whether it missed the change it is there for.
+    async fn wait_turn(
+        &self,
+        mut blocker: Blocker,
+        checked_at: i64,
+        own: &mut KeyWatch,
+    ) -> Result<Turn> {
+        let (session, waiting) = (self.pass.session, self.pass.waiting);
+        let watches = &self.pass.inner.watches;
+        let mut checked_at = checked_at;
+        let mut watch = watches.subscribe(blocker.target(), Duration::ZERO);
         loop {
-            let Some((verdict, checked_at)) = self.check(session).await? else {
-                return Ok(Turn::Requeue);
-            };
-            let blocker = match verdict {
-                Verdict::Granted => {
-                    tracing::debug!(key = %self.key, checked_at, "no contender before ours");
-                    return Ok(Turn::Granted(checked_at));
-                }
-                Verdict::Gone => return Ok(Turn::Requeue),
-                Verdict::Blocked(blocker) => blocker,
-            };
-            tracing::debug!(key = %self.key, checked_at, ?blocker, "waiting");
-            // Wait for a reason to look again. The watcher follows the lock since before our
-            // read; if it was (re)created after the read, it may have missed a change between.
-            loop {
+            tracing::debug!(key = %self.key_text(), checked_at, ?blocker, "waiting");
+            // Wait for a reason to look again. Our own watcher follows our keys since before
+            // our read; if it was (re)created after the read, it may have missed a change
+            // between.
+            let look = loop {
                 tokio::select! {
-                    note = own.next() => match note {
+                    seen = own.next() => match seen {
                         None => return Err(Error::Closed { backend: BACKEND }),
-                        Some(Note::Created { revision }) if revision > checked_at => break,
-                        Some(Note::Deleted { key, revision }) if revision > checked_at => {
-                            if own.is_own(&key) {
-                                return Ok(Turn::Requeue);
-                            }
-                            if blocker.is_freed_by(&key) {
-                                break;
-                            }
+                        Some(Seen::Own(Note::Created { revision })) if revision > checked_at => {
+                            break Look::Queue;
+                        }
+                        Some(Seen::Own(Note::Deleted { key, revision }))
+                            if revision > checked_at && own.is_own(&key) =>
+                        {
+                            return Ok(Turn::Requeue);
+                        }
+                        Some(_) => {}
+                    },
+                    note = watch.next() => match note {
+                        None => return Err(Error::Closed { backend: BACKEND }),
+                        Some(Note::Created { revision }) if revision > checked_at => {
+                            break Look::Blocker;
+                        }
+                        Some(note) if note.change_revision().is_some_and(|r| r > checked_at)
+                            && blocker.is_moved_by(&note) =>
+                        {
+                            break Look::Queue;
                         }
                         Some(_) => {}
                     },
                     _ = session.invalid() => return Ok(Turn::Requeue),
+                    _ = waiting.invalid() => return Ok(Turn::Requeue),
+                }
+            };
+            if look == Look::Blocker {
+                match self.blocker_unchanged(&blocker).await? {
+                    None => return Ok(Turn::Requeue),
+                    Some(true) => continue,
+                    Some(false) => {}
+                }
+            }
+            let Some((verdict, at)) = self.check().await? else {
+                return Ok(Turn::Requeue);
+            };
+            checked_at = at;
+            match verdict {
+                Verdict::Granted(entry) => {
+                    tracing::debug!(key = %self.key_text(), checked_at, "no contender before ours");
+                    return Ok(Turn::Granted(entry, checked_at));
+                }
+                Verdict::Gone => return Ok(Turn::Requeue),
+                Verdict::Blocked(next) => {
+                    if next.target() != blocker.target() {
+                        watch = watches.subscribe(next.target(), Duration::ZERO);
+                    }
+                    blocker = next;
                 }
             }
         }
     }
 
-    /// Reads our key and what may block it, in one transaction. `None` if the lease died while
-    /// the store was unreachable.
-    async fn check(&self, session: &Session) -> Result<Option<(Verdict, i64)>> {
-        let txn = Txn::new().and_then([TxnOp::get(self.key.as_str(), None), self.blocker_query()]);
-        let what = format!("queue check on {}", self.name);
-        let Some(response) = self.inner.txn_while_alive(&what, txn, session).await? else {
+    /// Reads the blocker's key (if it has one): `Some(true)` when it is as the last read of the
+    /// queue showed it, so its watcher, created since, missed nothing. `None` if the hold
+    /// lease died meanwhile.
+    async fn blocker_unchanged(&self, blocker: &Blocker) -> Result<Option<bool>> {
+        let Some(key) = blocker.key() else {
+            return Ok(Some(false));
+        };
+        let what = format!("look at the contender before ours on {}", self.pass.name);
+        let read = Txn::new().and_then([TxnOp::get(key, None)]);
+        let Some(response) = self.pass.request(&what, read).await? else {
             return Ok(None);
         };
-        let at = revision_of(&response);
-        let ours = range_at(&response, 0);
-        if ours.first().map(KeyValue::create_revision) != Some(self.revision) {
-            return Ok(Some((Verdict::Gone, at)));
-        }
-        let before = range_at(&response, 1);
-        let layout = &self.inner.layout;
-        let verdict = match self.want {
-            Want::Exclusive | Want::Write => match before.first() {
-                None => Verdict::Granted,
-                Some(kv) => Verdict::Blocked(Blocker::Key(kv.key().to_vec())),
-            },
-            Want::Read => match before.iter().find(|w| w.value() != DOWNGRADED) {
-                None => Verdict::Granted,
-                Some(kv) => Verdict::Blocked(Blocker::Key(kv.key().to_vec())),
-            },
-            Want::Permits { count, limit } => {
-                if self.permits_fit(&before, count, limit)? {
-                    Verdict::Granted
-                } else {
-                    Verdict::Blocked(Blocker::Range(layout.permits_prefix(self.name)))
-                }
-            }
-        };
-        Ok(Some((verdict, at)))
+        Ok(Some(blocker.unchanged(range_at(&response, 0).first())))
     }
 
-    /// The contenders before ours that matter: the last one (mutex, writer), the last two
-    /// writers (reader), or all (semaphore).
-    fn blocker_query(&self) -> TxnOp {
-        let layout = &self.inner.layout;
-        let before = |limit| {
-            GetOptions::new()
-                .with_prefix()
-                .with_max_create_revision(self.revision - 1)
-                .with_sort(SortTarget::Create, SortOrder::Descend)
-                .with_limit(limit)
-        };
-        match self.want {
-            Want::Exclusive | Want::Write => {
-                TxnOp::get(layout.lock_prefix(self.name), Some(before(1)))
+    /// Reads the lock's keys. `None` if the hold lease died meanwhile.
+    ///
+    /// A mutex or writer asks in the same transaction to be moved to the hold lease if no key
+    /// under the lock is older than its own (then it holds): a hand-off costs the waiter one
+    /// request, as the release costs the holder one. (A nested lock's older key makes that
+    /// test fail; the read then decides, and the move is a request of its own.)
+    async fn check(&self) -> Result<Option<(Verdict, i64)>> {
+        let prefix = self.pass.inner.layout.lock_prefix(self.pass.name);
+        let read = TxnOp::get(prefix.as_str(), Some(GetOptions::new().with_prefix()));
+        let txn = match (self.pass.want, self.revision) {
+            (Want::Exclusive | Want::Write, Some(revision)) => {
+                let promote = TxnOp::put(
+                    self.key.clone(),
+                    self.pass.want.value(),
+                    Some(PutOptions::new().with_lease(self.pass.session.lease())),
+                );
+                Txn::new()
+                    .when([
+                        Compare::create_revision(self.key.clone(), CompareOp::Equal, revision),
+                        Compare::create_revision(prefix.as_str(), CompareOp::Greater, revision - 1)
+                            .with_range(prefix_end(&prefix)),
+                    ])
+                    .and_then([promote, read.clone()])
+                    .or_else([read])
             }
-            Want::Read => TxnOp::get(layout.writers_prefix(self.name), Some(before(2))),
-            Want::Permits { .. } => TxnOp::get(layout.permits_prefix(self.name), Some(before(0))),
-        }
+            _ => Txn::new().and_then([read]),
+        };
+        let what = format!("queue check on {}", self.pass.name);
+        let Some(response) = self.pass.request(&what, txn).await? else {
+            return Ok(None);
+        };
+        // The read is the last operation of either branch.
+        let ops = response.op_responses().len();
+        let kvs = range_at(&response, ops.saturating_sub(1));
+        let queue = Queue::read(self.pass.name, &prefix, kvs);
+        let verdict = self.judge(queue).await?;
+        Ok(Some((verdict, revision_of(&response))))
     }
 }

@@ -5,18 +5,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{Client, ConnectOptions, GetOptions};
-use lockcore::{
+use tokio::time::Instant;
+use tumbler_core::{
     AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LockBackend, LockName,
     LockState, Result,
 };
-use tokio::time::Instant;
 
+use crate::cleaner::Cleaner;
 use crate::config::EtcdConfig;
-use crate::errors::{self, BACKEND};
-use crate::inner::{retry_until, Inner};
+use crate::error_map::{self, BACKEND};
+use crate::instance::Instance;
 use crate::keys::Layout;
-use crate::names::NameWatches;
-use crate::session;
+use crate::lease;
+use crate::members::MemberProber;
+use crate::retry::retry_until;
+use crate::shared_watchers::SharedWatches;
 use crate::watch::Watches;
 
 /// How long after a crash the store frees a lock, beyond the TTL: etcd's lessor looks for
@@ -34,8 +37,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Arc<dyn LockBackend>` offers.
 ///
 /// ```no_run
-/// # async fn demo() -> lockcore::Result<()> {
-/// let locks = backend_etcd::connect_url("etcd://127.0.0.1:2379?ttl=10s").await?;
+/// # async fn demo() -> tumbler_core::Result<()> {
+/// let locks = tumbler_etcd::connect_url("etcd://127.0.0.1:2379?ttl=10s").await?;
 /// let guard = locks.mutex("jobs/nightly")?.lock().await?;
 /// // Exclusive with `etcdctl lock jobs/nightly` and Go's concurrency.Mutex, too.
 /// println!("fencing token {}", guard.fencing_token());
@@ -47,7 +50,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Ok(()) }
 /// ```
 pub struct EtcdBackend {
-    inner: Arc<Inner>,
+    inner: Arc<Instance>,
     config: EtcdConfig,
     address: String,
 }
@@ -61,8 +64,20 @@ impl std::fmt::Debug for EtcdBackend {
     }
 }
 
+impl EtcdConfig {
+    /// Connects: logs in, grants the backend's hold and waiting leases and starts their
+    /// keep-alives.
+    ///
+    /// Fails with [`Error::Auth`] on wrong credentials, with [`Error::InvalidArgument`] for a
+    /// bad endpoint, and with [`Error::Connection`] or [`Error::Timeout`] when no member
+    /// answers within the connect timeout.
+    pub async fn connect(self) -> Result<Arc<EtcdBackend>> {
+        EtcdBackend::connect(self).await
+    }
+}
+
 impl EtcdBackend {
-    pub(crate) async fn connect(config: EtcdConfig) -> Result<Arc<Self>> {
+    async fn connect(config: EtcdConfig) -> Result<Arc<Self>> {
         let endpoints = config.endpoint_urls()?;
         let address = address(&endpoints, config.prefix());
         let mut options = ConnectOptions::new()
@@ -79,11 +94,11 @@ impl EtcdBackend {
         if let Some(tls) = &config.tls {
             options = options.with_tls(tls.options());
         }
-        let client = errors::call(
+        let client = error_map::call(
             &address,
             || "connect (and log in)".to_owned(),
             config.connect_timeout,
-            Client::connect(&endpoints, Some(options)),
+            Client::connect(&endpoints, Some(options.clone())),
         )
         .await?;
         let layout = Layout::new(config.prefix.clone());
@@ -97,7 +112,7 @@ impl EtcdBackend {
             let (address, anchor) = (address.clone(), anchor.clone());
             async move {
                 let read = kv.get(anchor.as_str(), Some(probe));
-                errors::call(
+                error_map::call(
                     &address,
                     || "a read under the key prefix".to_owned(),
                     within,
@@ -108,24 +123,43 @@ impl EtcdBackend {
         })
         .await
         .map_err(|error| with_hint(error, config.tls.is_some()))?;
-        let (leases, keeper) = session::start(
+        let (leases, keeper) = lease::start(
             client.lease_client(),
-            config.ttl,
+            lease::LeaseRole::hold(config.ttl),
             config.connect_timeout,
             config.request_timeout,
             address.clone(),
         )
         .await?;
+        let (waiting, waiting_keeper) = lease::start(
+            client.lease_client(),
+            lease::LeaseRole::waiting(config.ttl),
+            config.connect_timeout,
+            config.request_timeout,
+            address.clone(),
+        )
+        .await?;
+        let cleaner = tokio::time::timeout(
+            config.connect_timeout,
+            Cleaner::open(endpoints.clone(), options.clone()),
+        )
+        .await
+        .ok()
+        .flatten();
         let (watches, mux) = Watches::start(client.watch_client(), anchor, config.request_timeout);
-        let inner = Inner::new(
+        let mut tasks = vec![keeper, waiting_keeper, mux];
+        tasks.extend(MemberProber::spawn(&client, &endpoints, &options));
+        let inner = Instance::new(
             client.kv_client(),
             client.lease_client(),
             layout,
             address.clone(),
             config.request_timeout,
-            NameWatches::new(watches),
+            SharedWatches::new(watches),
             leases,
-            vec![keeper, mux],
+            waiting,
+            cleaner,
+            tasks,
         );
         Ok(Arc::new(EtcdBackend {
             inner: Arc::new(inner),
@@ -153,9 +187,10 @@ fn with_hint(error: Error, tls: bool) -> Error {
             backend,
             addr,
             message,
+            source,
         } => {
             let hint = if tls {
-                "check ca=, cert= and key= (members may require a client certificate)"
+                "check tls_ca=, tls_cert= and tls_key= (members may require a client certificate)"
             } else {
                 "if the members serve TLS, use an etcds:// URL"
             };
@@ -163,6 +198,7 @@ fn with_hint(error: Error, tls: bool) -> Error {
                 backend,
                 addr,
                 message: format!("{message}; {hint}"),
+                source,
             }
         }
         other => other,
@@ -193,6 +229,8 @@ impl LockBackend for EtcdBackend {
             .with_revocation(true)
             .with_lists_waiters(true)
             .with_crash_release_bound(Some(self.config.ttl + EXPIRY_SLACK))
+            .with_waiter_release_bound(Some(self.config.ttl.min(lease::WAIT_TTL) + EXPIRY_SLACK))
+            .with_request_timeout(self.config.request_timeout)
     }
 
     fn address(&self) -> String {
@@ -217,31 +255,50 @@ impl LockBackend for EtcdBackend {
         self.inner.leases.monitor().subscribe()
     }
 
-    /// Revokes the lease (every key of this instance goes at once; every hold's `lost()` fires
-    /// with `Abandoned`) and stops the keep-alive and watch tasks.
+    /// Revokes the hold and waiting leases (every key of this instance goes at once; every
+    /// hold's `lost()` fires with `Abandoned`, every waiting acquisition ends with `Closed`)
+    /// and stops the keep-alive and watch tasks.
+    ///
+    /// Both leases are revoked at once, with short attempts retried until the request timeout
+    /// or the hold lease's TTL has passed, whichever is longer: a leader election (etcd drops
+    /// proposals meanwhile) is ridden out, and past the TTL the store has expired the leases by
+    /// itself (a revoke then answers "lease not found", which counts as done).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connection`] naming the leases not revoked when no member answered in time;
+    /// their keys go when their TTL runs out.
     async fn shutdown(&self) -> Result<()> {
-        let session = self.inner.leases.current();
+        let (hold, waiting) = (self.inner.leases.current(), self.inner.waiting.current());
         self.inner.leases.shut_down();
+        self.inner.waiting.shut_down();
         self.inner.stop_tasks();
-        match session {
-            Some(session)
-                if !session::revoke(
-                    &self.inner.lease_client,
-                    session.lease(),
-                    self.inner.request_timeout,
-                )
-                .await =>
-            {
-                Err(Error::connection(
-                    BACKEND,
-                    self.address.clone(),
-                    format!(
-                        "could not revoke lease {:x}; its keys go when its TTL runs out",
-                        session.lease()
-                    ),
-                ))
-            }
-            _ => Ok(()),
+        let ttl = hold.iter().chain(&waiting).map(|s| s.ttl()).max();
+        let deadline = Instant::now() + self.inner.request_timeout.max(ttl.unwrap_or_default());
+        let revoke = |session: Option<Arc<lease::Lease>>| async move {
+            let session = session?;
+            let revoked = lease::revoke_until(
+                &self.inner.lease_client,
+                session.lease(),
+                self.inner.request_timeout,
+                deadline,
+            )
+            .await;
+            (!revoked).then(|| format!("{:x}", session.lease()))
+        };
+        let (hold, waiting) = tokio::join!(revoke(hold), revoke(waiting));
+        let kept: Vec<String> = hold.into_iter().chain(waiting).collect();
+        if kept.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::connection(
+                BACKEND,
+                self.address.clone(),
+                format!(
+                    "could not revoke lease(s) {}; their keys go when their TTL runs out",
+                    kept.join(", ")
+                ),
+            ))
         }
     }
 }

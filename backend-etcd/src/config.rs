@@ -1,12 +1,10 @@
 //! [`EtcdConfig`]: endpoints, lease TTL, key prefix, credentials, TLS and timeouts.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use lockcore::{Error, Result};
-
-use crate::backend::EtcdBackend;
+use tumbler_core::params::format_duration;
+use tumbler_core::{Error, Result};
 
 /// The lease TTL used when none is given.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -27,9 +25,9 @@ pub const DEFAULT_PORT: u16 = 2379;
 /// [`EtcdConfig::from_url`]; then [`EtcdConfig::connect`].
 ///
 /// ```no_run
-/// # async fn demo() -> lockcore::Result<()> {
+/// # async fn demo() -> tumbler_core::Result<()> {
 /// use std::time::Duration;
-/// use backend_etcd::EtcdConfig;
+/// use tumbler_etcd::EtcdConfig;
 ///
 /// let locks = EtcdConfig::new(["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"])
 ///     .ttl(Duration::from_secs(15))?
@@ -80,11 +78,6 @@ impl EtcdConfig {
         }
     }
 
-    /// Parses a URL; see the [crate documentation](crate) for the grammar.
-    pub fn from_url(url: &str) -> Result<Self> {
-        crate::url::parse(url)
-    }
-
     /// The TTL of the backend's lease, in whole seconds from [`MIN_TTL`] to [`MAX_TTL`]
     /// (default [`DEFAULT_TTL`]). A crashed holder's locks are free again about this long after
     /// it stopped; a live holder whose keep-alives fail for 3/4 of it sees `lost()` fire.
@@ -92,13 +85,21 @@ impl EtcdConfig {
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(Error::invalid(
                 "etcd lease ttl",
-                format!("{ttl:?} is out of range; use {MIN_TTL:?} to {MAX_TTL:?}"),
+                format!(
+                    "{} is out of range; use {} to {}",
+                    format_duration(ttl),
+                    format_duration(MIN_TTL),
+                    format_duration(MAX_TTL)
+                ),
             ));
         }
         if ttl.subsec_nanos() != 0 {
             return Err(Error::invalid(
                 "etcd lease ttl",
-                format!("{ttl:?} is not a whole number of seconds; etcd leases count whole seconds, so use e.g. 2s"),
+                format!(
+                    "{} is not a whole number of seconds; etcd leases count whole seconds, so use e.g. 2s",
+                    format_duration(ttl)
+                ),
             ));
         }
         self.ttl = ttl;
@@ -163,14 +164,6 @@ impl EtcdConfig {
             .map(|e| normalize_endpoint(e, scheme))
             .collect()
     }
-
-    /// Connects: logs in, grants the backend's lease and starts its keep-alive.
-    ///
-    /// Fails with [`Error::Auth`] on wrong credentials, and with [`Error::Connection`] or
-    /// [`Error::Timeout`] when no member answers within the connect timeout.
-    pub async fn connect(self) -> Result<Arc<EtcdBackend>> {
-        EtcdBackend::connect(self).await
-    }
 }
 
 fn check_timeout(what: &str, timeout: Duration) -> Result<Duration> {
@@ -180,7 +173,10 @@ fn check_timeout(what: &str, timeout: Duration) -> Result<Duration> {
     } else {
         Err(Error::invalid(
             what,
-            format!("{timeout:?} is out of range; use 100ms to 10m"),
+            format!(
+                "{} is out of range; use 100ms to 10m",
+                format_duration(timeout)
+            ),
         ))
     }
 }
@@ -207,15 +203,21 @@ fn normalize_endpoint(endpoint: &str, default_scheme: &str) -> Result<String> {
     let has_port = match rest.rsplit_once(':') {
         // `[::1]` alone has colons but no port.
         Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
-            port.parse::<u16>().map_err(|_| {
-                Error::invalid(
-                    "etcd endpoint",
-                    format!(
-                        "{endpoint:?} has port {port:?}, which is not a number from 0 to 65535"
-                    ),
-                )
-            })?;
-            true
+            match port.parse::<u16>() {
+                Ok(0) => {
+                    return Err(Error::invalid(
+                        "etcd endpoint",
+                        format!("{endpoint:?} has port 0; give the port the member listens on (2379 by default)"),
+                    ))
+                }
+                Ok(_) => true,
+                Err(_) => {
+                    return Err(Error::invalid(
+                        "etcd endpoint",
+                        format!("{endpoint:?} has port {port:?}, which is not a number from 1 to 65535"),
+                    ))
+                }
+            }
         }
         _ => false,
     };
@@ -245,6 +247,7 @@ mod tests {
             "http://h:1"
         );
         assert!(normalize_endpoint("h:99999", "http").is_err());
+        assert!(normalize_endpoint("h:0", "http").is_err());
         assert!(normalize_endpoint("ftp://h:1", "http").is_err());
         assert!(normalize_endpoint("", "http").is_err());
     }
@@ -262,6 +265,23 @@ mod tests {
             config.ttl(Duration::from_secs(2)).unwrap().ttl_value(),
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn durations_in_messages_read_as_written() {
+        let message = match EtcdConfig::new(["h:1"]).ttl(Duration::ZERO) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a zero ttl was accepted"),
+        };
+        assert!(
+            message.contains(" 0s ") && !message.contains("0ns"),
+            "{message}"
+        );
+        let message = match EtcdConfig::new(["h:1"]).request_timeout(Duration::from_millis(5)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a 5 ms timeout was accepted"),
+        };
+        assert!(message.contains("5ms is out of range"), "{message}");
     }
 
     #[test]

@@ -7,24 +7,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp};
-use lockcore::{
-    hold_signals, Error, HeldLock, Hold, HoldNotifier, LockKind, LockName, LostReason, Result,
-};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
 use tracing::Instrument;
+use tumbler_core::keeper::HoldTicket;
+use tumbler_core::{hold_signals, Error, HeldLock, Hold, LockKind, LockName, LostReason, Result};
 
-use crate::inner::{range_at, revision_of, Inner, Reservation};
+use crate::instance::{range_at, revision_of, Instance, Reservation};
+use crate::key_watch::{KeyWatch, Seen};
 use crate::keys::DOWNGRADED;
-use crate::own_key::KeyWatch;
-use crate::session::Session;
+use crate::lease::Lease;
 use crate::watch::Note;
 
 /// Everything known about a hold at the moment it is granted.
 pub(crate) struct Granted {
-    pub(crate) inner: Arc<Inner>,
-    pub(crate) session: Arc<Session>,
+    pub(crate) inner: Arc<Instance>,
+    pub(crate) session: Arc<Lease>,
     pub(crate) name: LockName,
     pub(crate) kind: LockKind,
     pub(crate) key: String,
@@ -51,11 +50,11 @@ pub(crate) fn grant(granted: Granted) -> Hold {
         reservation,
     } = granted;
     let (notifier, signals) = hold_signals();
-    let notifier = Arc::new(notifier);
-    let entry = session.register(notifier.clone());
+    let notifier = Arc::new(session.register(notifier));
     let releasing = Arc::new(AtomicBool::new(false));
     let monitor = Monitor::spawn(MonitorState {
         inner: inner.clone(),
+        session: session.clone(),
         name: name.clone(),
         key: key.clone(),
         revision,
@@ -75,7 +74,6 @@ pub(crate) fn grant(granted: Granted) -> Hold {
             revision,
             live: Some(Live {
                 notifier,
-                entry,
                 releasing,
                 monitor,
                 reservation,
@@ -87,8 +85,8 @@ pub(crate) fn grant(granted: Granted) -> Hold {
 
 /// The backend's handle on one hold.
 struct EtcdHeld {
-    inner: Arc<Inner>,
-    session: Arc<Session>,
+    inner: Arc<Instance>,
+    session: Arc<Lease>,
     name: LockName,
     kind: LockKind,
     key: String,
@@ -98,8 +96,7 @@ struct EtcdHeld {
 }
 
 struct Live {
-    notifier: Arc<HoldNotifier>,
-    entry: u64,
+    notifier: Arc<HoldTicket>,
     releasing: Arc<AtomicBool>,
     monitor: Monitor,
     reservation: Option<Reservation>,
@@ -109,7 +106,6 @@ impl EtcdHeld {
     /// Forgets the hold locally (the key is gone or handed on).
     fn finish(&mut self) {
         if let Some(live) = self.live.take() {
-            self.session.unregister(live.entry);
             live.monitor.stop();
         }
     }
@@ -135,7 +131,7 @@ impl HeldLock for EtcdHeld {
         let txn = self.owner_checked(TxnOp::delete(self.key.as_str(), None));
         let what = format!("release of {}", self.name);
         let (response, doubtful) = self.inner.txn_reporting_doubt(&what, txn).await?;
-        let lost = live.notifier.is_lost();
+        let lost = live.notifier.notifier().is_lost();
         self.finish();
         // After an attempt whose answer was lost, "already gone" most likely means that attempt
         // deleted the key: nobody else deletes the key of a live lease (only an operator).
@@ -168,7 +164,7 @@ impl HeldLock for EtcdHeld {
                 name: self.name.clone(),
             });
         };
-        if live.notifier.is_lost() || !self.session.is_alive() {
+        if live.notifier.notifier().is_lost() || !self.session.is_alive() {
             return Err(Error::NotOwner {
                 name: self.name.clone(),
             });
@@ -180,17 +176,23 @@ impl HeldLock for EtcdHeld {
         let own = match own {
             Some(own) => own,
             None => KeyWatch::start(
-                &self.inner.names,
-                &self.inner.layout.lock_prefix(&self.name),
+                &self.inner.watches,
+                &self.inner.layout.own_prefix(
+                    &self.name,
+                    crate::keys::KeyRole::Write,
+                    self.session.lease(),
+                ),
+                &self.inner.layout.revoke_prefix(&self.name),
                 &self.key,
             ),
         };
         let response = match outcome {
             Ok(response) if response.succeeded() => response,
             Ok(_) => {
-                live.notifier.lost(LostReason::Deleted);
+                live.notifier.notifier().lost(LostReason::Deleted);
                 live.monitor = Monitor::spawn(MonitorState {
                     inner: self.inner.clone(),
+                    session: self.session.clone(),
                     name: self.name.clone(),
                     key: self.key.clone(),
                     revision: self.revision,
@@ -207,6 +209,7 @@ impl HeldLock for EtcdHeld {
                 // The write hold stays as it was: watch it again.
                 live.monitor = Monitor::spawn(MonitorState {
                     inner: self.inner.clone(),
+                    session: self.session.clone(),
                     name: self.name.clone(),
                     key: self.key.clone(),
                     revision: self.revision,
@@ -222,11 +225,11 @@ impl HeldLock for EtcdHeld {
         let reservation = live.reservation.take();
         self.finish();
         let (notifier, signals) = hold_signals();
-        let notifier = Arc::new(notifier);
-        let entry = self.session.register(notifier.clone());
+        let notifier = Arc::new(self.session.register(notifier));
         let releasing = Arc::new(AtomicBool::new(false));
         let monitor = Monitor::spawn(MonitorState {
             inner: self.inner.clone(),
+            session: self.session.clone(),
             name: self.name.clone(),
             key: self.key.clone(),
             revision: self.revision,
@@ -246,7 +249,6 @@ impl HeldLock for EtcdHeld {
                 revision: self.revision,
                 live: Some(Live {
                     notifier,
-                    entry,
                     releasing,
                     monitor,
                     reservation,
@@ -265,7 +267,6 @@ impl Drop for EtcdHeld {
         // Dropped without a confirmed release: delete the key in the background, or the shared
         // lease would keep it (and the lock) for as long as this backend lives.
         live.releasing.store(true, Ordering::SeqCst);
-        self.session.unregister(live.entry);
         live.monitor.stop();
         let (inner, session, key, revision, reservation) = (
             self.inner.clone(),
@@ -274,18 +275,13 @@ impl Drop for EtcdHeld {
             self.revision,
             live.reservation,
         );
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    inner.remove_key(&session, &key, revision).await;
-                    drop(reservation);
-                });
-            }
-            Err(_) => tracing::error!(
-                key = %self.key,
-                "etcd hold dropped outside a tokio runtime; its key stays until the backend's lease ends"
-            ),
-        }
+        let ticket = inner.cleanup_ticket(&inner.layout.lock_prefix(&self.name), &key);
+        let cleanup = inner.clone();
+        cleanup.spawn_cleanup("release a dropped etcd hold", async move {
+            let _ticket = ticket;
+            inner.remove_key(&session, &key, revision).await;
+            drop(reservation);
+        });
     }
 }
 
@@ -296,7 +292,8 @@ struct Monitor {
 }
 
 struct MonitorState {
-    inner: Arc<Inner>,
+    inner: Arc<Instance>,
+    session: Arc<Lease>,
     name: LockName,
     key: String,
     /// The key's create revision.
@@ -305,7 +302,7 @@ struct MonitorState {
     /// for this hold.
     since: i64,
     own: KeyWatch,
-    notifier: Arc<HoldNotifier>,
+    notifier: Arc<HoldTicket>,
     releasing: Arc<AtomicBool>,
 }
 
@@ -340,7 +337,6 @@ impl Monitor {
 
 impl MonitorState {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Option<KeyWatch> {
-        let revoke_prefix = self.inner.layout.revoke_prefix(&self.name).into_bytes();
         let mut check = self.needs_check();
         loop {
             if check {
@@ -356,22 +352,22 @@ impl MonitorState {
             }
             tokio::select! {
                 _ = &mut stop => return Some(self.own),
-                _ = self.notifier.closed() => return Some(self.own),
+                _ = self.notifier.notifier().closed() => return Some(self.own),
                 _ = sleep(Duration::from_millis(250)), if check => {}
-                note = self.own.next() => match note {
+                seen = self.own.next() => match seen {
                     None => return None,
-                    Some(Note::Created { .. }) => check = self.needs_check(),
-                    Some(Note::Deleted { key, revision }) => {
+                    Some(Seen::Own(Note::Created { .. })) => check = self.needs_check(),
+                    Some(Seen::Own(Note::Deleted { key, revision })) => {
                         if self.own.is_own(&key) && revision > self.revision {
-                            self.deleted();
+                            self.deleted().await;
                             return None;
                         }
-                        if key.starts_with(&revoke_prefix) && revision > self.since {
-                            tracing::info!("revocation requested");
-                            self.notifier.revoke_requested();
-                        }
                     }
-                    Some(Note::Reset | Note::Canceled(_)) => {}
+                    Some(Seen::Revoke(Note::Deleted { revision, .. })) if revision > self.since => {
+                        tracing::info!("revocation requested");
+                        self.notifier.notifier().revoke_requested();
+                    }
+                    Some(_) => {}
                 },
             }
         }
@@ -393,16 +389,22 @@ impl MonitorState {
         if ours.first().map(KeyValue::create_revision) == Some(self.revision) {
             Ok(true)
         } else {
-            self.deleted();
+            self.deleted().await;
             Ok(false)
         }
     }
 
-    fn deleted(&self) {
+    async fn deleted(&self) {
         if self.releasing.load(Ordering::SeqCst) {
             return;
         }
-        if self.notifier.lost(LostReason::Deleted) {
+        // A key that went with its lease (expired, or revoked by an operator) is the
+        // session's loss, the same event as on every store: SessionExpired.
+        if self.inner.lease_gone(self.session.lease()).await {
+            self.session.kill(LostReason::SessionExpired);
+            return;
+        }
+        if self.notifier.notifier().lost(LostReason::Deleted) {
             tracing::warn!(key = %self.key, "etcd lock key deleted by someone else; hold lost");
         }
     }

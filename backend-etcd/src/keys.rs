@@ -1,20 +1,27 @@
 //! Where each primitive keeps its keys, and how to read them back.
 //!
-//! Every key of a lock lives under `<prefix><NAME>/` and carries the backend's lease:
+//! Every key of a lock lives directly under `<prefix><NAME>/`:
 //!
 //! | primitive | key | value |
 //! |---|---|---|
 //! | mutex | `NAME/<lease hex>` (a second concurrent hold of the same name from the same backend instance: `NAME/<lease hex>_<n>`) | empty |
-//! | read side | `NAME/read/<lease hex>_<n>` | empty |
-//! | write side | `NAME/write/<lease hex>_<n>` | empty, `read` once downgraded |
-//! | semaphore | `NAME/sem/<lease hex>_<n>` | `<permits>/<limit>` |
+//! | read side | `NAME/#read/<lease hex>_<n>` | empty |
+//! | write side | `NAME/#write/<lease hex>_<n>` | empty, `read` once downgraded |
+//! | semaphore | `NAME/#sem/<lease hex>_<n>` | `<permits>/<limit>` |
 //! | revocation marker (exists for one round trip) | `NAME/#revoke/<lease hex>_<n>` | empty |
 //!
 //! The mutex key is exactly the one of Go's `concurrency.Mutex` (and so `etcdctl lock NAME`).
+//! The other folders start with `#`, which no lock name segment can contain, so the keys of a
+//! nested lock `NAME/child` (`NAME/child/...`) never look like keys of `NAME`: nested names are
+//! independent locks. A key directly under `NAME/` that fits none of these rows is foreign.
+//!
 //! Order is always the key's create revision, never its mod revision: a downgrade rewrites a key
-//! in place and must not move it in the queue.
+//! in place and must not move it in the queue, and so does the move of a granted waiter's key
+//! from the waiting lease to the hold lease.
 
-use lockcore::LockName;
+use std::fmt;
+
+use tumbler_core::LockName;
 
 /// The value of a write key that was downgraded to a read hold.
 pub(crate) const DOWNGRADED: &[u8] = b"read";
@@ -30,12 +37,57 @@ pub(crate) struct Layout {
 pub(crate) enum KeyRole {
     /// A mutex contender (`NAME/<id>`), ours or a Go client's.
     Mutex,
-    /// A reader (`NAME/read/<id>`).
+    /// A reader (`NAME/#read/<id>`).
     Read,
-    /// A writer (`NAME/write/<id>`).
+    /// A writer (`NAME/#write/<id>`).
     Write,
-    /// A semaphore contender (`NAME/sem/<id>`).
+    /// A semaphore contender (`NAME/#sem/<id>`).
     Permits,
+}
+
+/// Which primitive a name is used as: one name, one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A mutex.
+    Mutex,
+    /// A read-write lock.
+    RwLock,
+    /// A semaphore.
+    Semaphore,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Mutex => "mutex",
+            Kind::RwLock => "read-write lock",
+            Kind::Semaphore => "semaphore",
+        })
+    }
+}
+
+impl KeyRole {
+    /// The primitive the key belongs to.
+    pub(crate) fn kind(self) -> Kind {
+        match self {
+            KeyRole::Mutex => Kind::Mutex,
+            KeyRole::Read | KeyRole::Write => Kind::RwLock,
+            KeyRole::Permits => Kind::Semaphore,
+        }
+    }
+}
+
+/// What one key under `NAME/` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Classified<'a> {
+    /// A contender of this lock, with its holder id (the last segment).
+    Contender(KeyRole, &'a str),
+    /// A revocation marker.
+    Revoke,
+    /// A key of a lock nested below this one.
+    Nested,
+    /// Something tumbler and Go's Mutex never write there.
+    Foreign,
 }
 
 impl Layout {
@@ -49,24 +101,14 @@ impl Layout {
         &self.prefix
     }
 
-    /// `<prefix>NAME/`: every key of the lock (and, as in Go's Mutex, of locks nested below it).
+    /// `<prefix>NAME/`: every key of the lock, and also those of locks nested below it (which
+    /// [`classify`] tells apart).
     pub(crate) fn lock_prefix(&self, name: &LockName) -> String {
         format!("{}{}/", self.prefix, name.as_str())
     }
 
-    /// `<prefix>NAME/write/`: the writers of a read-write lock.
-    pub(crate) fn writers_prefix(&self, name: &LockName) -> String {
-        format!("{}write/", self.lock_prefix(name))
-    }
-
-    /// `<prefix>NAME/sem/`: the contenders of a semaphore.
-    pub(crate) fn permits_prefix(&self, name: &LockName) -> String {
-        format!("{}sem/", self.lock_prefix(name))
-    }
-
     /// `<prefix>NAME/#revoke/`: revocation markers, put and deleted at once by
-    /// `request_revoke`; holders take the deletion as the request. No lock name can contain
-    /// `#`, so no lock's key ever starts with it.
+    /// `request_revoke`; holders take the deletion as the request.
     pub(crate) fn revoke_prefix(&self, name: &LockName) -> String {
         format!("{}#revoke/", self.lock_prefix(name))
     }
@@ -85,32 +127,53 @@ impl Layout {
         }
     }
 
+    /// The start of every key this instance (holding `lease`) puts for `role` under the lock:
+    /// `NAME/<lease hex>` for the mutex (Go's key and our `_<n>` ones), else
+    /// `NAME/#<folder>/<lease hex>_`. A contender watches the deletions under it for its own key.
+    pub(crate) fn own_prefix(&self, name: &LockName, role: KeyRole, lease: i64) -> String {
+        match role {
+            KeyRole::Mutex => self.mutex_key(name, lease, None),
+            _ => {
+                let key = self.unique_key(name, role, lease, 0);
+                key.strip_suffix('0').unwrap_or(&key).to_owned()
+            }
+        }
+    }
+
     /// The key of a reader, writer or semaphore contender.
     pub(crate) fn unique_key(&self, name: &LockName, role: KeyRole, lease: i64, n: u64) -> String {
         let folder = match role {
             KeyRole::Mutex => return self.mutex_key(name, lease, Some(n)),
-            KeyRole::Read => "read/",
-            KeyRole::Write => "write/",
-            KeyRole::Permits => "sem/",
+            KeyRole::Read => "#read/",
+            KeyRole::Write => "#write/",
+            KeyRole::Permits => "#sem/",
         };
         format!("{}{folder}{:x}_{n}", self.lock_prefix(name), lease)
     }
 }
 
-/// Classifies `rest`, the part of a key after `NAME/`. Returns the role and the holder id (the
-/// last segment, e.g. the lease in hex); `None` for keys of locks nested below the name.
-pub(crate) fn classify(rest: &str) -> Option<(KeyRole, &str)> {
+/// Classifies `rest`, the part of a key after `NAME/`.
+pub(crate) fn classify(rest: &str) -> Classified<'_> {
     match rest.split_once('/') {
-        None if !rest.is_empty() => Some((KeyRole::Mutex, rest)),
-        Some(("read", id)) if is_segment(id) => Some((KeyRole::Read, id)),
-        Some(("write", id)) if is_segment(id) => Some((KeyRole::Write, id)),
-        Some(("sem", id)) if is_segment(id) => Some((KeyRole::Permits, id)),
-        _ => None,
+        None if is_holder_id(rest) => Classified::Contender(KeyRole::Mutex, rest),
+        None => Classified::Foreign,
+        Some(("#read", id)) if is_holder_id(id) => Classified::Contender(KeyRole::Read, id),
+        Some(("#write", id)) if is_holder_id(id) => Classified::Contender(KeyRole::Write, id),
+        Some(("#sem", id)) if is_holder_id(id) => Classified::Contender(KeyRole::Permits, id),
+        Some(("#revoke", _)) => Classified::Revoke,
+        Some((folder, _)) if folder.starts_with('#') => Classified::Foreign,
+        Some(_) => Classified::Nested,
     }
 }
 
-fn is_segment(id: &str) -> bool {
-    !id.is_empty() && !id.contains('/')
+/// A lease in lowercase hex (Go's `%x`), optionally followed by `_<n>` (ours).
+fn is_holder_id(id: &str) -> bool {
+    let (lease, n) = id.split_once('_').unwrap_or((id, "0"));
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    !lease.is_empty()
+        && lease.chars().all(hex)
+        && !n.is_empty()
+        && n.chars().all(|c| c.is_ascii_digit())
 }
 
 /// The holder id of a key id: the lease in hex, without our `_<n>` suffix.
@@ -162,19 +225,33 @@ mod tests {
         assert_eq!(prefixed.mutex_key(&name("x"), 255, Some(2)), "app/x/ff_2");
         assert_eq!(
             prefixed.unique_key(&name("x"), KeyRole::Write, 255, 7),
-            "app/x/write/ff_7"
+            "app/x/#write/ff_7"
+        );
+        assert_eq!(
+            prefixed.own_prefix(&name("x"), KeyRole::Mutex, 255),
+            "app/x/ff"
+        );
+        assert_eq!(
+            prefixed.own_prefix(&name("x"), KeyRole::Permits, 255),
+            "app/x/#sem/ff_"
         );
     }
 
     #[test]
     fn classifies_keys() {
-        assert_eq!(classify("ff"), Some((KeyRole::Mutex, "ff")));
-        assert_eq!(classify("read/ff_1"), Some((KeyRole::Read, "ff_1")));
-        assert_eq!(classify("write/ff_1"), Some((KeyRole::Write, "ff_1")));
-        assert_eq!(classify("sem/ff_1"), Some((KeyRole::Permits, "ff_1")));
-        assert_eq!(classify("child/ff"), None);
-        assert_eq!(classify("read/child/ff"), None);
-        assert_eq!(classify("#revoke/ff_1"), None);
+        use Classified::*;
+        assert_eq!(classify("ff"), Contender(KeyRole::Mutex, "ff"));
+        assert_eq!(classify("ff_2"), Contender(KeyRole::Mutex, "ff_2"));
+        assert_eq!(classify("#read/ff_1"), Contender(KeyRole::Read, "ff_1"));
+        assert_eq!(classify("#write/ff_1"), Contender(KeyRole::Write, "ff_1"));
+        assert_eq!(classify("#sem/ff_1"), Contender(KeyRole::Permits, "ff_1"));
+        assert_eq!(classify("#revoke/ff_1"), Revoke);
+        assert_eq!(classify("child/ff"), Nested);
+        assert_eq!(classify("read/ff_1"), Nested);
+        assert_eq!(classify("notes.txt"), Foreign);
+        assert_eq!(classify("FF"), Foreign);
+        assert_eq!(classify("#sem/x/y"), Foreign);
+        assert_eq!(classify("#other/ff"), Foreign);
         assert_eq!(holder_id("ff_1"), "ff");
         assert_eq!(holder_id("ff"), "ff");
     }

@@ -14,14 +14,14 @@ mod enabled {
     use std::path::Path;
 
     use etcd_client::{Certificate, Identity, TlsOptions};
-    use lockcore::{Error, Result};
+    use tumbler_core::{Error, Result};
 
     /// How to talk TLS to etcd: the CA that signed the members' certificates, optionally a
     /// client certificate, and the name to check the members' certificates against.
     ///
     /// ```no_run
-    /// # fn demo() -> lockcore::Result<()> {
-    /// use backend_etcd::{EtcdConfig, EtcdTls};
+    /// # fn demo() -> tumbler_core::Result<()> {
+    /// use tumbler_etcd::{EtcdConfig, EtcdTls};
     /// let tls = EtcdTls::new()
     ///     .ca_file("/etc/etcd/ca.pem")?
     ///     .client_identity_files("/etc/etcd/client.pem", "/etc/etcd/client-key.pem")?;

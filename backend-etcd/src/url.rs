@@ -1,92 +1,72 @@
 //! Parsing `etcd://` and `etcds://` URLs into an [`EtcdConfig`].
 
-use lockcore::params::Params;
-use lockcore::{Error, Result};
+use tumbler_core::tls::TlsParams;
+use tumbler_core::url::{Credentials, StoreUrl};
+use tumbler_core::{Error, Result};
 
-use crate::config::EtcdConfig;
+use crate::config::{EtcdConfig, DEFAULT_PORT};
 
+/// The parameters an etcd URL may carry (besides the common TLS ones).
 const KNOWN: &[&str] = &[
     "ttl",
     "timeout",
     "connect_timeout",
     "user",
     "password",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_insecure",
+    "domain",
     "ca",
     "cert",
     "key",
-    "domain",
 ];
 
-/// Parses `etcd://[user:password@]host:port[,host:port...][/key/prefix][?params]`.
-pub(crate) fn parse(url: &str) -> Result<EtcdConfig> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        Error::invalid(
-            "etcd URL",
-            format!("{url:?} has no scheme; write etcd://host:2379 or etcds://host:2379"),
-        )
-    })?;
-    let tls = match scheme {
-        "etcd" => false,
-        "etcds" => true,
-        other => {
-            return Err(Error::invalid(
-                "etcd URL",
-                format!("scheme {other:?} is not etcd or etcds"),
-            ))
-        }
-    };
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = match rest.find('/') {
-        Some(at) => (&rest[..at], &rest[at..]),
-        None => (rest, ""),
-    };
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => (Some(userinfo), hosts),
-        None => (None, authority),
-    };
-    let endpoints: Vec<&str> = hosts.split(',').collect();
-    if endpoints.iter().any(|h| h.is_empty()) {
-        return Err(Error::invalid(
-            "etcd URL",
-            format!("{url:?} has an empty host; write host:port[,host:port...]"),
-        ));
-    }
-    let mut config = EtcdConfig::new(endpoints);
+/// etcd's older TLS parameter names, still accepted.
+const TLS_ALIASES: &[(&str, &str)] = &[("ca", "tls_ca"), ("cert", "tls_cert"), ("key", "tls_key")];
 
-    let prefix = decode("etcd URL path", path.trim_start_matches('/'))?;
-    if !prefix.is_empty() {
-        let prefix = if prefix.ends_with('/') {
-            prefix
+impl EtcdConfig {
+    /// Parses a URL; see the [crate documentation](crate) for the grammar.
+    ///
+    /// Fails with `InvalidArgument` naming what to fix: a bad scheme, host, port (0 too),
+    /// duration or TLS file, credentials given twice, an unknown parameter.
+    pub fn from_url(url: &str) -> Result<Self> {
+        parse(url)
+    }
+}
+
+/// Parses `etcd://[user:password@]host:port[,host:port...][/key/prefix][?params]` with
+/// lockcore's [`StoreUrl`].
+fn parse(url: &str) -> Result<EtcdConfig> {
+    let mut parsed = StoreUrl::parse(url, &["etcd", "etcds"], DEFAULT_PORT)?;
+    let tls = parsed.scheme == "etcds";
+    let endpoints: Vec<String> = parsed.hosts.iter().map(ToString::to_string).collect();
+    let mut config = EtcdConfig::new(endpoints);
+    if !parsed.path.is_empty() {
+        let prefix = if parsed.path.ends_with('/') {
+            parsed.path.clone()
         } else {
-            format!("{prefix}/")
+            format!("{}/", parsed.path)
         };
         config = config.key_prefix(prefix);
     }
-
-    let mut params = Params::new(scheme, query_pairs(query)?);
-    let mut user = None;
-    let mut password = None;
-    if let Some(userinfo) = userinfo {
-        let (u, p) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-        user = Some(decode("etcd URL user", u)?);
-        password = Some(decode("etcd URL password", p)?);
-    }
-    if let Some(u) = params.text("user") {
-        user = Some(u);
-    }
-    if let Some(p) = params.text("password") {
-        password = Some(p);
-    }
-    match (user, password) {
-        (Some(u), p) if !u.is_empty() => config = config.credentials(u, p.unwrap_or_default()),
-        (None, None) => {}
-        _ => {
+    match parsed.credentials()? {
+        Some(Credentials {
+            user: Some(user),
+            password,
+        }) if !user.is_empty() => {
+            config = config.credentials(user, password.unwrap_or_default());
+        }
+        None => {}
+        Some(_) => {
             return Err(Error::invalid(
                 "etcd URL credentials",
                 "a password needs a user; write etcd://user:password@host:2379",
             ))
         }
     }
+    let params = parsed.params();
     if let Some(ttl) = params.duration("ttl")? {
         config = config.ttl(ttl)?;
     }
@@ -96,14 +76,10 @@ pub(crate) fn parse(url: &str) -> Result<EtcdConfig> {
     if let Some(timeout) = params.duration("connect_timeout")? {
         config = config.connect_timeout(timeout)?;
     }
-    let tls_params = [
-        params.text("ca"),
-        params.text("cert"),
-        params.text("key"),
-        params.text("domain"),
-    ];
-    config = apply_tls(config, tls, tls_params)?;
-    params.finish(KNOWN)?;
+    let settings = TlsParams::from_params(params, TLS_ALIASES)?;
+    let domain = params.text("domain");
+    config = apply_tls(config, tls, settings, domain)?;
+    parsed.finish(KNOWN)?;
     config.endpoint_urls()?;
     Ok(config)
 }
@@ -112,93 +88,54 @@ pub(crate) fn parse(url: &str) -> Result<EtcdConfig> {
 fn apply_tls(
     config: EtcdConfig,
     tls: bool,
-    [ca, cert, key, domain]: [Option<String>; 4],
+    settings: TlsParams,
+    domain: Option<String>,
 ) -> Result<EtcdConfig> {
-    let any = ca.is_some() || cert.is_some() || key.is_some() || domain.is_some();
     if !tls {
-        if any {
+        if settings.any() || settings.key.is_some() || domain.is_some() {
             return Err(Error::invalid(
                 "etcd URL",
-                "ca, cert, key and domain are TLS settings; use an etcds:// URL",
+                "tls_ca, tls_cert, tls_key, tls_insecure and domain are TLS settings; use an etcds:// URL",
             ));
         }
         return Ok(config);
     }
-    let mut settings = crate::EtcdTls::new();
-    if let Some(ca) = ca {
-        settings = settings.ca_file(ca)?;
+    if settings.insecure {
+        return Err(Error::invalid(
+            "etcd URL parameter `tls_insecure`",
+            "etcd's client always checks the members' certificates; give the CA with tls_ca (and domain= if the names differ)",
+        ));
     }
-    match (cert, key) {
-        (Some(cert), Some(key)) => settings = settings.client_identity_files(cert, key)?,
-        (None, None) => {}
-        _ => {
-            return Err(Error::invalid(
-                "etcds URL",
-                "a client certificate needs both cert= and key=",
-            ))
-        }
+    let mut tls = crate::EtcdTls::new();
+    if let Some(ca) = &settings.ca {
+        tls = tls.ca_pem(TlsParams::read("tls_ca", ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&settings.cert, &settings.key) {
+        tls = tls.client_identity_pem(
+            TlsParams::read("tls_cert", cert)?,
+            TlsParams::read("tls_key", key)?,
+        );
     }
     if let Some(domain) = domain {
-        settings = settings.domain(domain);
+        tls = tls.domain(domain);
     }
-    Ok(config.tls(settings))
+    Ok(config.tls(tls))
 }
 
 #[cfg(not(feature = "tls"))]
-fn apply_tls(config: EtcdConfig, tls: bool, params: [Option<String>; 4]) -> Result<EtcdConfig> {
-    if tls || params.iter().any(Option::is_some) {
+fn apply_tls(
+    config: EtcdConfig,
+    tls: bool,
+    settings: TlsParams,
+    domain: Option<String>,
+) -> Result<EtcdConfig> {
+    if tls || settings.any() || settings.key.is_some() || domain.is_some() {
         return Err(Error::invalid(
             "etcd URL",
             "TLS is not compiled in; enable the `tls` feature of backend-etcd",
         ));
     }
     Ok(config)
-}
-
-/// Splits `a=1&b=2` into percent-decoded pairs.
-fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
-    query
-        .split('&')
-        .filter(|part| !part.is_empty())
-        .map(|part| match part.split_once('=') {
-            Some((k, v)) => Ok((decode("etcd URL query", k)?, decode("etcd URL query", v)?)),
-            None => Err(Error::invalid(
-                "etcd URL query",
-                format!("{part:?} has no value; write key=value"),
-            )),
-        })
-        .collect()
-}
-
-/// Percent-decodes `text` (`%2F` → `/`).
-fn decode(what: &str, text: &str) -> Result<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match hex {
-                Some(byte) => {
-                    out.push(byte);
-                    i += 3;
-                    continue;
-                }
-                None => {
-                    return Err(Error::invalid(
-                        what,
-                        format!("{text:?} has a % not followed by two hex digits"),
-                    ))
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out)
-        .map_err(|_| Error::invalid(what, format!("{text:?} does not decode to UTF-8")))
 }
 
 #[cfg(test)]
@@ -241,11 +178,19 @@ mod tests {
         assert!(problem("etcd://h:1?tll=3s").contains("`tll`"));
         assert!(problem("etcd://h:1?ttl=0s").contains("out of range"));
         assert!(problem("etcd://h:1?ttl=1500ms").contains("whole number"));
-        assert!(problem("etcd://,h:1").contains("empty host"));
-        assert!(problem("etcd://h:x").contains("not a number"));
-        assert!(problem("redis://h:1").contains("not etcd"));
-        assert!(problem("etcd://h:1/%zz").contains("hex digits"));
+        for (url, says) in [
+            ("etcd://,h:1", "empty entry"),
+            ("etcd://h:x", "h:x"),
+            ("redis://h:1", "not one of etcd, etcds"),
+            ("etcd://h:1?ca=a.pem&tls_ca=b.pem", "given twice"),
+            ("etcds://h:1?tls_insecure=true", "tls_insecure"),
+        ] {
+            let text = problem(url);
+            assert!(text.contains(says), "{url}: {text}");
+        }
         assert!(problem("etcd://:pw@h:1").contains("needs a user"));
+        assert!(problem("etcd://a:b@h:1?user=c").contains("twice"));
+        assert!(problem("etcd://h:0").contains("port 0"));
     }
 
     #[cfg(feature = "tls")]
@@ -255,5 +200,7 @@ mod tests {
         let c = parse("etcds://h:1?domain=etcd.local").unwrap();
         assert_eq!(c.endpoint_urls().unwrap(), ["https://h:1"]);
         assert!(problem("etcds://h:1?ca=/nonexistent/ca.pem").contains("cannot read"));
+        assert!(problem("etcds://h:1?tls_ca=/nonexistent/ca.pem").contains("cannot read"));
+        assert!(problem("etcd://h:1?tls_ca=/x.pem").contains("etcds://"));
     }
 }

@@ -25,11 +25,12 @@ const ANCHOR_ID: i64 = 1;
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What to watch.
-#[derive(Debug, Clone)]
+/// What to watch: one key or a key range, deletions only or puts as well.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Target {
     key: Vec<u8>,
     range_end: Option<Vec<u8>>,
+    puts: bool,
 }
 
 impl Target {
@@ -38,6 +39,25 @@ impl Target {
         Target {
             key: prefix.as_bytes().to_vec(),
             range_end: Some(crate::keys::prefix_end(prefix)),
+            puts: false,
+        }
+    }
+
+    /// Deletions of `key` alone.
+    pub(crate) fn deletion_of(key: &[u8]) -> Self {
+        Target {
+            key: key.to_vec(),
+            range_end: None,
+            puts: false,
+        }
+    }
+
+    /// Puts and deletions of `key` alone.
+    pub(crate) fn changes_of(key: &[u8]) -> Self {
+        Target {
+            key: key.to_vec(),
+            range_end: None,
+            puts: true,
         }
     }
 
@@ -46,7 +66,11 @@ impl Target {
         if let Some(end) = &self.range_end {
             options = options.with_range(end.clone());
         }
-        options.with_filters([WatchFilterType::NoPut])
+        if self.puts {
+            options
+        } else {
+            options.with_filters([WatchFilterType::NoPut])
+        }
     }
 }
 
@@ -56,6 +80,13 @@ pub(crate) enum Note {
     /// The watcher exists; it sees every change with a revision above `revision`.
     Created {
         /// The store's revision when the watcher was created.
+        revision: i64,
+    },
+    /// A watched key was put at `revision` (only for targets that ask for puts).
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The revision of the put.
         revision: i64,
     },
     /// A watched key was deleted at `revision`.
@@ -69,6 +100,16 @@ pub(crate) enum Note {
     Reset,
     /// The server cancelled the watcher (it will not come back); register again.
     Canceled(String),
+}
+
+impl Note {
+    /// The revision of a put or deletion.
+    pub(crate) fn change_revision(&self) -> Option<i64> {
+        match self {
+            Note::Put { revision, .. } | Note::Deleted { revision, .. } => Some(*revision),
+            _ => None,
+        }
+    }
 }
 
 enum Command {
@@ -307,14 +348,16 @@ impl Mux {
         }
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
-            // A deletion carries the key with version 0; puts (version 1 or more) are filtered
-            // out on the server, and skipped should one come anyway.
-            if kv.version() != 0 {
+            // A deletion carries the key with version 0, a put version 1 or more. Puts are
+            // filtered out on the server unless the target asks for them, and skipped should
+            // one come anyway.
+            let (key, revision) = (kv.key().to_vec(), kv.mod_revision());
+            let note = if kv.version() == 0 {
+                Note::Deleted { key, revision }
+            } else if watcher.target.puts {
+                Note::Put { key, revision }
+            } else {
                 continue;
-            }
-            let note = Note::Deleted {
-                key: kv.key().to_vec(),
-                revision: kv.mod_revision(),
             };
             alive = alive && watcher.notes.send(note).is_ok();
         }

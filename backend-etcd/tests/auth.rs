@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use lockcore::Error;
 use testkit::etcd::{Etcd, EtcdOptions};
+use tumbler_core::Error;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
 async fn secured() -> Etcd {
     Etcd::start_with(EtcdOptions {
         auth: Some(("alice".into(), "wonder land".into())),
+        ..Default::default()
     })
     .await
     .expect("start etcd with auth")
@@ -21,18 +22,18 @@ async fn right_credentials_lock_and_wrong_ones_are_an_auth_error() {
     let port = e.port();
 
     // Percent-encoded password in the URL.
-    let locks = backend_etcd::connect_url(&format!(
+    let locks = tumbler_etcd::connect_url(&format!(
         "etcd://alice:wonder%20land@127.0.0.1:{port}?ttl=2s"
     ))
     .await
     .expect("connect with the right password");
     let guard = locks.mutex("auth/job").unwrap().lock().await.unwrap();
-    let other = backend_etcd::EtcdConfig::new([format!("127.0.0.1:{port}")])
+    let other = tumbler_etcd::EtcdConfig::new([format!("127.0.0.1:{port}")])
         .credentials("alice", "wonder land")
         .connect()
         .await
         .expect("connect with the typed config");
-    let other: lockcore::SharedBackend = other;
+    let other: tumbler_core::SharedBackend = other;
     assert!(other
         .mutex("auth/job")
         .unwrap()
@@ -41,7 +42,7 @@ async fn right_credentials_lock_and_wrong_ones_are_an_auth_error() {
         .unwrap()
         .is_none());
     let state = other
-        .state(&lockcore::LockName::new("auth/job").unwrap())
+        .state(&tumbler_core::LockName::new("auth/job").unwrap())
         .await
         .unwrap();
     assert_eq!(state.holders.len(), 1, "{state:?}");
@@ -58,7 +59,7 @@ async fn right_credentials_lock_and_wrong_ones_are_an_auth_error() {
         ),
         (format!("etcd://127.0.0.1:{port}"), "no credentials"),
     ] {
-        let result = tokio::time::timeout(LIMIT, backend_etcd::connect_url(&url))
+        let result = tokio::time::timeout(LIMIT, tumbler_etcd::connect_url(&url))
             .await
             .unwrap_or_else(|_| panic!("connecting with {what} hung"));
         match result {
@@ -69,7 +70,7 @@ async fn right_credentials_lock_and_wrong_ones_are_an_auth_error() {
             Ok(_) => panic!("{what} was accepted"),
         }
     }
-    let text = backend_etcd::connect_url(&format!("etcd://alice:wrong@127.0.0.1:{port}"))
+    let text = tumbler_etcd::connect_url(&format!("etcd://alice:wrong@127.0.0.1:{port}"))
         .await
         .err()
         .map(|e| e.to_string())

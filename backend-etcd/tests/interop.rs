@@ -4,15 +4,15 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use lockcore::{LockName, SharedBackend};
 use testkit::etcd::Etcd;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tumbler_core::{LockName, SharedBackend};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
 async fn connect(e: &Etcd) -> SharedBackend {
-    backend_etcd::connect_url(&format!("etcd://127.0.0.1:{}?ttl=5s", e.port()))
+    tumbler_etcd::connect_url(&format!("etcd://127.0.0.1:{}?ttl=5s", e.port()))
         .await
         .expect("connect")
 }
@@ -174,4 +174,53 @@ async fn tumbler_holds_and_etcdctl_waits() {
     assert!(status.success(), "etcdctl exited with {status}");
     // etcdctl deleted its key on the way out: the lock is free.
     wait_for_state(&locks, &name, 0, 0).await;
+}
+
+/// A tumbler waiter's key lives on the short waiting lease and moves to the hold lease when
+/// granted: etcdctl, queued behind it, must still wait for it, and get the lock after it.
+#[tokio::test]
+async fn etcdctl_queued_behind_a_tumbler_waiter_still_excludes() {
+    let e = Etcd::start().await.expect("etcd");
+    let (first, second) = (connect(&e).await, connect(&e).await);
+    let name = LockName::new("interop/behind-a-waiter").unwrap();
+    let held = first.mutex(name.clone()).unwrap().lock().await.unwrap();
+    let waiter = tokio::spawn({
+        let second = second.clone();
+        let name = name.clone();
+        async move { second.mutex(name).unwrap().lock().await }
+    });
+    wait_for_state(&first, &name, 1, 1).await;
+    let fifo = Fifo::new();
+    let script = format!("echo GOT; read line < {}", fifo.path.display());
+    let mut etcdctl = etcdctl_lock(&e, name.as_str(), &script);
+    let mut out = BufReader::new(etcdctl.stdout.take().unwrap()).lines();
+    wait_for_state(&first, &name, 1, 2).await;
+
+    held.release().await.unwrap();
+    let granted = tokio::time::timeout(DEADLINE, waiter)
+        .await
+        .expect("the tumbler waiter was not granted")
+        .unwrap()
+        .unwrap();
+    let state = first.state(&name).await.unwrap();
+    assert_eq!(state.holders.len(), 1, "{state:?}");
+    assert_eq!(state.holders[0].token, Some(granted.fencing_token()));
+    // Moving the granted key to the hold lease is a put, not a delete: etcdctl keeps waiting.
+    let early = tokio::time::timeout(Duration::from_millis(800), out.next_line()).await;
+    assert!(
+        early.is_err(),
+        "etcdctl ran its command while the granted tumbler waiter held the lock: {early:?}"
+    );
+    granted.release().await.unwrap();
+    let line = tokio::time::timeout(DEADLINE, out.next_line())
+        .await
+        .expect("etcdctl did not get the lock after tumbler released it")
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("GOT"));
+    fifo.send_line().await;
+    let status = tokio::time::timeout(DEADLINE, etcdctl.wait())
+        .await
+        .expect("etcdctl did not exit")
+        .unwrap();
+    assert!(status.success(), "etcdctl exited with {status}");
 }

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use lockcore::{Error, HoldMode, LockName, LostReason, SharedBackend};
 use serde_json::json;
 use testkit::etcd::Etcd;
+use tumbler_core::{Error, HoldMode, LockName, LostReason, SharedBackend};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
 async fn connect(e: &Etcd) -> SharedBackend {
-    backend_etcd::connect_url(&format!("etcd://127.0.0.1:{}?ttl=2s", e.port()))
+    tumbler_etcd::connect_url(&format!("etcd://127.0.0.1:{}?ttl=2s", e.port()))
         .await
         .expect("connect")
 }

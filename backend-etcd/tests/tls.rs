@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use lockcore::Error;
 use testkit::etcd_tls::EtcdTls;
+use tumbler_core::Error;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -18,12 +18,12 @@ async fn etcds_with_ca_and_client_certificate() {
         e.client_cert_file().display(),
         e.client_key_file().display(),
     );
-    let locks = tokio::time::timeout(LIMIT, backend_etcd::connect_url(&url))
+    let locks = tokio::time::timeout(LIMIT, tumbler_etcd::connect_url(&url))
         .await
         .expect("connect hung")
         .unwrap_or_else(|err| panic!("connect over TLS: {err}\n{}", e.log_tail()));
     let guard = locks.mutex("tls/job").unwrap().lock().await.unwrap();
-    let waiter = backend_etcd::connect_url(&url)
+    let waiter = tumbler_etcd::connect_url(&url)
         .await
         .expect("second client");
     assert!(waiter
@@ -57,7 +57,7 @@ async fn etcds_with_ca_and_client_certificate() {
             "plain text to a TLS port",
         ),
     ] {
-        let result = tokio::time::timeout(LIMIT, backend_etcd::connect_url(&url))
+        let result = tokio::time::timeout(LIMIT, tumbler_etcd::connect_url(&url))
             .await
             .unwrap_or_else(|_| panic!("{what}: connect hung"));
         match result {

@@ -7,26 +7,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use lockcore::{
+use tumbler_core::{
     AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, IntoLockName,
     LockBackend, LockName, LockState, Result,
 };
 
+use crate::client::TlsSettings;
 use crate::config::{RedisConfig, Settings};
 use crate::error::BACKEND;
+use crate::health::Health;
 use crate::hold::Registry;
-use crate::node::{Health, Node};
+use crate::node::Node;
 use crate::redlock::{self, Masters};
 use crate::single;
-use crate::tls::TlsSettings;
 
 /// Locks on Redis. Create one with [`crate::connect_url`] or [`RedisConfig::connect_backend`];
 /// share it (`Arc`) across the whole process: it holds one connection per server, which every
 /// lock, watchdog and waiter multiplexes.
 ///
 /// ```no_run
-/// # async fn demo() -> lockcore::Result<()> {
-/// let locks = backend_redis::connect_url("redis://127.0.0.1:6379?ttl=10s").await?;
+/// # async fn demo() -> tumbler_core::Result<()> {
+/// let locks = tumbler_redis::connect_url("redis://127.0.0.1:6379?ttl=10s").await?;
 /// let nightly = locks.mutex("jobs/nightly")?;
 /// let guard = nightly.lock().await?;
 /// tokio::select! {
@@ -54,17 +55,55 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
+impl RedisConfig {
+    /// Connects and returns the backend as `Arc<dyn LockBackend>`.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for bad settings (also duplicate Redlock masters or
+    /// sentinels, a master name the sentinels do not monitor, and `min_replicas` above the
+    /// replicas the master has connected), [`Error::Auth`] for refused credentials,
+    /// [`Error::Connection`] or [`Error::Timeout`] when the server (or a majority of Redlock
+    /// masters, or every sentinel) cannot be reached in time.
+    pub async fn connect(self) -> Result<tumbler_core::SharedBackend> {
+        Ok(self.connect_backend().await?)
+    }
+
+    /// Connects and returns the concrete backend (for its admin calls); errors as
+    /// [`RedisConfig::connect`].
+    pub async fn connect_backend(self) -> Result<Arc<RedisBackend>> {
+        RedisBackend::connect(self).await
+    }
+}
+
 impl RedisBackend {
-    pub(crate) async fn connect(config: RedisConfig) -> Result<Arc<RedisBackend>> {
+    async fn connect(config: RedisConfig) -> Result<Arc<RedisBackend>> {
         let settings = Arc::new(config.validate()?);
         let tls = TlsSettings::load(&config)?;
-        let health = Arc::new(Health::new(config.nodes.len()));
-        let nodes = config
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| Node::new(i, node, &tls, settings.clone(), health.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        // Through Sentinel, the sentinels stand for one server: the master they name.
+        let count = if config.sentinel.is_some() {
+            1
+        } else {
+            config.nodes.len()
+        };
+        let tolerated = if config.redlock {
+            count - (count / 2 + 1)
+        } else {
+            0
+        };
+        let health = Arc::new(Health::new(count, tolerated, settings.ttl));
+        let nodes = match &config.sentinel {
+            Some(spec) => vec![Node::new_sentinel(
+                &config.nodes,
+                spec,
+                settings.clone(),
+                health.clone(),
+            )?],
+            None => config
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| Node::new(i, node, &tls, settings.clone(), health.clone()))
+                .collect::<Result<Vec<_>>>()?,
+        };
         let backend = Arc::new(RedisBackend {
             settings,
             nodes,
@@ -75,6 +114,7 @@ impl RedisBackend {
         });
         if !backend.redlock {
             backend.nodes[0].connect_first().await?;
+            backend.nodes[0].check_replicas().await?;
             return Ok(backend);
         }
         let results = join_all(backend.nodes.iter().map(|n| n.connect_first())).await;
@@ -93,15 +133,15 @@ impl RedisBackend {
         let masters = backend.masters();
         let answered = backend.nodes.len() - errors.len();
         if answered < masters.nodes.len() / 2 + 1 {
-            return Err(Error::Connection {
-                backend: BACKEND,
-                addr: masters.address(),
-                message: format!(
+            return Err(Error::connection(
+                BACKEND,
+                masters.address(),
+                format!(
                     "only {answered} of {} Redis masters are reachable; Redlock needs a majority: {}",
                     backend.nodes.len(),
-                    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    crate::error::briefs(&errors)
                 ),
-            });
+            ));
         }
         Ok(backend)
     }
@@ -128,7 +168,9 @@ impl RedisBackend {
     }
 
     /// Removes every hold of `name`, whoever owns it (an administrator breaking a lock). The
-    /// holders hear of it at once and their `lost()` fires; waiters are woken. Returns how many
+    /// holders hear of it at once and their `lost()` fires; waiters are woken. Both are told by
+    /// the same script, so a waiter may be granted a moment before the old holder's `lost()`
+    /// has fired: only the fencing token keeps that holder's late writes out. Returns how many
     /// holds were removed.
     pub async fn force_release(&self, name: impl IntoLockName) -> Result<usize> {
         self.check_open()?;
@@ -156,9 +198,10 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Declares that the servers hold no locks from before a restart, so that locks are granted
-    /// at once instead of after the restart delay. Call it only right after provisioning a new,
-    /// empty server (tests do); see the crate docs on restarts.
+    /// Test hook (feature `test-hooks`): declares that the servers hold no locks from before
+    /// a restart, so that locks are granted at once instead of after the restart delay. Test
+    /// suites call it right after starting a new, empty server; see the crate docs on restarts.
+    #[cfg(feature = "test-hooks")]
     pub async fn declare_fresh_servers(&self) -> Result<()> {
         self.check_open()?;
         for node in &self.nodes {
@@ -168,12 +211,48 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// How long the restart delay still refuses every grant (on the server, or on too many
+    /// Redlock masters for a majority), `None` if locks are granted. See the crate docs on
+    /// restarts; a warning is logged whenever an acquisition meets the delay.
+    pub async fn restart_delay_left(&self) -> Result<Option<Duration>> {
+        self.check_open()?;
+        let results = join_all(self.nodes.iter().map(|n| n.recovering())).await;
+        let mut left = Vec::new();
+        for result in results {
+            if let Some(remaining) = result? {
+                left.push(remaining);
+            }
+        }
+        let quorum = self.nodes.len() / 2 + 1;
+        if self.nodes.len() - left.len() >= quorum {
+            return Ok(None);
+        }
+        left.sort();
+        // The majority forms once enough of the delays ran out.
+        let must_end = left.len() - (self.nodes.len() - quorum);
+        Ok(left.get(must_end - 1).copied())
+    }
+}
+
 #[async_trait]
 impl LockBackend for RedisBackend {
     fn capabilities(&self) -> Capabilities {
+        // One attempt is one request (Redlock: one round to every master, then possibly one to
+        // give back a split vote), each bounded by the request timeout.
+        // With min_replicas: the WAIT (after an extend, for a hand-off) and, when it falls
+        // short, the undo.
+        let rounds =
+            if self.redlock { 2 } else { 1 } + if self.settings.min_replicas > 0 { 3 } else { 0 };
         let caps = Capabilities::new(BACKEND)
             .with_revocation(true)
-            .with_crash_release_bound(Some(self.settings.ttl));
+            .with_crash_release_bound(Some(self.settings.ttl))
+            .with_waiter_release_bound(Some(
+                self.settings.waiter_ttl() + Duration::from_millis(500),
+            ))
+            .with_request_timeout(
+                self.settings.request_timeout * rounds + Duration::from_millis(250),
+            );
         if self.redlock {
             caps.with_redlock(true).with_fencing(Fencing::BestEffort)
         } else {
@@ -193,12 +272,36 @@ impl LockBackend for RedisBackend {
         }
     }
 
+    /// One script call when the lock is free; otherwise (when waiting) a place in the FIFO
+    /// queue and a wait for the release's wake-up (Redlock: a majority of masters, retried).
+    ///
+    /// Cancel-safe: dropping the future removes its queue entry before the drop returns (or in
+    /// the background when a request was in flight), and any hold it was granted unknowingly.
+    ///
+    /// Errors: [`Error::Conflict`] when the name is used as another kind of lock, with another
+    /// semaphore limit, or holds data tumbler did not write (naming the key);
+    /// [`Error::Recovering`] for a single attempt during the restart delay;
+    /// [`Error::Timeout`] / [`Error::Connection`] when the server does not answer within the
+    /// request timeout (a waiting acquisition first rides out an outage of up to one TTL);
+    /// [`Error::Connection`] with a [`crate::ReplicasMissing`] source when `min_replicas`
+    /// replicas did not acknowledge the grant (the grant is undone first);
+    /// [`Error::Closed`] after [`LockBackend::shutdown`].
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
         self.check_open()?;
-        if self.redlock {
-            redlock::acquire(&self.masters(), &self.registry, request).await
+        let outcome = if self.redlock {
+            redlock::acquire(&self.masters(), &self.registry, request).await?
         } else {
-            single::acquire(&self.nodes[0], &self.registry, request).await
+            single::acquire(&self.nodes[0], &self.registry, request).await?
+        };
+        match outcome {
+            // Granted while shutdown() ran: give it back rather than leave it held.
+            Some(mut hold) if self.closed.load(Ordering::SeqCst) => {
+                if let Err(error) = hold.held.release().await {
+                    tracing::warn!(%error, "releasing a hold granted during shutdown failed");
+                }
+                Err(Error::Closed { backend: BACKEND })
+            }
+            outcome => Ok(outcome),
         }
     }
 
@@ -225,10 +328,29 @@ impl LockBackend for RedisBackend {
         self.health.monitor.subscribe()
     }
 
+    /// The restart delay still ahead ([`RedisBackend::restart_delay_left`]); `None` also when
+    /// the servers cannot be asked.
+    async fn recovering(&self) -> Option<Duration> {
+        match self.restart_delay_left().await {
+            Ok(left) => left,
+            Err(error) => {
+                tracing::debug!(%error, "could not read the restart delay");
+                None
+            }
+        }
+    }
+
+    /// Stops every waiting acquisition of this backend (they return [`Error::Closed`]) and
+    /// removes its queue entries, also those of acquisitions cancelled or timed out just
+    /// before, then releases every hold (their `lost()` fires with `Abandoned`). Call it before
+    /// the process exits: holds of a process that exits without it stay held until their TTL
+    /// runs out (waiter entries: up to 3 s).
     async fn shutdown(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.registry.release_all().await
+        self.registry
+            .shut_down(self.settings.request_timeout * 2)
+            .await
     }
 }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lockcore::{Error, Result};
+use tumbler_core::params::format_duration as fd;
+use tumbler_core::{Error, Result};
 
 /// The shortest lock TTL accepted.
 pub const MIN_TTL: Duration = Duration::from_millis(100);
@@ -12,6 +13,9 @@ pub const MIN_TTL: Duration = Duration::from_millis(100);
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The default lock TTL (the watchdog extends it every third of it).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+/// The longest a waiter's queue entry outlives its last refresh: a waiter that vanished
+/// (killed, cut off) stops blocking others within this long, whatever the lock TTL.
+pub const MAX_WAITER_TTL: Duration = Duration::from_secs(3);
 
 /// One Redis server: address, database and credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -92,9 +96,9 @@ impl fmt::Debug for RedisNode {
 /// How to reach Redis and how locks behave there. Build one, then [`RedisConfig::connect`].
 ///
 /// ```no_run
-/// # async fn demo() -> lockcore::Result<()> {
+/// # async fn demo() -> tumbler_core::Result<()> {
 /// use std::time::Duration;
-/// use backend_redis::{RedisConfig, RedisNode};
+/// use tumbler_redis::{RedisConfig, RedisNode};
 ///
 /// let locks = RedisConfig::single(RedisNode::new("127.0.0.1", 6379).user("app", "s3cret"))
 ///     .ttl(Duration::from_secs(10))
@@ -118,6 +122,19 @@ pub struct RedisConfig {
     pub(crate) restart_delay: Option<Duration>,
     pub(crate) tls_ca: Option<PathBuf>,
     pub(crate) tls_insecure: bool,
+    /// Sentinel mode: `nodes` are the sentinels, this names the master and how to log in.
+    pub(crate) sentinel: Option<SentinelSpec>,
+    pub(crate) min_replicas: u32,
+    pub(crate) min_replicas_timeout: Option<Duration>,
+}
+
+/// What a Sentinel deployment needs beyond the sentinels' addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SentinelSpec {
+    /// The name the sentinels monitor the master under (`sentinel monitor NAME ...`).
+    pub(crate) master_name: String,
+    /// How to log in to the master: database and credentials (its address is unused).
+    pub(crate) master: RedisNode,
 }
 
 impl RedisConfig {
@@ -130,6 +147,49 @@ impl RedisConfig {
     /// within its validity. Only mutexes are offered in this mode (see the crate docs).
     pub fn redlock(nodes: Vec<RedisNode>) -> Self {
         Self::with_nodes(nodes, true)
+    }
+
+    /// Through Redis Sentinel: `sentinels` are the sentinels' addresses (with the sentinels'
+    /// own credentials, if they need any), `master_name` the name they monitor the master
+    /// under. The backend asks the sentinels for the master at connect and again whenever the
+    /// connection breaks or the server it reaches turns out to be a replica (after a
+    /// failover), so that every primitive of a single server keeps working across failovers.
+    /// Log in to the master with [`RedisConfig::master_user`] / [`RedisConfig::master_password`],
+    /// choose its database with [`RedisConfig::master_db`].
+    pub fn sentinel(sentinels: Vec<RedisNode>, master_name: impl Into<String>) -> Self {
+        let mut config = Self::with_nodes(sentinels, false);
+        config.sentinel = Some(SentinelSpec {
+            master_name: master_name.into(),
+            master: RedisNode::new("", 0),
+        });
+        config
+    }
+
+    /// Sentinel mode: logs in to the master (and the replicas it fails over to) as ACL user
+    /// `username`. Ignored in the other modes, where each [`RedisNode`] carries its login.
+    pub fn master_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        if let Some(spec) = self.sentinel.as_mut() {
+            spec.master =
+                std::mem::replace(&mut spec.master, RedisNode::new("", 0)).user(username, password);
+        }
+        self
+    }
+
+    /// Sentinel mode: logs in to the master with `password` only (`requirepass`).
+    pub fn master_password(mut self, password: impl Into<String>) -> Self {
+        if let Some(spec) = self.sentinel.as_mut() {
+            spec.master =
+                std::mem::replace(&mut spec.master, RedisNode::new("", 0)).password(password);
+        }
+        self
+    }
+
+    /// Sentinel mode: uses database `db` on the master (`SELECT db`).
+    pub fn master_db(mut self, db: i64) -> Self {
+        if let Some(spec) = self.sentinel.as_mut() {
+            spec.master.db = db;
+        }
+        self
     }
 
     fn with_nodes(nodes: Vec<RedisNode>, redlock: bool) -> Self {
@@ -145,13 +205,10 @@ impl RedisConfig {
             restart_delay: None,
             tls_ca: None,
             tls_insecure: false,
+            sentinel: None,
+            min_replicas: 0,
+            min_replicas_timeout: None,
         }
-    }
-
-    /// Parses a `redis://`, `rediss://`, `redis+redlock://` or `rediss+redlock://` URL (see the
-    /// crate docs for the grammar).
-    pub fn from_url(url: &str) -> Result<Self> {
-        crate::url::parse(url)
     }
 
     /// The lock TTL: how long a hold outlives its last renewal (default 30 s). The watchdog
@@ -163,14 +220,18 @@ impl RedisConfig {
     }
 
     /// The clock-drift allowance: a hold counts as lost this long before its TTL would run out
-    /// on the server (default `ttl / 50 + 5 ms`). Must be below half the TTL.
+    /// on the server (default `ttl / 100 + 2 ms`, [`tumbler_core::keeper::Validity::redis_drift`]).
+    /// Must be below half the TTL.
     pub fn drift(mut self, drift: Duration) -> Self {
         self.drift = Some(drift);
         self
     }
 
     /// A prefix for every key (default empty, so a lock named `a/b` is the key `a/b`, as with
-    /// redis-py's `Lock("a/b")`).
+    /// redis-py's `Lock("a/b")`). A prefix with a Redis Cluster hash tag (`{app}:`) puts every
+    /// lock of the prefix in one slot; one with a `}` that closes no non-empty `{...}` tag is
+    /// refused at connect ([`tumbler_core::Error::InvalidArgument`]), since a lock's keys could then
+    /// land in different slots.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -215,14 +276,38 @@ impl RedisConfig {
         self
     }
 
-    /// Connects and returns the backend as `Arc<dyn LockBackend>`.
-    pub async fn connect(self) -> Result<lockcore::SharedBackend> {
-        Ok(self.connect_backend().await?)
+    /// Replica acknowledgement: a grant or a renewal counts only once `WAIT n timeout`
+    /// confirms that `n` replicas of the server received it (default 0: no waiting, and no
+    /// extra command). A grant the replicas did not confirm within
+    /// [`RedisConfig::min_replicas_timeout`] is undone (released) and the acquisition fails
+    /// with [`tumbler_core::Error::Connection`] (transient; its source is a
+    /// [`crate::ReplicasMissing`] with `n` and how many did acknowledge); a renewal they did
+    /// not confirm counts as failed, so the keeper retries and `lost()` fires with
+    /// `RenewalFailed` once the hold's validity runs out. At connect, a server with fewer than
+    /// `n` connected replicas is [`tumbler_core::Error::InvalidArgument`] on `min_replicas`,
+    /// saying how many it has.
+    ///
+    /// # What it does not promise
+    ///
+    /// Redis replication is asynchronous and `WAIT` is not consensus: it tells that `n`
+    /// replicas received the write, not that they persisted it or that a failover will promote
+    /// one of them. Per the Redis documentation of `WAIT`, a failover can still lose an
+    /// acknowledged write in rare cases (a promoted replica that had not received it, a
+    /// replica restarted without persistence). It narrows the window in which a failover
+    /// forgets a hold; it does not close it. Not offered with Redlock (refused at connect).
+    ///
+    /// `WAIT` blocks the backend's shared connection until it returns, so while replicas lag,
+    /// each grant and renewal can delay the backend's other requests by up to the timeout.
+    pub fn min_replicas(mut self, n: u32) -> Self {
+        self.min_replicas = n;
+        self
     }
 
-    /// Connects and returns the concrete backend (for its admin calls).
-    pub async fn connect_backend(self) -> Result<std::sync::Arc<crate::RedisBackend>> {
-        crate::backend::RedisBackend::connect(self).await
+    /// How long a `WAIT` for [`RedisConfig::min_replicas`] may take (default half the request
+    /// timeout; it must be below the request timeout).
+    pub fn min_replicas_timeout(mut self, timeout: Duration) -> Self {
+        self.min_replicas_timeout = Some(timeout);
+        self
     }
 
     /// The configured lock TTL.
@@ -238,7 +323,7 @@ impl RedisConfig {
                 "no server given; name at least one host",
             ));
         }
-        if !self.redlock && self.nodes.len() > 1 {
+        if !self.redlock && self.sentinel.is_none() && self.nodes.len() > 1 {
             return Err(Error::invalid(
                 "redis servers",
                 format!(
@@ -251,20 +336,23 @@ impl RedisConfig {
             return Err(Error::invalid(
                 "ttl",
                 format!(
-                    "{:?} is out of range; use {MIN_TTL:?} to {MAX_TTL:?}",
-                    self.ttl
+                    "{} is out of range; use {} to {}",
+                    fd(self.ttl),
+                    fd(MIN_TTL),
+                    fd(MAX_TTL)
                 ),
             ));
         }
         let drift = self
             .drift
-            .unwrap_or(self.ttl / 50 + Duration::from_millis(5));
+            .unwrap_or_else(|| tumbler_core::keeper::Validity::redis_drift(self.ttl));
         if drift * 2 >= self.ttl {
             return Err(Error::invalid(
                 "drift",
                 format!(
-                    "{drift:?} is not below half the ttl {:?}; use a smaller drift or a longer ttl",
-                    self.ttl
+                    "{} is not below half the ttl {}; use a smaller drift or a longer ttl",
+                    fd(drift),
+                    fd(self.ttl)
                 ),
             ));
         }
@@ -278,21 +366,28 @@ impl RedisConfig {
             if value.is_zero() || value > Duration::from_secs(3600) {
                 return Err(Error::invalid(
                     what,
-                    format!("{value:?} is out of range; use more than 0 and at most 1h"),
+                    format!(
+                        "{} is out of range; use more than 0 and at most 1h",
+                        fd(value)
+                    ),
                 ));
             }
         }
         if self.retry_delay > Duration::from_secs(60) {
             return Err(Error::invalid(
                 "retry_delay",
-                format!("{:?} is out of range; use at most 60s", self.retry_delay),
+                format!("{} is out of range; use at most 60s", fd(self.retry_delay)),
             ));
         }
         let restart_delay = self.restart_delay.unwrap_or(self.ttl);
         if restart_delay > MAX_TTL {
             return Err(Error::invalid(
                 "restart_delay",
-                format!("{restart_delay:?} is out of range; use at most {MAX_TTL:?}"),
+                format!(
+                    "{} is out of range; use at most {}",
+                    fd(restart_delay),
+                    fd(MAX_TTL)
+                ),
             ));
         }
         if self.prefix.len() > 200 || self.prefix.contains(char::is_whitespace) {
@@ -304,6 +399,7 @@ impl RedisConfig {
                 ),
             ));
         }
+        crate::keys::check_prefix(&self.prefix).map_err(|why| Error::invalid("prefix", why))?;
         for node in &self.nodes {
             if node.host.is_empty() {
                 return Err(Error::invalid("redis host", "empty host name"));
@@ -321,6 +417,81 @@ impl RedisConfig {
                 ));
             }
         }
+        if let Some(spec) = &self.sentinel {
+            let name = &spec.master_name;
+            if name.is_empty()
+                || name.len() > 200
+                || name.contains(|c: char| c.is_whitespace() || c == '/')
+            {
+                return Err(Error::invalid(
+                    "redis+sentinel master name",
+                    format!(
+                        "{name:?} is not a master name; write the name the sentinels monitor (`sentinel monitor NAME ...`) as the URL path: redis+sentinel://S1:26379,S2:26379/NAME"
+                    ),
+                ));
+            }
+            if self.nodes.iter().any(|n| n.tls) {
+                return Err(Error::invalid(
+                    "redis URL scheme",
+                    "TLS through Sentinel (rediss+sentinel://) is not supported yet; use redis+sentinel://",
+                ));
+            }
+            if spec.master.db < 0 {
+                return Err(Error::invalid(
+                    "redis database",
+                    "a negative database number; use 0 or more",
+                ));
+            }
+        }
+        let min_replicas_timeout = self.min_replicas_timeout.unwrap_or(request_timeout / 2);
+        if self.min_replicas > 0 {
+            if self.redlock {
+                return Err(Error::invalid(
+                    "min_replicas",
+                    "not supported with Redlock (redis+redlock://); leave it out, or use redis:// or redis+sentinel:// with replicas",
+                ));
+            }
+            if self.min_replicas > 1000 {
+                return Err(Error::invalid(
+                    "min_replicas",
+                    format!("{} is out of range; use at most 1000", self.min_replicas),
+                ));
+            }
+            if min_replicas_timeout.is_zero() || min_replicas_timeout >= request_timeout {
+                return Err(Error::invalid(
+                    "min_replicas_timeout",
+                    format!(
+                        "{min_replicas_timeout:?} must be more than 0 and below the request_timeout {request_timeout:?}; use e.g. {:?}",
+                        request_timeout / 2
+                    ),
+                ));
+            }
+        }
+        if self.redlock || self.sentinel.is_some() {
+            let what = if self.redlock {
+                ("redis+redlock masters", "Redlock needs independent masters")
+            } else {
+                (
+                    "redis+sentinel sentinels",
+                    "a sentinel listed twice is a typo",
+                )
+            };
+            for (i, later) in self.nodes.iter().enumerate() {
+                if let Some(first) = self.nodes[..i].iter().find(|n| {
+                    n.port == later.port && tumbler_core::url::same_host(&n.host, &later.host)
+                }) {
+                    return Err(Error::invalid(
+                        what.0,
+                        format!(
+                            "{} and {} are the same server; {}, so list each one once",
+                            first.display_addr(),
+                            later.display_addr(),
+                            what.1
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Settings {
             ttl: self.ttl,
             drift,
@@ -329,6 +500,9 @@ impl RedisConfig {
             request_timeout,
             retry_delay: self.retry_delay,
             restart_delay,
+            min_replicas: self.min_replicas,
+            min_replicas_timeout,
+            client: crate::keys::client_id(),
         })
     }
 }
@@ -343,31 +517,91 @@ pub(crate) struct Settings {
     pub(crate) request_timeout: Duration,
     pub(crate) retry_delay: Duration,
     pub(crate) restart_delay: Duration,
+    /// Replicas that must acknowledge every grant and renewal (`WAIT`); 0: none.
+    pub(crate) min_replicas: u32,
+    /// How long such a `WAIT` may take.
+    pub(crate) min_replicas_timeout: Duration,
+    /// This backend instance's client id (see [`crate::keys::client_id`]).
+    pub(crate) client: String,
 }
 
 impl Settings {
-    /// How long a hold is vouched for after the renewal sent at `sent`.
-    pub(crate) fn validity(&self) -> Duration {
-        self.ttl - self.drift
+    /// The keys of `name` for this client.
+    pub(crate) fn keys(&self, name: &tumbler_core::LockName) -> crate::keys::Keys {
+        crate::keys::Keys::new(&self.prefix, &self.client, name)
     }
 
-    /// How often the watchdog renews.
+    /// A new acquisition id of this client.
+    pub(crate) fn new_id(&self) -> String {
+        crate::keys::new_id(&self.client)
+    }
+
+    /// How long a hold is vouched for after the request that granted or renewed it was sent:
+    /// `ttl - drift` (the formula lives in [`tumbler_core::keeper::Validity::redis`]).
+    pub(crate) fn validity(&self) -> tumbler_core::keeper::Validity {
+        tumbler_core::keeper::Validity::redis(self.ttl, self.drift)
+    }
+
+    /// How often a hold's keeper renews it.
     pub(crate) fn renew_period(&self) -> Duration {
         self.ttl / 3
     }
 
-    /// How long a waiter's queue entry lives without a refresh.
+    /// How long a waiter's queue entry lives without a refresh: the longest a waiter that
+    /// vanished (killed, cut off) keeps others waiting, [`MAX_WAITER_TTL`] at most whatever the
+    /// lock TTL.
     pub(crate) fn waiter_ttl(&self) -> Duration {
-        self.ttl
+        // Half a second of the bound is left for the survivors to notice.
+        self.ttl.min(MAX_WAITER_TTL - Duration::from_millis(500))
     }
 
-    /// The longest a waiter sleeps between attempts when no notification comes.
+    /// The longest a waiter sleeps between attempts when no notification comes; each attempt
+    /// also refreshes its queue entry.
     pub(crate) fn waiter_refresh(&self) -> Duration {
-        self.ttl / 3
+        self.waiter_ttl() / 3
     }
 }
 
 /// Whole milliseconds, at least 1, as the scripts take them.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_that_would_split_slots_is_refused() {
+        for url in ["redis://h?prefix=app%7D", "redis://h?prefix=%7B%7D"] {
+            match RedisConfig::from_url(url).unwrap().validate() {
+                Err(Error::InvalidArgument { what, problem }) => {
+                    assert_eq!(what, "prefix");
+                    assert!(problem.contains("hash tag"), "{problem}");
+                }
+                other => panic!("{url}: expected InvalidArgument, got {other:?}"),
+            }
+        }
+        let tagged = RedisConfig::from_url("redis://h?prefix=%7Bapp%7D:").unwrap();
+        assert_eq!(tagged.validate().unwrap().prefix, "{app}:");
+    }
+
+    #[test]
+    fn out_of_range_durations_are_written_as_in_urls() {
+        for (url, said) in [
+            ("redis://h?ttl=0s", "0s is out of range; use 100ms to 24h"),
+            (
+                "redis://h?ttl=2s&drift=1500ms",
+                "1.5s is not below half the ttl 2s",
+            ),
+            ("redis://h?request_timeout=2h", "2h is out of range"),
+        ] {
+            match RedisConfig::from_url(url).unwrap().validate() {
+                Err(Error::InvalidArgument { problem, .. }) => {
+                    assert!(problem.contains(said), "{url}: {problem}")
+                }
+                other => panic!("{url}: expected InvalidArgument, got {other:?}"),
+            }
+        }
+    }
 }

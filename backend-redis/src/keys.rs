@@ -2,7 +2,7 @@
 //!
 //! The layout is documented in the crate docs (## Keys).
 
-use lockcore::{HoldMode, HolderInfo, LockKind, LockName};
+use tumbler_core::{HoldMode, HolderInfo, LockKind, LockName};
 
 /// Which keys an acquisition of a kind touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,12 @@ pub(crate) fn mode_code(kind: LockKind) -> String {
     }
 }
 
-/// Every key and the channel of one lock name.
+/// Every key and channel of one lock name.
+///
+/// The mutex key is `PREFIX + NAME` itself (redis-py's and rslock's key); every companion key
+/// and channel is that key as a Redis Cluster hash tag plus a suffix (`{K}#tumbler:queue`), so
+/// all of them hash to the lock key's slot. A prefix that already carries a hash tag
+/// (`{app}:`) keeps it: the companions then start with the lock key, tag included.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     pub(crate) lock: String,
@@ -45,14 +50,22 @@ pub(crate) struct Keys {
     pub(crate) sem_queue_exp: String,
     pub(crate) fence: String,
     pub(crate) revoked: String,
-    pub(crate) channel: String,
+    /// `free` announcements for Redlock waiters (who do not queue).
+    pub(crate) events: String,
+    /// The inbox channels of this name are this prefix plus a client id.
+    pub(crate) inbox_prefix: String,
+    /// This client's inbox for this name: grants, wake-ups, revocations, forced releases.
+    pub(crate) inbox: String,
     pub(crate) epoch: String,
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: &str, name: &LockName) -> Keys {
+    /// The keys of `name` under `prefix`, for the client `client` (see [`client_id`]).
+    pub(crate) fn new(prefix: &str, client: &str, name: &LockName) -> Keys {
         let lock = format!("{prefix}{name}");
-        let aux = |what: &str| format!("{lock}#tumbler:{what}");
+        let base = companion_base(&lock);
+        let aux = |what: &str| format!("{base}#tumbler:{what}");
+        let inbox_prefix = aux("to:");
         Keys {
             readers: aux("readers"),
             queue: aux("queue"),
@@ -63,11 +76,45 @@ impl Keys {
             sem_queue_exp: aux("sem-queue-exp"),
             fence: aux("fence"),
             revoked: aux("revoked"),
-            channel: aux("events"),
+            events: aux("events"),
+            inbox: format!("{inbox_prefix}{client}"),
+            inbox_prefix,
             epoch: epoch_key(prefix),
             lock,
         }
     }
+}
+
+/// Whether Redis Cluster hashes `key` by a `{...}` tag inside it: the text between its first
+/// `{` and the first `}` after that, if not empty.
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .is_some_and(|open| key[open + 1..].find('}').is_some_and(|close| close > 0))
+}
+
+/// What the companion keys of the lock key `lock` start with: `{lock}`, or `lock` itself if it
+/// carries a hash tag already. Either way they hash to `lock`'s slot (for a `lock` without a
+/// `}` outside a tag, which [`check_prefix`] ensures: lock names have no braces).
+fn companion_base(lock: &str) -> String {
+    if has_hash_tag(lock) {
+        lock.to_owned()
+    } else {
+        format!("{{{lock}}}")
+    }
+}
+
+/// Refuses a key prefix with which a lock key and its companions could land in different
+/// Redis Cluster slots: one with a `}` that does not close a non-empty `{...}` tag (lock names
+/// cannot contain braces, so only the prefix can). The reason says what to change.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.contains('}') && !has_hash_tag(prefix) {
+        return Err(format!(
+            "{prefix:?} has a '}}' that does not close a non-empty '{{...}}' hash tag, so a lock key \
+             and its companion keys could hash to different Redis Cluster slots; remove the '}}' \
+             or make the prefix a hash tag such as \"{{app}}:\" (which puts every lock of the prefix in one slot)"
+        ));
+    }
+    Ok(())
 }
 
 /// The key recording when the server's data set began.
@@ -75,9 +122,19 @@ pub(crate) fn epoch_key(prefix: &str) -> String {
     format!("{prefix}#tumbler:epoch")
 }
 
-/// A new acquisition id: 32 hex digits.
-pub(crate) fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+/// A new client id: 16 hex digits, one per backend instance. It starts every acquisition id
+/// of the client, and names the client's inbox channels.
+pub(crate) fn client_id() -> String {
+    let mut id = uuid::Uuid::new_v4().simple().to_string();
+    id.truncate(16);
+    id
+}
+
+/// A new acquisition id of `client`: its 16 hex digits and 16 random ones.
+pub(crate) fn new_id(client: &str) -> String {
+    let mut id = uuid::Uuid::new_v4().simple().to_string();
+    id.replace_range(..16, client);
+    id
 }
 
 /// Describes a stored holder value for `state()`. Values not written by tumbler (redis-py,
@@ -117,11 +174,63 @@ mod tests {
 
     #[test]
     fn layout() {
-        let keys = Keys::new("app:", &LockName::new("jobs/nightly").unwrap());
+        let name = LockName::new("jobs/nightly").unwrap();
+        let keys = Keys::new("app:", "0123456789abcdef", &name);
         assert_eq!(keys.lock, "app:jobs/nightly");
-        assert_eq!(keys.fence, "app:jobs/nightly#tumbler:fence");
-        assert_eq!(keys.channel, "app:jobs/nightly#tumbler:events");
+        assert_eq!(keys.fence, "{app:jobs/nightly}#tumbler:fence");
+        assert_eq!(keys.queue, "{app:jobs/nightly}#tumbler:queue");
+        assert_eq!(keys.inbox, "{app:jobs/nightly}#tumbler:to:0123456789abcdef");
         assert_eq!(keys.epoch, "app:#tumbler:epoch");
+        // A prefix with a hash tag keeps it: the companions start with the lock key.
+        let tagged = Keys::new("{app}:", "0123456789abcdef", &name);
+        assert_eq!(tagged.lock, "{app}:jobs/nightly");
+        assert_eq!(tagged.fence, "{app}:jobs/nightly#tumbler:fence");
+    }
+
+    /// Redis Cluster's slot rule: the hashed part of a key.
+    fn hashed(key: &str) -> &str {
+        if let Some(open) = key.find('{') {
+            if let Some(close) = key[open + 1..].find('}') {
+                if close > 0 {
+                    return &key[open + 1..open + 1 + close];
+                }
+            }
+        }
+        key
+    }
+
+    #[test]
+    fn companions_hash_like_the_lock_key() {
+        let name = LockName::new("jobs/nightly").unwrap();
+        for prefix in ["", "app:", "{app}:", "a{", "{", "x{y}z{", "{a}}"] {
+            check_prefix(prefix).unwrap();
+            let keys = Keys::new(prefix, "0123456789abcdef", &name);
+            for companion in [
+                &keys.queue,
+                &keys.fence,
+                &keys.sem,
+                &keys.revoked,
+                &keys.inbox,
+            ] {
+                assert_eq!(
+                    hashed(companion),
+                    hashed(&keys.lock),
+                    "{prefix:?}: {companion}"
+                );
+            }
+        }
+        for prefix in ["a}", "{}", "x{}y", "}{"] {
+            let refused = check_prefix(prefix).unwrap_err();
+            assert!(refused.contains("hash tag"), "{prefix:?}: {refused}");
+        }
+    }
+
+    #[test]
+    fn ids_start_with_the_client() {
+        let client = client_id();
+        let id = new_id(&client);
+        assert_eq!((client.len(), id.len()), (16, 32));
+        assert!(id.starts_with(&client) && id.chars().all(|c| c.is_ascii_hexdigit()));
     }
 
     #[test]

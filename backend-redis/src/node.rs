@@ -10,15 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use lockcore::{ConnectionEvent, ConnectionMonitor, Error, Result};
 use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisResult, Value};
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tumbler_core::{Error, Result};
 
 use crate::config::{RedisNode, Settings};
 use crate::error::{breaks_connection, map};
-use crate::hub::{HubState, Janitor};
+use crate::health::Health;
+use crate::hub::{HubState, Janitor, WaitSignal};
 use crate::scripts;
 
 /// How long a channel stays subscribed after its last listener left (saves a
@@ -30,46 +31,15 @@ const RETRY_SPACING: Duration = Duration::from_millis(100);
 /// The healer's longest pause between connection attempts.
 const MAX_HEAL_PAUSE: Duration = Duration::from_secs(2);
 
-/// Connection health of every node of one backend, published as [`ConnectionEvent`]s:
-/// `Suspended` when the first node becomes unreachable, `Reconnected` when all are back.
-pub(crate) struct Health {
-    pub(crate) monitor: ConnectionMonitor,
-    down: StdMutex<Vec<bool>>,
-    reconnects: watch::Sender<u64>,
-}
-
-impl Health {
-    pub(crate) fn new(nodes: usize) -> Self {
-        Health {
-            monitor: ConnectionMonitor::new(),
-            down: StdMutex::new(vec![false; nodes]),
-            reconnects: watch::channel(0).0,
-        }
-    }
-
-    /// Changes whenever a node was connected again after a loss (watchdogs renew at once).
-    pub(crate) fn reconnects(&self) -> watch::Receiver<u64> {
-        self.reconnects.subscribe()
-    }
-
-    fn set(&self, index: usize, down: bool) {
-        let mut all = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        let was_any = all.iter().any(|d| *d);
-        if let Some(slot) = all.get_mut(index) {
-            *slot = down;
-        }
-        let is_any = all.iter().any(|d| *d);
-        drop(all);
-        match (was_any, is_any) {
-            (false, true) => {
-                self.monitor.emit(ConnectionEvent::Suspended);
-            }
-            (true, false) => {
-                self.monitor.emit(ConnectionEvent::Reconnected);
-            }
-            _ => {}
-        }
-    }
+/// What the backend learnt about a server when it connected.
+#[derive(Debug, Default)]
+struct ServerFacts {
+    /// `run_id` from `INFO server`: changes with every restart of the server.
+    run_id: Option<String>,
+    /// How many restarts were seen (run ids that changed between connections).
+    restarts: u64,
+    /// `appendonly yes` with `appendfsync always`: a restart keeps every acknowledged write.
+    durable: bool,
 }
 
 /// The current connection of a node.
@@ -81,17 +51,48 @@ struct Slot {
     healing: bool,
 }
 
+/// Where a node's connections go.
+// One per node, made once and never moved: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    /// One server at a fixed address.
+    Fixed(redis::Client),
+    /// The master that the sentinels name, asked again for every new connection.
+    Sentinel(SentinelTarget),
+}
+
+/// A master found through Redis Sentinel.
+struct SentinelTarget {
+    sentinel: tokio::sync::Mutex<redis::sentinel::Sentinel>,
+    /// How the sentinels' clients talk to the master (clients dial the sentinels one by one).
+    sentinel_clients: Vec<redis::Client>,
+    master_name: String,
+    info: redis::sentinel::SentinelNodeConnectionInfo,
+    /// `host:port,...` of the sentinels, for messages.
+    sentinels: String,
+    /// The master the last lookup found, and its address.
+    current: StdMutex<Option<(String, redis::Client)>>,
+}
+
 /// One Redis server: connection, subscriptions, health.
 pub(crate) struct Node {
     index: usize,
     pub(crate) addr: String,
-    client: redis::Client,
+    target: Target,
     pub(crate) settings: Arc<Settings>,
     slot: StdMutex<Slot>,
     connecting: tokio::sync::Mutex<()>,
     attempts: AtomicU64,
     hub: StdMutex<HubState>,
     health: Arc<Health>,
+    facts: StdMutex<ServerFacts>,
+    /// Until when the last restart-delay warning covers.
+    warned_until: StdMutex<Option<Instant>>,
+    /// The connection generation on which a grant showed the restart delay over: acquisitions
+    /// on it may take the scripts' fast path, which skips the restart-delay check.
+    fast_gen: AtomicU64,
+    /// A second connection, driven by lockcore's background runtime ([`tumbler_core::cleanup::background_runtime`]).
+    side: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     runtime: Handle,
 }
 
@@ -100,12 +101,61 @@ impl Node {
     pub(crate) fn new(
         index: usize,
         config: &RedisNode,
-        tls: &crate::tls::TlsSettings,
+        tls: &crate::client::TlsSettings,
         settings: Arc<Settings>,
         health: Arc<Health>,
     ) -> Result<Arc<Node>> {
         let addr = config.display_addr();
-        let client = crate::tls::client(config, tls)?;
+        let client = crate::client::client(config, tls)?;
+        Self::with_target(index, addr, Target::Fixed(client), settings, health)
+    }
+
+    /// A node for the master that `sentinels` monitor as `spec.master_name`.
+    pub(crate) fn new_sentinel(
+        sentinels: &[RedisNode],
+        spec: &crate::config::SentinelSpec,
+        settings: Arc<Settings>,
+        health: Arc<Health>,
+    ) -> Result<Arc<Node>> {
+        let hosts = sentinels
+            .iter()
+            .map(|n| {
+                let addr = n.display_addr();
+                addr.trim_start_matches("redis://").to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let addr = if spec.master.db == 0 {
+            format!("redis+sentinel://{hosts}/{}", spec.master_name)
+        } else {
+            format!(
+                "redis+sentinel://{hosts}/{}/{}",
+                spec.master_name, spec.master.db
+            )
+        };
+        let no_tls = crate::client::TlsSettings::default();
+        let sentinel_clients = sentinels
+            .iter()
+            .map(|n| crate::client::client(&n.clone().db(0), &no_tls))
+            .collect::<Result<Vec<_>>>()?;
+        let target = Target::Sentinel(SentinelTarget {
+            sentinel: tokio::sync::Mutex::new(crate::client::sentinel(sentinels)?),
+            sentinel_clients,
+            master_name: spec.master_name.clone(),
+            info: crate::client::sentinel_node_info(&spec.master),
+            sentinels: hosts,
+            current: StdMutex::new(None),
+        });
+        Self::with_target(0, addr, target, settings, health)
+    }
+
+    fn with_target(
+        index: usize,
+        addr: String,
+        target: Target,
+        settings: Arc<Settings>,
+        health: Arc<Health>,
+    ) -> Result<Arc<Node>> {
         let runtime = Handle::try_current().map_err(|_| {
             Error::invalid(
                 "runtime",
@@ -115,7 +165,7 @@ impl Node {
         Ok(Arc::new(Node {
             index,
             addr,
-            client,
+            target,
             settings,
             slot: StdMutex::new(Slot {
                 conn: None,
@@ -128,13 +178,12 @@ impl Node {
             attempts: AtomicU64::new(0),
             hub: StdMutex::new(HubState::default()),
             health,
+            facts: StdMutex::new(ServerFacts::default()),
+            warned_until: StdMutex::new(None),
+            fast_gen: AtomicU64::new(0),
+            side: tokio::sync::Mutex::new(None),
             runtime,
         }))
-    }
-
-    /// The health tracker this node reports to.
-    pub(crate) fn health(&self) -> &Arc<Health> {
-        &self.health
     }
 
     /// Marks the node unreachable and keeps trying to connect in the background (after a
@@ -145,10 +194,101 @@ impl Node {
             slot.down = true;
             !std::mem::replace(&mut slot.healing, true)
         };
-        self.health.set(self.index, true);
+        self.went_down();
         if start {
-            self.runtime.spawn(heal(Arc::downgrade(self)));
+            self.spawn("redis: reconnect", heal(Arc::downgrade(self)));
         }
+    }
+
+    /// Reports the node unreachable; `Lost` follows if it stays so for a TTL.
+    fn went_down(&self) {
+        if self.health.set(self.index, true) {
+            let health = self.health.clone();
+            self.spawn("redis: report a long outage", async move {
+                tokio::time::sleep(health.ttl).await;
+                health.check_lost();
+            });
+        }
+    }
+
+    /// Runs `task` in the background: on the runtime the backend was made on, or, once that
+    /// has ended, on another (see [`tumbler_core::cleanup::spawn_detached_on`]).
+    fn spawn(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        tumbler_core::cleanup::spawn_detached_on(Some(&self.runtime), what, task);
+    }
+
+    fn facts(&self) -> MutexGuard<'_, ServerFacts> {
+        self.facts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many restarts of the server this node has seen (its run id changed between two
+    /// connections); a hold that finds itself gone after one was forgotten by the restart.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.facts().restarts
+    }
+
+    /// A request met the restart delay with `remaining` left: warns once per delay.
+    pub(crate) fn note_recovering(&self, remaining: Duration) {
+        let now = Instant::now();
+        let mut until = self.warned_until.lock().unwrap_or_else(|p| p.into_inner());
+        if until.is_some_and(|at| at > now) {
+            return;
+        }
+        *until = Some(now + remaining);
+        drop(until);
+        tracing::warn!(
+            addr = %self.addr,
+            remaining_s = remaining.as_secs_f64(),
+            "redis may have lost locks in a recent restart, so no lock is granted for another {:.1} s: {}",
+            remaining.as_secs_f64(),
+            crate::error::RECOVERY_ADVICE
+        );
+    }
+
+    /// How long the restart delay still refuses grants on this server (`None`: it does not).
+    pub(crate) async fn recovering(self: &Arc<Self>) -> Result<Option<Duration>> {
+        let delay = self.restart_delay();
+        if delay.is_zero() {
+            return Ok(None);
+        }
+        let key = crate::keys::epoch_key(&self.settings.prefix);
+        let reply = self
+            .eval(
+                "reading the restart delay",
+                &scripts::RECOVERING,
+                &[&key],
+                &[&delay.as_millis().to_string()],
+            )
+            .await?;
+        let left = crate::reply::int(&reply)
+            .ok_or_else(|| crate::error::bad_reply("restart delay", &reply))?;
+        Ok((left > 0).then(|| Duration::from_millis(left.unsigned_abs())))
+    }
+
+    /// The restart delay that applies on this server: none when it persists every write
+    /// (`appendonly yes`, `appendfsync always`), since a restart then forgets no hold.
+    pub(crate) fn restart_delay(&self) -> Duration {
+        if self.facts().durable {
+            Duration::ZERO
+        } else {
+            self.settings.restart_delay
+        }
+    }
+
+    /// Whether an acquisition may take the scripts' fast path (see `lua/acquire_lock.lua`): the
+    /// server needs no restart delay, or a grant on the current connection showed it over. A
+    /// restart breaks the connection, so the first grant after it takes the slow path again.
+    pub(crate) fn fast_path(&self) -> bool {
+        if self.restart_delay().is_zero() {
+            return true;
+        }
+        let gen = self.fast_gen.load(Ordering::Relaxed);
+        gen != 0 && self.current().is_some_and(|(current, _)| current == gen)
+    }
+
+    /// A grant came on connection `gen`: the restart delay is over on its server.
+    pub(crate) fn note_granted(&self, gen: u64) {
+        self.fast_gen.store(gen, Ordering::Relaxed);
     }
 
     /// Subscribes every channel that has holders (they subscribe in the background after a
@@ -212,18 +352,24 @@ impl Node {
                 gen,
             });
         let attempt = async {
-            let mut conn = self
-                .client
+            let client = self.resolve().await?;
+            let conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(|e| map(&self.addr, "connecting", e))?;
             let channels = self.hub().all_channels();
-            if !channels.is_empty() {
-                conn.subscribe(&channels)
+            let subscribe = async {
+                if channels.is_empty() {
+                    return Ok(());
+                }
+                conn.clone()
+                    .subscribe(&channels)
                     .await
-                    .map_err(|e| map(&self.addr, "subscribing to lock channels", e))?;
-            }
-            Ok::<_, Error>(conn)
+                    .map_err(|e| map(&self.addr, "subscribing to lock channels", e))
+            };
+            let (subscribed, facts) = tokio::join!(subscribe, probe(&conn));
+            subscribed?;
+            Ok::<_, Error>((conn, facts))
         };
         let outcome = match tokio::time::timeout(timeout, attempt).await {
             Ok(outcome) => outcome,
@@ -233,8 +379,8 @@ impl Node {
                 after: timeout,
             }),
         };
-        let conn = match outcome {
-            Ok(conn) => conn,
+        let (conn, (run_id, durable)) = match outcome {
+            Ok(connected) => connected,
             Err(error) => {
                 self.slot().last_failure = Some((Instant::now(), error.to_string()));
                 return Err(error);
@@ -247,14 +393,33 @@ impl Node {
             slot.last_failure = None;
             std::mem::replace(&mut slot.down, false)
         };
+        self.learn(run_id, durable);
         self.hub().mark_all_subscribed(gen);
         if was_down {
             tracing::info!(addr = %self.addr, "reconnected to redis");
             self.health.set(self.index, false);
-            self.health.reconnects.send_modify(|n| *n += 1);
             self.hub().wake_all();
         }
         Ok((gen, conn))
+    }
+
+    /// Records what a new connection found out about the server.
+    fn learn(&self, run_id: Option<String>, durable: bool) {
+        let mut facts = self.facts();
+        if let (Some(old), Some(new)) = (&facts.run_id, &run_id) {
+            if old != new {
+                facts.restarts += 1;
+                if matches!(self.target, Target::Sentinel(_)) {
+                    tracing::warn!(addr = %self.addr, "the sentinels' master is another server now (a failover); holds it did not receive are lost");
+                } else {
+                    tracing::warn!(addr = %self.addr, "redis restarted (its run id changed); holds it forgot are lost");
+                }
+            }
+        }
+        if run_id.is_some() {
+            facts.run_id = run_id;
+        }
+        facts.durable = durable;
     }
 
     /// Drops connection `gen` after it failed, and starts healing in the background.
@@ -271,23 +436,54 @@ impl Node {
             }
             !std::mem::replace(&mut slot.healing, true)
         };
-        self.health.set(self.index, true);
+        self.went_down();
         self.hub().wake_all();
         if start_healer {
-            self.runtime.spawn(heal(Arc::downgrade(self)));
+            self.spawn("redis: reconnect", heal(Arc::downgrade(self)));
         }
     }
 
-    /// Runs `op` on the connection within the request timeout.
+    /// Runs `op` on the connection within the request timeout (which also bounds waiting for
+    /// a connection to be made): a server that does not answer in time is
+    /// [`Error::Timeout`] with the real time spent, and the node is reported suspended.
     pub(crate) async fn run<T, F, Fut>(self: &Arc<Self>, what: &str, op: F) -> Result<T>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let (gen, conn) = self.connection().await?;
-        let timeout = self.settings.request_timeout;
-        match tokio::time::timeout(timeout, op(conn)).await {
-            Ok(Ok(value)) => Ok(value),
+        self.run_on(what, op).await.map(|(_, value)| value)
+    }
+
+    /// Like [`Node::run`], also telling the generation of the connection that answered.
+    pub(crate) async fn run_on<T, F, Fut>(self: &Arc<Self>, what: &str, op: F) -> Result<(u64, T)>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.settings.request_timeout;
+        let timed_out = || Error::Timeout {
+            operation: what.to_owned(),
+            addr: self.addr.clone(),
+            after: started.elapsed(),
+        };
+        let (gen, conn) = match tokio::time::timeout_at(deadline, self.connection()).await {
+            Ok(connected) => connected?,
+            Err(_) => return Err(timed_out()),
+        };
+        match tokio::time::timeout_at(deadline, op(conn)).await {
+            Ok(Ok(value)) => Ok((gen, value)),
+            // The connection's own response timeout (the same request timeout) may fire first:
+            // the same event, so the same error.
+            Ok(Err(error)) if error.is_timeout() => {
+                self.invalidate(gen, "request timed out");
+                Err(timed_out())
+            }
+            Ok(Err(error)) if crate::error::is_replica_reply(&error) => {
+                // A failover turned the server into a replica: find the master again.
+                self.invalidate(gen, "the server is a replica now");
+                Err(crate::error::now_replica(&self.addr, what, error))
+            }
             Ok(Err(error)) => {
                 if breaks_connection(&error) {
                     self.invalidate(gen, "request failed");
@@ -296,13 +492,210 @@ impl Node {
             }
             Err(_) => {
                 self.invalidate(gen, "request timed out");
-                Err(Error::Timeout {
-                    operation: what.to_owned(),
-                    addr: self.addr.clone(),
-                    after: timeout,
-                })
+                Err(timed_out())
             }
         }
+    }
+
+    /// The client for the server to connect to now: the fixed one, or the master the
+    /// sentinels name (asked anew; the crate checks that it answers as a master).
+    async fn resolve(&self) -> Result<redis::Client> {
+        let target = match &self.target {
+            Target::Fixed(client) => return Ok(client.clone()),
+            Target::Sentinel(target) => target,
+        };
+        let found = {
+            let mut sentinel = target.sentinel.lock().await;
+            sentinel
+                .async_master_for(&target.master_name, Some(&target.info))
+                .await
+        };
+        let client = match found {
+            Ok(client) => client,
+            Err(error) => return Err(self.sentinel_error(target, error).await),
+        };
+        let master = client.get_connection_info().addr().to_string();
+        let mut current = target.current.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = current.as_ref().is_none_or(|(addr, _)| *addr != master);
+        if changed {
+            tracing::info!(sentinels = %target.sentinels, master_name = %target.master_name, %master, "redis sentinel names the master");
+        }
+        *current = Some((master, client.clone()));
+        Ok(client)
+    }
+
+    /// The client of the server the last connection went to (resolved if there was none).
+    async fn last_resolved(&self) -> Result<redis::Client> {
+        if let Target::Sentinel(target) = &self.target {
+            let current = target.current.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, client)) = current.as_ref() {
+                return Ok(client.clone());
+            }
+        }
+        self.resolve().await
+    }
+
+    /// What a failed master lookup means: a master name the sentinels do not monitor
+    /// ([`Error::InvalidArgument`], listing the names they do), no sentinel reachable, or a
+    /// master that is down right now ([`Error::Connection`]).
+    async fn sentinel_error(&self, target: &SentinelTarget, error: redis::RedisError) -> Error {
+        let sentinels = &target.sentinels;
+        let name = &target.master_name;
+        if error.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel {
+            if let Some(known) = self.monitored_names(target).await {
+                if !known.iter().any(|k| k == name) {
+                    let listed = if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    };
+                    return Error::invalid(
+                        "redis+sentinel master name",
+                        format!(
+                            "the sentinels at {sentinels} monitor no master named {name:?} (they monitor: {listed}); write one of those as the URL path"
+                        ),
+                    );
+                }
+            }
+            return Error::connection(
+                crate::error::BACKEND,
+                &self.addr,
+                format!(
+                    "the sentinels at {sentinels} know no reachable master {name:?} that answers as a master right now (down, or a failover in progress); retry shortly"
+                ),
+            );
+        }
+        if error.kind() == redis::ErrorKind::EmptySentinelList {
+            return Error::invalid(
+                "redis+sentinel sentinels",
+                "no sentinel given; list at least one host",
+            );
+        }
+        if matches!(error.kind(), redis::ErrorKind::AuthenticationFailed)
+            || matches!(
+                error.code(),
+                Some("WRONGPASS" | "NOAUTH" | "INVALIDPASSWORD")
+            )
+        {
+            return map(&self.addr, "asking the sentinels for the master", error);
+        }
+        let what = if error.to_string().contains("does not point to a sentinel") {
+            "a listed server is not a sentinel (a data server's address?); list the sentinels' addresses (redis-server --sentinel, port 26379 by default)"
+        } else {
+            "no sentinel answered; check the host list and that redis-sentinel runs there"
+        };
+        Error::connection(
+            crate::error::BACKEND,
+            &self.addr,
+            format!("asking the sentinels at {sentinels} for master {name:?}: {what}: {error}"),
+        )
+        .with_source(error)
+    }
+
+    /// The master names the first sentinel that answers monitors (`SENTINEL MASTERS`).
+    async fn monitored_names(&self, target: &SentinelTarget) -> Option<Vec<String>> {
+        let limit = self.settings.connect_timeout;
+        for client in &target.sentinel_clients {
+            let ask = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("SENTINEL")
+                    .arg("MASTERS")
+                    .query_async::<Vec<std::collections::HashMap<String, String>>>(&mut conn)
+                    .await
+            };
+            if let Ok(Ok(masters)) = tokio::time::timeout(limit, ask).await {
+                return Some(
+                    masters
+                        .into_iter()
+                        .filter_map(|mut m| m.remove("name"))
+                        .collect(),
+                );
+            }
+        }
+        None
+    }
+
+    /// `min_replicas` at connect: the server must have that many replicas connected.
+    pub(crate) async fn check_replicas(self: &Arc<Self>) -> Result<()> {
+        let wanted = self.settings.min_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let info = self
+            .run("reading the replication state", |mut conn| async move {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async::<String>(&mut conn)
+                    .await
+            })
+            .await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        if field("role:").as_deref() != Some("master") {
+            return Err(Error::invalid(
+                "min_replicas",
+                format!(
+                    "{} is a replica, so it cannot confirm writes to replicas; point the URL at the master (or use redis+sentinel://)",
+                    self.addr
+                ),
+            ));
+        }
+        let connected = field("connected_slaves:")
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        if connected < wanted {
+            return Err(Error::invalid(
+                "min_replicas",
+                format!(
+                    "min_replicas={wanted} but the master at {} has {connected} connected replica(s); use min_replicas={connected} or less, or connect more replicas",
+                    self.addr
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `WAIT min_replicas timeout` on connection `gen`, the one that carried the write to
+    /// confirm (`what`). Fine when enough replicas acknowledged; otherwise a transient
+    /// [`Error::Connection`] whose source is [`crate::ReplicasMissing`].
+    pub(crate) async fn confirm_replicas(self: &Arc<Self>, gen: u64, what: &str) -> Result<()> {
+        let wanted = self.settings.min_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let timeout = self.settings.min_replicas_timeout;
+        let ms = crate::config::millis(timeout);
+        let (answered_on, acked) = self
+            .run_on("waiting for replicas (WAIT)", |mut conn| async move {
+                redis::cmd("WAIT")
+                    .arg(wanted)
+                    .arg(ms)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await?;
+        if answered_on != gen {
+            // WAIT only covers the writes of its own connection.
+            return Err(Error::connection(
+                crate::error::BACKEND,
+                &self.addr,
+                format!("the connection broke after {what}, before replicas confirmed it; min_replicas={wanted} could not be checked"),
+            ));
+        }
+        let acked = u32::try_from(acked.max(0)).unwrap_or(u32::MAX);
+        if acked >= wanted {
+            return Ok(());
+        }
+        let missing = crate::error::ReplicasMissing {
+            wanted,
+            acknowledged: acked,
+            waited: timeout,
+            what: what.to_owned(),
+        };
+        Err(Error::connection(crate::error::BACKEND, &self.addr, &missing).with_source(missing))
     }
 
     /// Runs a script (`EVALSHA`, loading it on `NOSCRIPT`).
@@ -313,6 +706,19 @@ impl Node {
         keys: &[&str],
         args: &[&str],
     ) -> Result<Value> {
+        self.eval_on(what, script, keys, args)
+            .await
+            .map(|(_, value)| value)
+    }
+
+    /// Like [`Node::eval`], also telling the generation of the connection that answered.
+    pub(crate) async fn eval_on(
+        self: &Arc<Self>,
+        what: &str,
+        script: &'static redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<(u64, Value)> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
@@ -320,13 +726,88 @@ impl Node {
         for arg in args {
             invocation.arg(*arg);
         }
-        self.run(what, |mut conn| async move {
+        self.run_on(what, |mut conn| async move {
             invocation.invoke_async::<Value>(&mut conn).await
         })
         .await
     }
 
-    /// Sets the epoch key so that this server counts as never restarted.
+    /// Runs a script on the cleanup connection (made on first use, on the runtime this is
+    /// polled on: the cleanup runtime), within the request timeout. Reports nothing to the
+    /// connection health: the main connection does that.
+    pub(crate) async fn eval_side(
+        self: &Arc<Self>,
+        script: &'static redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<Value> {
+        let timeout = self.settings.request_timeout;
+        let mut side = self.side.lock().await;
+        let conn = self.side_connection(&mut side).await?;
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut conn = conn;
+        match tokio::time::timeout(timeout, invocation.invoke_async::<Value>(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                *side = None;
+                Err(map(&self.addr, "cleaning up", error))
+            }
+            Err(_) => {
+                *side = None;
+                Err(Error::timeout("cleaning up", self.addr.clone(), timeout))
+            }
+        }
+    }
+
+    /// The cleanup connection in `side`, made if there is none.
+    async fn side_connection(
+        &self,
+        side: &mut Option<MultiplexedConnection>,
+    ) -> Result<MultiplexedConnection> {
+        if let Some(conn) = side.as_ref() {
+            return Ok(conn.clone());
+        }
+        let limit = self.settings.connect_timeout;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(limit))
+            .set_response_timeout(Some(self.settings.request_timeout));
+        let made = tokio::time::timeout(limit, async {
+            let client = self.last_resolved().await?;
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| map(&self.addr, "connecting for cleanups", e))
+        })
+        .await
+        .map_err(|_| Error::timeout("connecting for cleanups", self.addr.clone(), limit))??;
+        Ok(side.insert(made).clone())
+    }
+
+    /// Makes the cleanup connection in the background if there is none yet.
+    pub(crate) fn warm_side(self: &Arc<Self>) {
+        if self.side.try_lock().is_ok_and(|side| side.is_some()) {
+            return;
+        }
+        let Some(cleanup) = tumbler_core::cleanup::background_runtime() else {
+            return;
+        };
+        let node = self.clone();
+        cleanup.spawn(async move {
+            let mut side = node.side.lock().await;
+            if let Err(error) = node.side_connection(&mut side).await {
+                tracing::debug!(%error, "no cleanup connection yet");
+            }
+        });
+    }
+
+    /// Sets the epoch key so that this server counts as never restarted (a test hook).
+    #[cfg(feature = "test-hooks")]
     pub(crate) async fn declare_fresh(self: &Arc<Self>, prefix: &str) -> Result<()> {
         let key = crate::keys::epoch_key(prefix);
         self.eval(
@@ -348,6 +829,22 @@ impl Node {
         self.hub().is_subscribed(channel, gen)
     }
 
+    /// Whether `channel` is subscribed on the current connection and the last acquisition of
+    /// its name by this client had to wait: then the next one queues on its first attempt.
+    pub(crate) fn expects_contention(&self, channel: &str) -> bool {
+        let Some((gen, _)) = self.current() else {
+            return false;
+        };
+        let hub = self.hub();
+        hub.is_contended(channel) && hub.is_subscribed(channel, gen)
+    }
+
+    /// Records whether an acquisition on `channel`'s name had to wait (see
+    /// [`Node::expects_contention`]).
+    pub(crate) fn note_contention(&self, channel: &str, waited: bool) {
+        self.hub().set_contended(channel, waited);
+    }
+
     /// Subscribes to `channel` unless the current connection already is.
     pub(crate) async fn ensure_subscribed(self: &Arc<Self>, channel: &str) -> Result<()> {
         let (gen, _) = self.connection().await?;
@@ -363,7 +860,7 @@ impl Node {
         Ok(())
     }
 
-    /// Registers a waiter for `wake`/`free` messages on `channel`.
+    /// Registers a waiter for `grant`/`wake`/`free` messages on `channel`.
     pub(crate) fn add_waiter(self: &Arc<Self>, channel: &str, member: &str) -> WaiterReg {
         self.add_waiter_with(channel, member, Arc::new(Notify::new()))
     }
@@ -375,12 +872,13 @@ impl Node {
         member: &str,
         notify: Arc<Notify>,
     ) -> WaiterReg {
-        self.hub().add_waiter(channel, member, notify.clone());
+        let signal = WaitSignal::new(notify);
+        self.hub().add_waiter(channel, member, signal.clone());
         WaiterReg {
             node: self.clone(),
             channel: channel.to_owned(),
             member: member.to_owned(),
-            notify,
+            signal,
         }
     }
 
@@ -390,13 +888,13 @@ impl Node {
         self: &Arc<Self>,
         channel: &str,
         value: &str,
-        notifier: Arc<lockcore::HoldNotifier>,
+        notifier: Arc<dyn crate::hub::Notified>,
     ) -> HolderReg {
         self.hub().add_holder(channel, value, notifier);
         if !self.is_subscribed(channel) {
             let node = self.clone();
             let owned = channel.to_owned();
-            self.runtime.spawn(async move {
+            self.spawn("redis: subscribe a holder", async move {
                 if let Err(error) = node.ensure_subscribed(&owned).await {
                     tracing::debug!(%error, "holder subscription failed; revocation falls back to renewals");
                 }
@@ -412,7 +910,9 @@ impl Node {
     /// The last listener left `channel`: unsubscribe once it stayed unused for [`LINGER`].
     fn start_janitor(self: &Arc<Self>, channel: String) {
         let node = Arc::downgrade(self);
-        self.runtime.spawn(async move {
+        // Called from drop paths (a waiter or holder registration going away): never panics,
+        // also when the runtime the backend was made on has ended.
+        let janitor = async move {
             let mut pause = LINGER;
             loop {
                 tokio::time::sleep(pause).await;
@@ -429,7 +929,8 @@ impl Node {
                     }
                 }
             }
-        });
+        };
+        self.spawn("redis: retire an idle lock channel", janitor);
     }
 
     async fn unsubscribe(self: &Arc<Self>, channel: &str) {
@@ -461,12 +962,36 @@ impl Node {
     }
 }
 
+/// Asks a new connection for the server's run id and whether it persists every write. Either
+/// may be refused (an ACL user without `+info` or `+config`, a renamed `CONFIG`): then the run
+/// id is unknown and the server counts as not durable.
+async fn probe(conn: &MultiplexedConnection) -> (Option<String>, bool) {
+    let (mut a, mut b) = (conn.clone(), conn.clone());
+    let mut info_cmd = redis::cmd("INFO");
+    info_cmd.arg("server");
+    let mut config_cmd = redis::cmd("CONFIG");
+    config_cmd.arg("GET").arg("append*");
+    let info = info_cmd.query_async::<String>(&mut a);
+    let config = config_cmd.query_async::<std::collections::HashMap<String, String>>(&mut b);
+    let (info, config) = tokio::join!(info, config);
+    let run_id = info.ok().and_then(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+    });
+    let durable = config.is_ok_and(|c| {
+        c.get("appendonly").map(String::as_str) == Some("yes")
+            && c.get("appendfsync").map(String::as_str) == Some("always")
+    });
+    (run_id, durable)
+}
+
 /// Keeps trying to connect after a loss until it works (or the backend is gone), so that
 /// subscriptions come back and `Reconnected` is reported even when nobody sends a request.
 async fn heal(node: Weak<Node>) {
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = tumbler_core::retry::Backoff::new(Duration::from_millis(100), MAX_HEAL_PAUSE);
     loop {
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(backoff.next_delay()).await;
         let Some(node) = node.upgrade() else {
             return;
         };
@@ -481,7 +1006,6 @@ async fn heal(node: Weak<Node>) {
             }
             Err(error) => {
                 tracing::debug!(addr = %node.addr, %error, "redis still unreachable");
-                pause = (pause * 2).min(MAX_HEAL_PAUSE);
             }
         }
     }
@@ -512,13 +1036,18 @@ pub(crate) struct WaiterReg {
     node: Arc<Node>,
     channel: String,
     member: String,
-    notify: Arc<Notify>,
+    signal: Arc<WaitSignal>,
 }
 
 impl WaiterReg {
-    /// Resolves at the next wake-up (one that came since the last call counts).
+    /// Resolves at the next wake-up or grant (one that came since the last call counts).
     pub(crate) async fn woken(&self) {
-        self.notify.notified().await
+        self.signal.woken().await
+    }
+
+    /// The value of a hold a release handed to this waiter, if its `grant` came (taken once).
+    pub(crate) fn take_grant(&self) -> Option<String> {
+        self.signal.take_grant()
     }
 }
 

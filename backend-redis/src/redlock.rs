@@ -4,7 +4,7 @@
 //! all), each within the request timeout. It holds when a majority granted it and the time
 //! spent is still below the validity (`ttl - drift`); otherwise whatever was granted is removed
 //! on every master and, when waiting, the acquisition tries again: at once when a master
-//! announces a release (`free` on the lock's channel), after a random pause below
+//! announces a release (`free` on the lock's `events` channel), after a random pause below
 //! `retry_delay` after a split vote, and at the latest when the holder's key would expire.
 //! When fewer than a majority of masters answer at all, a single attempt fails at once with
 //! [`Error::Connection`] saying how many answered; a waiting acquisition keeps trying for one
@@ -15,13 +15,13 @@
 //!
 //! # Why Redlock's fencing tokens are best effort
 //!
-//! Each master keeps its own token counter (`max(last + 1, server time in µs)`), and a hold's
+//! Each master keeps its own token counter (see the crate docs on fencing tokens), and a hold's
 //! token is the largest of the tokens its majority granted. Two holders' majorities overlap in
 //! at least one master, but the largest token of the earlier holder may come from a master the
 //! later holder did not use, whose clock runs ahead of the others: the later holder can then
 //! get a smaller token. Redlock's exclusion itself rests on timing assumptions (bounded clock
 //! drift, bounded pauses, bounded network delay) that fencing exists to do without. So
-//! [`lockcore::Fencing::BestEffort`]: the tokens usually increase, but do not rely on them for
+//! [`tumbler_core::Fencing::BestEffort`]: the tokens usually increase, but do not rely on them for
 //! safety; use a single server (or a consensus store) when a protected resource must reject
 //! stale holders.
 
@@ -30,23 +30,19 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use lockcore::cleanup::CancelCleanup;
-use lockcore::{
-    hold_signals, AcquireRequest, Error, HeldLock, Hold, HoldNotifier, LockKind, LockName,
-    LockState, Result,
-};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tumbler_core::cleanup::CancelCleanup;
+use tumbler_core::keeper::{HoldTicket, Keeper, Renew, Renewal};
+use tumbler_core::{AcquireRequest, Error, HeldLock, Hold, LockKind, LockName, LockState, Result};
 
 use crate::config::millis;
 use crate::error::BACKEND;
 use crate::hold::{Registry, Releaser};
-use crate::keys::{new_id, Family, Keys};
+use crate::keys::{Family, Keys};
 use crate::node::{HolderReg, Node, WaiterReg};
 use crate::reply::{self, Attempt};
 use crate::scripts;
 use crate::single;
-use crate::watchdog::{self, Renewal, Renewer, Timing};
 
 /// The masters of a Redlock backend.
 pub(crate) struct Masters<'a> {
@@ -92,20 +88,16 @@ impl Masters<'_> {
     }
 
     fn too_few(&self, answered: usize, errors: &[Error]) -> Error {
-        let why = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        Error::Connection {
-            backend: BACKEND,
-            addr: self.address(),
-            message: format!(
+        let why = crate::error::briefs(errors);
+        Error::connection(
+            BACKEND,
+            self.address(),
+            format!(
                 "only {answered} of {} Redis masters answered; Redlock needs a majority of {} ({why})",
                 self.nodes.len(),
                 self.quorum()
             ),
-        }
+        )
     }
 
     pub(crate) fn address(&self) -> String {
@@ -130,25 +122,44 @@ pub(crate) async fn acquire(
             backend: BACKEND,
         });
     }
-    let keys = Arc::new(Keys::new(&masters.settings().prefix, &request.name));
-    let id = new_id();
-    let cleanup = CancelCleanup::new(
-        "redis: undo a cancelled Redlock acquisition",
-        cancel_everywhere(masters.nodes.to_vec(), keys.clone(), id.clone()),
-    );
+    let keys = Arc::new(masters.settings().keys(&request.name));
+    let id = masters.settings().new_id();
+    // Counted until the acquisition is done or its cleanup has run (shutdown() waits).
+    let pending = registry.start_acquisition();
+    let undo = cancel_everywhere(masters.nodes.to_vec(), keys.clone(), id.clone());
+    let cleanup = CancelCleanup::new("redis: undo a cancelled Redlock acquisition", async move {
+        undo.await;
+        drop(pending);
+    });
     let member = format!("{id}:x");
     let wake = Arc::new(Notify::new());
     let mut listening: Vec<WaiterReg> = Vec::new();
     let mut outage: Option<Instant> = None;
+    let mut backoff = single::outage_backoff();
     loop {
+        if registry.is_closing() {
+            return Err(Error::Closed { backend: BACKEND });
+        }
+        let restarts: Vec<u64> = masters.nodes.iter().map(|n| n.restarts()).collect();
         let sent = Instant::now();
         let results = masters
-            .on_all(|node| single::attempt(node, &keys, LockKind::Exclusive, &id, false))
+            .on_all(|node| {
+                single::attempt(
+                    node,
+                    &keys,
+                    &request.name,
+                    LockKind::Exclusive,
+                    &id,
+                    false,
+                    node.fast_path(),
+                )
+            })
             .await;
         let mut values = Vec::with_capacity(results.len());
         let (mut granted, mut answered, mut best, mut hint) = (0, 0, 0u64, None::<u64>);
+        let mut recovering: Vec<(usize, u64)> = Vec::new();
         let mut errors = Vec::new();
-        for result in results {
+        for (index, result) in results.into_iter().enumerate() {
             match result {
                 Ok(Attempt::Granted { token, value }) => {
                     granted += 1;
@@ -163,8 +174,22 @@ pub(crate) async fn acquire(
                     }
                     values.push(None);
                 }
+                Ok(Attempt::Recovering { wait_ms }) => {
+                    answered += 1;
+                    recovering.push((index, wait_ms));
+                    values.push(None);
+                }
                 Ok(Attempt::LimitConflict { .. }) => values.push(None),
-                Err(error @ Error::Auth { .. }) => return Err(error),
+                Ok(Attempt::KindConflict { held }) => {
+                    cancel_everywhere(masters.nodes.to_vec(), keys.clone(), id.clone()).await;
+                    cleanup.disarm();
+                    return Err(single::kind_conflict(&request.name, request.kind, &held));
+                }
+                Err(error @ (Error::Auth { .. } | Error::Conflict { .. })) => {
+                    cancel_everywhere(masters.nodes.to_vec(), keys.clone(), id.clone()).await;
+                    cleanup.disarm();
+                    return Err(error);
+                }
                 Err(error) => {
                     errors.push(error);
                     values.push(None);
@@ -172,17 +197,15 @@ pub(crate) async fn acquire(
             }
         }
         let settings = masters.settings();
-        if granted >= masters.quorum() && sent.elapsed() < settings.validity() {
+        if granted >= masters.quorum() && sent.elapsed() < settings.validity().period() {
             cleanup.disarm();
-            return Ok(Some(into_hold(
-                masters,
-                registry,
-                keys,
-                request.name,
+            let won = Won {
                 values,
-                best,
+                token: best,
                 sent,
-            )));
+                restarts,
+            };
+            return Ok(Some(into_hold(masters, registry, keys, request.name, won)));
         }
         if granted > 0 || !errors.is_empty() {
             // Give back what was granted (and whatever a timed-out request may have set).
@@ -195,20 +218,40 @@ pub(crate) async fn acquire(
             if !request.wait || since.elapsed() > settings.ttl {
                 return Err(masters.too_few(answered, &errors));
             }
-            tokio::time::sleep(Duration::from_millis(100) + jitter(settings.retry_delay)).await;
+            tokio::time::sleep(backoff.next_delay()).await;
             continue;
         }
-        outage = None;
+        if outage.take().is_some() {
+            backoff.reset();
+        }
+        // Too many masters refuse grants after a restart for any majority to form.
+        let blocked = masters.nodes.len() - recovering.len() < masters.quorum();
+        let recovery_left = recovering.iter().map(|(_, ms)| *ms).min().unwrap_or(0);
+        if blocked {
+            for (index, ms) in &recovering {
+                masters.nodes[*index].note_recovering(Duration::from_millis(*ms));
+            }
+        }
         if !request.wait {
             cleanup.disarm();
+            if blocked {
+                let (index, _) = recovering[0];
+                return Err(single::recovering_error(
+                    &masters.nodes[index],
+                    Duration::from_millis(recovery_left),
+                ));
+            }
             return Ok(None);
+        }
+        if blocked {
+            hint = Some(hint.map_or(recovery_left, |h| h.min(recovery_left)));
         }
         if listening.is_empty() {
             for node in masters.nodes {
-                listening.push(node.add_waiter_with(&keys.channel, &member, wake.clone()));
+                listening.push(node.add_waiter_with(&keys.events, &member, wake.clone()));
             }
             let _ = masters
-                .on_all(|node| node.ensure_subscribed(&keys.channel))
+                .on_all(|node| node.ensure_subscribed(&keys.events))
                 .await;
             continue;
         }
@@ -225,6 +268,7 @@ pub(crate) async fn acquire(
             + jitter;
         tokio::select! {
             _ = wake.notified() => {}
+            _ = registry.closing() => {}
             _ = tokio::time::sleep(limit) => {}
         }
     }
@@ -240,9 +284,21 @@ async fn cancel_everywhere(nodes: Vec<Arc<Node>>, keys: Arc<Keys>, id: String) {
     join_all(
         nodes
             .into_iter()
-            .map(|node| single::cancel(node, keys.clone(), Family::Lock, id.clone(), true)),
+            .map(|node| crate::undo::cancel(node, keys.clone(), Family::Lock, id.clone(), true)),
     )
     .await;
+}
+
+/// What a successful Redlock round won.
+struct Won {
+    /// The value granted on each master (`None` where it was not).
+    values: Vec<Option<String>>,
+    /// The largest token of the majority.
+    token: u64,
+    /// When the round was sent.
+    sent: Instant,
+    /// Each master's restart count before the round.
+    restarts: Vec<u64>,
 }
 
 fn into_hold(
@@ -250,13 +306,26 @@ fn into_hold(
     registry: &Arc<Registry>,
     keys: Arc<Keys>,
     name: LockName,
-    values: Vec<Option<String>>,
-    token: u64,
-    sent: Instant,
+    won: Won,
 ) -> Hold {
-    let (notifier, signals) = hold_signals();
-    let notifier = Arc::new(notifier);
+    let Won {
+        values,
+        token,
+        sent,
+        restarts,
+    } = won;
     let settings = masters.settings();
+    // Validity starts with the grant (see `Grant::into_hold`).
+    let (lease, ticket, keeper, signals) = crate::hold::keep(settings, sent, |ticket| {
+        Arc::new(RedlockLease {
+            nodes: masters.nodes.to_vec(),
+            keys: keys.clone(),
+            values: values.clone(),
+            name: name.clone(),
+            restarts,
+            ticket,
+        })
+    });
     let registrations: Vec<HolderReg> = masters
         .nodes
         .iter()
@@ -264,42 +333,16 @@ fn into_hold(
         .filter_map(|(node, value)| {
             value
                 .as_ref()
-                .map(|v| node.add_holder(&keys.channel, v, notifier.clone()))
+                .map(|v| node.add_holder(&keys.inbox, v, ticket.clone()))
         })
         .collect();
-    let lease = Arc::new(RedlockLease {
-        nodes: masters.nodes.to_vec(),
-        keys,
-        values,
-        name: name.clone(),
-    });
-    let timing = Timing {
-        validity: settings.validity(),
-        period: settings.renew_period(),
-    };
-    let kicks = masters.nodes[0].health().reconnects();
-    let watchdog = watchdog::spawn(
-        lease.clone(),
-        notifier.clone(),
-        timing,
-        sent,
-        kicks,
-        name.clone(),
-        token,
-    );
-    let registered = registry.add(
-        name,
-        lease.clone(),
-        Some(watchdog.abort_handle()),
-        notifier.clone(),
-    );
+    let registered = registry.add(name, lease.clone(), keeper.clone(), ticket);
     Hold {
         token,
         held: Box::new(RedlockHeld {
             lease,
-            watchdog: Some(watchdog),
+            keeper: Some(keeper),
             _registrations: registrations,
-            _notifier: notifier,
             registry: registry.clone(),
             registered,
             released: false,
@@ -315,6 +358,10 @@ struct RedlockLease {
     /// The value stored on each master (`None` where it was not granted).
     values: Vec<Option<String>>,
     name: LockName,
+    /// Each master's restart count when the hold was granted.
+    restarts: Vec<u64>,
+    /// The hold's place in its keeper's set (its notifier, for revocation).
+    ticket: Arc<HoldTicket>,
 }
 
 impl RedlockLease {
@@ -324,7 +371,7 @@ impl RedlockLease {
 }
 
 #[async_trait]
-impl Renewer for RedlockLease {
+impl Renew for RedlockLease {
     async fn renew(&self) -> Renewal {
         let ttl = millis(self.nodes[0].settings.ttl).to_string();
         let keys = &self.keys;
@@ -364,9 +411,22 @@ impl Renewer for RedlockLease {
         }
         let quorum = masters.quorum();
         if renewed >= quorum {
-            Renewal::Renewed { revoke }
+            let notifier = self.ticket.notifier();
+            if revoke && !notifier.is_lost() {
+                notifier.revoke_requested();
+            }
+            Renewal::Renewed
         } else if self.nodes.len() - gone < quorum {
-            Renewal::Gone
+            let restarted = self
+                .nodes
+                .iter()
+                .zip(&self.restarts)
+                .any(|(node, at_grant)| node.restarts() != *at_grant);
+            Renewal::Gone(if restarted {
+                tumbler_core::LostReason::ServerRestarted
+            } else {
+                tumbler_core::LostReason::Deleted
+            })
         } else {
             Renewal::Failed(last_error.unwrap_or_else(|| {
                 Error::connection(
@@ -402,8 +462,9 @@ impl Releaser for RedlockLease {
                                 &keys.queue,
                                 &keys.queue_exp,
                                 &keys.revoked,
+                                &keys.fence,
                             ],
-                            &["x", &value, &keys.channel, "1"],
+                            &["x", &value, &keys.inbox_prefix, &keys.events, "1"],
                         )
                         .await?;
                     reply::flag("release", &reply).map(Some)
@@ -434,9 +495,8 @@ impl Releaser for RedlockLease {
 /// The backend's handle on a Redlock hold.
 struct RedlockHeld {
     lease: Arc<RedlockLease>,
-    watchdog: Option<JoinHandle<()>>,
+    keeper: Option<Arc<Keeper>>,
     _registrations: Vec<HolderReg>,
-    _notifier: Arc<HoldNotifier>,
     registry: Arc<Registry>,
     registered: u64,
     released: bool,
@@ -448,8 +508,8 @@ impl HeldLock for RedlockHeld {
         if self.released {
             return Ok(());
         }
-        if let Some(watchdog) = self.watchdog.take() {
-            watchdog.abort();
+        if let Some(keeper) = self.keeper.take() {
+            keeper.stop();
         }
         let released = self.lease.release_on_store().await?;
         self.released = true;
@@ -466,8 +526,8 @@ impl HeldLock for RedlockHeld {
 
 impl Drop for RedlockHeld {
     fn drop(&mut self) {
-        if let Some(watchdog) = self.watchdog.take() {
-            watchdog.abort();
+        if let Some(keeper) = self.keeper.take() {
+            keeper.stop();
         }
         if !self.released {
             self.registry.remove(self.registered);
@@ -478,7 +538,7 @@ impl Drop for RedlockHeld {
 /// Holders seen on a majority of masters; waiters cannot be counted without a queue.
 pub(crate) async fn state(masters: &Masters<'_>, name: &LockName) -> Result<LockState> {
     let results = masters.on_all(|node| single::state(node, name)).await;
-    let mut seen: Vec<(lockcore::HolderInfo, usize)> = Vec::new();
+    let mut seen: Vec<(tumbler_core::HolderInfo, usize)> = Vec::new();
     let mut answered = 0;
     let mut errors = Vec::new();
     for result in results {

@@ -1,7 +1,7 @@
 //! Reading script replies, whatever RESP version carried them.
 
-use lockcore::Result;
 use redis::Value;
+use tumbler_core::Result;
 
 use crate::error::bad_reply;
 
@@ -43,9 +43,14 @@ pub(crate) enum Attempt {
     Busy { wait_ms: u64 },
     /// A semaphore used with a different limit.
     LimitConflict { stored: i64 },
+    /// The name is held or waited on as another kind of primitive (`mutex`, `read-write
+    /// lock`, `semaphore`).
+    KindConflict { held: String },
+    /// No lock is granted yet after a server restart; this many milliseconds are left.
+    Recovering { wait_ms: u64 },
 }
 
-/// Parses `{1, token, value}`, `{0, wait}` or `{-1, limit}`.
+/// Parses `{1, token, value}`, `{0, wait}`, `{-1, limit}`, `{-3, kind}` or `{-4, wait}`.
 pub(crate) fn attempt(what: &str, reply: &Value) -> Result<Attempt> {
     let parsed = items(reply).and_then(|items| match items {
         [code, token, value] if int(code) == Some(1) => Some(Attempt::Granted {
@@ -57,6 +62,10 @@ pub(crate) fn attempt(what: &str, reply: &Value) -> Result<Attempt> {
         }),
         [code, stored] if int(code) == Some(-1) => Some(Attempt::LimitConflict {
             stored: int(stored)?,
+        }),
+        [code, held] if int(code) == Some(-3) => Some(Attempt::KindConflict { held: text(held)? }),
+        [code, wait] if int(code) == Some(-4) => Some(Attempt::Recovering {
+            wait_ms: u64::try_from(int(wait)?).unwrap_or(0),
         }),
         _ => None,
     });
@@ -117,6 +126,18 @@ mod tests {
         assert_eq!(
             attempt("t", &conflict).unwrap(),
             Attempt::LimitConflict { stored: 3 }
+        );
+        let kind = Value::Array(vec![Value::Int(-3), bulk("semaphore")]);
+        assert_eq!(
+            attempt("t", &kind).unwrap(),
+            Attempt::KindConflict {
+                held: "semaphore".into()
+            }
+        );
+        let recovering = Value::Array(vec![Value::Int(-4), Value::Int(1500)]);
+        assert_eq!(
+            attempt("t", &recovering).unwrap(),
+            Attempt::Recovering { wait_ms: 1500 }
         );
     }
 

@@ -1,7 +1,9 @@
-//! Parsing of `redis://`, `rediss://`, `redis+redlock://` and `rediss+redlock://` URLs.
+//! Parsing of `redis://`, `rediss://`, `redis+redlock://`, `rediss+redlock://` and
+//! `redis+sentinel://` URLs.
 
-use lockcore::params::Params;
-use lockcore::{Error, Result};
+use tumbler_core::tls::TlsParams;
+use tumbler_core::url::{Credentials, StoreUrl};
+use tumbler_core::{Error, Result};
 
 use crate::config::{RedisConfig, RedisNode};
 
@@ -15,113 +17,172 @@ const KNOWN: &[&str] = &[
     "retry_delay",
     "restart_delay",
     "tls_ca",
+    "tls_cert",
+    "tls_key",
     "tls_insecure",
+    "user",
+    "password",
+    "min_replicas",
+    "min_replicas_timeout",
+    "sentinel_user",
+    "sentinel_password",
 ];
 
-/// Parses a Redis URL into a [`RedisConfig`]; every error names the bad part.
+impl RedisConfig {
+    /// Parses a `redis://`, `rediss://`, `redis+redlock://` or `rediss+redlock://` URL (see the
+    /// crate docs for the grammar). Errors are [`Error::InvalidArgument`] naming the bad part.
+    pub fn from_url(url: &str) -> Result<Self> {
+        parse(url)
+    }
+}
+
+/// The URL schemes of this backend.
+const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis+redlock",
+    "rediss+redlock",
+    "redis+sentinel",
+    "rediss+sentinel",
+];
+
+/// The port of a sentinel named without one.
+const SENTINEL_PORT: u16 = 26379;
+
+/// Parses a Redis URL into a [`RedisConfig`] ([`StoreUrl`] does the grammar, the
+/// percent-decoding and the credential rules); every error names the bad part.
 pub(crate) fn parse(url: &str) -> Result<RedisConfig> {
     let bad = |problem: String| Error::invalid("redis URL", problem);
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        bad(format!(
-            "{url:?} has no scheme; write e.g. redis://127.0.0.1:6379"
-        ))
-    })?;
-    let (tls, redlock) = match scheme {
-        "redis" => (false, false),
-        "rediss" => (true, false),
-        "redis+redlock" => (false, true),
-        "rediss+redlock" => (true, true),
-        other => {
-            return Err(bad(format!(
-                "scheme {other:?} is not a Redis scheme; use redis, rediss, redis+redlock or rediss+redlock"
-            )))
-        }
-    };
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if let Some(fragment) = rest.find('#') {
-        return Err(bad(format!(
-            "unexpected '#' at {:?}; percent-encode it (%23) in a password",
-            &rest[fragment..]
-        )));
+    let sentinel = url
+        .split_once("://")
+        .is_some_and(|(scheme, _)| scheme.ends_with("+sentinel"));
+    let default_port = if sentinel { SENTINEL_PORT } else { 6379 };
+    let mut parsed = StoreUrl::parse(url, SCHEMES, default_port)?;
+    let scheme = parsed.scheme.clone();
+    let tls = scheme.starts_with("rediss");
+    let redlock = scheme.ends_with("+redlock");
+    if sentinel {
+        return parse_sentinel(parsed, tls);
     }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, ""),
-    };
-    let (userinfo, hosts) = match authority.rfind('@') {
-        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-        None => (None, authority),
-    };
-    let (username, password) = match userinfo {
-        None => (None, None),
-        Some(info) => {
-            let (user, pass) = match info.split_once(':') {
-                Some((u, p)) => (u, Some(p)),
-                None => (info, None),
-            };
-            let user = decode(user).map_err(|e| bad(format!("user name: {e}")))?;
-            let pass = pass
-                .map(decode)
-                .transpose()
-                .map_err(|e| bad(format!("password: {e}")))?;
-            match (user.is_empty(), pass) {
-                (true, None) => (None, None),
-                (true, Some(p)) => (None, Some(p)),
-                (false, p) => (Some(user), Some(p.unwrap_or_default())),
-            }
-        }
-    };
-    let db = match path.trim_end_matches('/') {
-        "" => 0,
-        text => text
-            .parse::<i64>()
-            .ok()
-            .filter(|db| *db >= 0)
-            .ok_or_else(|| {
-                bad(format!(
-                    "path /{text} is not a database number; write e.g. /0 or leave it out"
-                ))
-            })?,
-    };
-    if hosts.is_empty() {
-        return Err(bad(format!(
-            "{url:?} names no host; write e.g. redis://127.0.0.1:6379"
-        )));
-    }
-    let mut nodes = Vec::new();
-    for host in hosts.split(',') {
-        let (host, port) = split_host_port(host).map_err(bad)?;
-        let mut node = RedisNode::new(host, port).db(db).tls(tls);
-        node.username = username.clone();
-        node.password = password.clone();
-        nodes.push(node);
-    }
-    if !redlock && nodes.len() > 1 {
+    if !redlock && parsed.hosts.len() > 1 {
         return Err(bad(format!(
             "{} hosts in a {scheme}:// URL; use {scheme}+redlock:// for Redlock over several masters",
-            nodes.len()
+            parsed.hosts.len()
         )));
     }
+    let db = match parsed.path.trim_end_matches('/') {
+        "" => 0,
+        text => database(text, "")?,
+    };
+    let (username, password) = login(&mut parsed)?;
+    let nodes: Vec<RedisNode> = parsed
+        .hosts
+        .iter()
+        .map(|host| {
+            let mut node = RedisNode::new(host.host.clone(), host.port).db(db).tls(tls);
+            node.username = username.clone();
+            node.password = password.clone();
+            node
+        })
+        .collect();
     let mut config = if redlock {
         RedisConfig::redlock(nodes)
     } else {
-        RedisConfig::single(nodes.remove(0))
+        RedisConfig::single(
+            nodes
+                .into_iter()
+                .next()
+                .ok_or_else(|| bad("no host".into()))?,
+        )
     };
-    let pairs = query
-        .split('&')
-        .filter(|part| !part.is_empty())
-        .map(|part| match part.split_once('=') {
-            Some((k, v)) => Ok((
-                decode(k).map_err(|e| bad(format!("parameter {k:?}: {e}")))?,
-                decode(v).map_err(|e| bad(format!("parameter {k:?}: {e}")))?,
-            )),
-            None => Err(Error::invalid(
-                "redis URL query",
-                format!("{part:?} has no value; write key=value"),
-            )),
+    config = common_params(config, &mut parsed)?;
+    parsed.finish(KNOWN)?;
+    Ok(config)
+}
+
+/// The database number at the end of a URL's path (`before` is the path before it, e.g.
+/// `/MASTER_NAME`).
+fn database(text: &str, before: &str) -> Result<i64> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|db| *db >= 0)
+        .ok_or_else(|| {
+            Error::invalid(
+                "redis URL",
+                format!(
+                    "path {before}/{text}: {text} is not a database number; write e.g. {before}/0 or leave it out"
+                ),
+            )
         })
-        .collect::<Result<Vec<_>>>()?;
-    let mut params = Params::new(scheme, pairs);
+}
+
+/// `redis+sentinel://[[USER]:PASSWORD@]S1[:P1],S2[:P2],.../MASTER_NAME[/DB][?PARAMS]`: the
+/// credentials and the database are the master's; `sentinel_user` / `sentinel_password` log
+/// in to the sentinels.
+fn parse_sentinel(mut parsed: StoreUrl, tls: bool) -> Result<RedisConfig> {
+    let scheme = parsed.scheme.clone();
+    let path = parsed.path.trim_end_matches('/').to_owned();
+    let (master_name, db) = match path.split_once('/') {
+        Some((name, db)) => (name.to_owned(), Some(db.to_owned())),
+        None => (path.clone(), None),
+    };
+    if master_name.is_empty() {
+        return Err(Error::invalid(
+            "redis URL",
+            format!(
+                "a {scheme}:// URL names no master; write the name the sentinels monitor as its path: {scheme}://S1:26379,S2:26379/MASTER_NAME"
+            ),
+        ));
+    }
+    let db = match db {
+        None => 0,
+        Some(text) => database(&text, &format!("/{master_name}"))?,
+    };
+    let (username, password) = login(&mut parsed)?;
+    let params = parsed.params();
+    let sentinel_user = params.text("sentinel_user");
+    let sentinel_password = params.text("sentinel_password");
+    let sentinels: Vec<RedisNode> = parsed
+        .hosts
+        .iter()
+        .map(|host| {
+            let mut node = RedisNode::new(host.host.clone(), host.port).tls(tls);
+            node.username = sentinel_user.clone();
+            node.password = sentinel_password.clone();
+            node
+        })
+        .collect();
+    if sentinel_user.is_some() && sentinel_password.is_none() {
+        return Err(Error::invalid(
+            "sentinel_user",
+            "sentinel_user needs sentinel_password too",
+        ));
+    }
+    let mut config = RedisConfig::sentinel(sentinels, master_name).master_db(db);
+    config = match (username, password) {
+        (Some(user), password) => config.master_user(user, password.unwrap_or_default()),
+        (None, Some(password)) => config.master_password(password),
+        (None, None) => config,
+    };
+    config = common_params(config, &mut parsed)?;
+    parsed.finish(KNOWN)?;
+    Ok(config)
+}
+
+/// `user@` logs in as that ACL user (empty password), `:password@` as the default user.
+fn login(parsed: &mut StoreUrl) -> Result<(Option<String>, Option<String>)> {
+    Ok(match parsed.credentials()? {
+        None => (None, None),
+        Some(Credentials { user, password }) => match user.filter(|u| !u.is_empty()) {
+            Some(user) => (Some(user), Some(password.unwrap_or_default())),
+            None => (None, password),
+        },
+    })
+}
+
+/// The parameters every form of Redis URL takes.
+fn common_params(mut config: RedisConfig, parsed: &mut StoreUrl) -> Result<RedisConfig> {
+    let params = parsed.params();
     if let Some(ttl) = params.duration("ttl")? {
         config = config.ttl(ttl);
     }
@@ -143,71 +204,33 @@ pub(crate) fn parse(url: &str) -> Result<RedisConfig> {
     if let Some(t) = params.duration("restart_delay")? {
         config = config.restart_delay(t);
     }
-    if let Some(path) = params.text("tls_ca") {
-        config = config.tls_ca_file(path);
-    }
-    if let Some(yes) = params.bool("tls_insecure")? {
-        config = config.tls_insecure(yes);
-    }
-    params.finish(KNOWN)?;
-    Ok(config)
-}
-
-/// `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 6379.
-fn split_host_port(text: &str) -> std::result::Result<(String, u16), String> {
-    let port_of = |p: &str| {
-        p.parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("port {p:?} of {text:?} is not a port number (1-65535)"))
-    };
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("{text:?} opens '[' without closing it"))?;
-        let port = match after {
-            "" => 6379,
-            p => port_of(
-                p.strip_prefix(':')
-                    .ok_or_else(|| format!("unexpected {p:?} after [{host}]"))?,
-            )?,
-        };
-        return Ok((host.to_owned(), port));
-    }
-    let (host, port) = match text.rsplit_once(':') {
-        Some((h, p)) => (h, port_of(p)?),
-        None => (text, 6379),
-    };
-    if host.is_empty() {
-        return Err(format!("{text:?} has an empty host name"));
-    }
-    if host.contains(':') {
-        return Err(format!(
-            "{text:?}: write IPv6 addresses in brackets, e.g. [::1]:6379"
+    let tls_params = TlsParams::from_params(params, &[])?;
+    if tls_params.cert.is_some() || tls_params.key.is_some() {
+        return Err(Error::invalid(
+            "tls_cert",
+            "client certificates are not supported by the Redis backend yet; use ACL credentials",
         ));
     }
-    Ok((host.to_owned(), port))
-}
-
-/// Percent-decodes `text` (UTF-8).
-fn decode(text: &str) -> std::result::Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape at {:?}", &text[i..]))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    if let Some(path) = tls_params.ca {
+        config = config.tls_ca_file(path);
     }
-    String::from_utf8(out).map_err(|_| "percent escapes do not decode to UTF-8".to_owned())
+    config = config.tls_insecure(tls_params.insecure);
+    let params = parsed.params();
+    if let Some(text) = params.text("min_replicas") {
+        let n = text.parse::<u32>().map_err(|_| {
+            Error::invalid(
+                "min_replicas",
+                format!(
+                    "min_replicas={text} is not a number of replicas; write e.g. min_replicas=1"
+                ),
+            )
+        })?;
+        config = config.min_replicas(n);
+    }
+    if let Some(t) = params.duration("min_replicas_timeout")? {
+        config = config.min_replicas_timeout(t);
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -253,6 +276,63 @@ mod tests {
         assert_eq!(c.nodes.len(), 3);
         assert_eq!(c.nodes[2], RedisNode::new("h3", 6379).user("u", "p"));
         assert_eq!(c.retry_delay, Duration::from_millis(20));
+        let c = parse("redis://h?user=alice&password=p%26w").unwrap();
+        assert_eq!(
+            c.nodes,
+            vec![RedisNode::new("h", 6379).user("alice", "p&w")]
+        );
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let c = parse(
+            "redis+sentinel://app:pw@s1,s2:26380,[::1]:7/mymaster/3?min_replicas=1&sentinel_password=sp&ttl=5s",
+        )
+        .unwrap();
+        let spec = c.sentinel.clone().expect("sentinel mode");
+        assert_eq!(spec.master_name, "mymaster");
+        assert_eq!(spec.master.db, 3);
+        assert_eq!(spec.master.username.as_deref(), Some("app"));
+        assert_eq!(spec.master.password.as_deref(), Some("pw"));
+        assert_eq!(
+            c.nodes,
+            vec![
+                RedisNode::new("s1", 26379).password("sp"),
+                RedisNode::new("s2", 26380).password("sp"),
+                RedisNode::new("::1", 7).password("sp"),
+            ]
+        );
+        assert_eq!(c.min_replicas, 1);
+        assert_eq!(c.ttl, Duration::from_secs(5));
+        assert!(c.validate().is_ok());
+        let c = parse("redis://h?min_replicas=2&min_replicas_timeout=100ms").unwrap();
+        let settings = c.validate().unwrap();
+        assert_eq!(settings.min_replicas, 2);
+        assert_eq!(settings.min_replicas_timeout, Duration::from_millis(100));
+    }
+
+    fn invalid(url: &str) -> String {
+        match parse(url).and_then(|c| c.validate().map(|_| ())) {
+            Err(Error::InvalidArgument { what, problem }) => format!("{what}: {problem}"),
+            other => panic!("expected InvalidArgument for {url}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_sentinel_and_min_replicas_settings_say_what_to_fix() {
+        assert!(problem("redis+sentinel://s1,s2").contains("names no master"));
+        assert!(problem("redis+sentinel://s1/").contains("names no master"));
+        assert!(problem("redis+sentinel://s1/m/x").contains("database number"));
+        assert!(problem("redis+sentinel://s1,,s2/m").contains("host"));
+        assert!(problem("redis+sentinel://s1:0/m").contains("port"));
+        assert!(invalid("redis+sentinel://s1,s1:26379/m").contains("same server"));
+        assert!(invalid("rediss+sentinel://s1/m").contains("not supported"));
+        assert!(problem("redis://h?min_replicas=-1").contains("min_replicas=-1"));
+        assert!(problem("redis://h?min_replicas=two").contains("min_replicas"));
+        assert!(invalid("redis://h?min_replicas=1&min_replicas_timeout=10s")
+            .contains("below the request_timeout"));
+        assert!(invalid("redis+redlock://a,b,c?min_replicas=1").contains("Redlock"));
+        assert!(problem("redis+sentinel://s1/m?sentinel_user=u").contains("sentinel_password"));
     }
 
     #[test]
@@ -264,9 +344,10 @@ mod tests {
         assert!(problem("redis://h/x").contains("database"));
         assert!(problem("redis://h?ttl=soon").contains("ttl=soon"));
         assert!(problem("redis://h?tll=1s").contains("`tll`"));
-        assert!(problem("redis://h?ttl").contains("no value"));
-        assert!(problem("memcached://h").contains("not a Redis scheme"));
-        assert!(problem("redis://::1").contains("brackets"));
-        assert!(problem("redis://u:%zz@h").contains("password"));
+        assert!(problem("redis://h?ttl").contains("ttl"));
+        assert!(problem("memcached://h").contains("rediss+redlock"));
+        assert!(problem("redis://::1").contains("::1"));
+        assert!(problem("redis://u:p@h?user=v").contains("twice"));
+        assert!(problem("redis://:p@h?password=q").contains("twice"));
     }
 }

@@ -5,13 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use backend_redis::{RedisConfig, RedisNode};
 use common::{connect, fresh_redis};
-use lockcore::Error;
 use testkit::redis::{Redis, RedisOptions};
+use tumbler_core::Error;
+use tumbler_redis::{RedisConfig, RedisNode};
 
 async fn connect_err(url: &str) -> Error {
-    match backend_redis::connect_url(url).await {
+    match tumbler_redis::connect_url(url).await {
         Err(e) => e,
         Ok(_) => panic!("connecting to {url} succeeded"),
     }
@@ -82,7 +82,7 @@ async fn a_user_without_script_rights_is_told_what_it_needs() {
     ];
     assert_eq!(redis.cmd(&setuser).await.unwrap().as_str(), Some("OK"));
     let url = format!("redis://weak:pw@127.0.0.1:{}", redis.port());
-    let locks = backend_redis::connect_url(&url).await.unwrap();
+    let locks = tumbler_redis::connect_url(&url).await.unwrap();
     match locks.mutex("auth/weak").unwrap().try_lock().await {
         Err(Error::Auth { message, .. }) => assert!(message.contains("+@scripting"), "{message}"),
         other => panic!("a user without scripting got {other:?}"),

@@ -5,11 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use backend_redis::RedisConfig;
 use common::{fresh_redis, logs, PROMPT};
-use lockcore::{ConnectionEvent, LostReason};
 use testkit::proxy::{FaultProxy, ProxyMode};
 use testkit::resp::Reply;
+use tumbler_core::{ConnectionEvent, LostReason};
+use tumbler_redis::RedisConfig;
 
 #[tokio::test]
 async fn cut_connection_fires_lost_before_the_key_expires() {

@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{connect, fresh_redis, PROMPT};
-use lockcore::HoldMode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
+use tumbler_core::HoldMode;
 
 /// A small redis-py program: `hold` takes `Lock(name, timeout=10)` and keeps it until a line
 /// arrives on stdin; `try` makes one non-blocking attempt and one blocking for 0.5 s.

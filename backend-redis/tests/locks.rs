@@ -5,10 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use backend_redis::RedisConfig;
 use common::{connect, connect_backend, eventually, fresh_redis, logs, PROMPT};
-use lockcore::{Error, HoldMode, LostReason};
 use testkit::resp::Reply;
+use tumbler_core::{Error, HoldMode, LostReason};
+use tumbler_redis::RedisConfig;
 
 #[tokio::test]
 async fn mutex_excludes_and_tokens_increase() {
@@ -83,6 +83,45 @@ async fn release_wakes_the_waiter_without_waiting_for_a_timer() {
         handoff < Duration::from_secs(5),
         "hand-off took {handoff:?}: the waiter was not woken by the release"
     );
+    guard.release().await.unwrap();
+}
+
+/// Issue 14: a release grants the head of the queue only for what was left of its queue entry
+/// (under 3 s, so a waiter that died meanwhile blocks no longer); the new holder must renew it
+/// to its TTL before that runs out, and keeps the lock with the key's whole TTL.
+#[tokio::test]
+async fn a_handed_off_hold_outlives_its_short_grant() {
+    logs();
+    let redis = fresh_redis().await;
+    let url = format!("{}?ttl=30s", redis.url());
+    let connect_long = || async {
+        RedisConfig::from_url(&url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (connect_long().await, connect_long().await);
+    let held = a.mutex("handoff/long").unwrap().lock().await.unwrap();
+    let waiter = b.mutex("handoff/long").unwrap();
+    let task = tokio::spawn(async move { waiter.lock().await });
+    eventually(PROMPT, "the waiter queued", || async {
+        a.state("handoff/long").await.unwrap().waiters == Some(1)
+    })
+    .await;
+    held.release().await.unwrap();
+    let guard = tokio::time::timeout(PROMPT, task)
+        .await
+        .expect("waiter granted")
+        .unwrap()
+        .unwrap();
+    // Past the grant's life on the server (at most 2.5 s here).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(guard.lost_reason(), None);
+    match redis.cmd(&["PTTL", "handoff/long"]).await.unwrap() {
+        Reply::Int(ms) => assert!(ms > 20_000, "the key lives {ms} ms more, not a TTL"),
+        other => panic!("PTTL answered {other:?}"),
+    }
     guard.release().await.unwrap();
 }
 
@@ -161,7 +200,7 @@ async fn cancelled_waiter_leaves_the_queue_and_nothing_leaks() {
         .map(|k| k.as_str().expect("a key name").to_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["#tumbler:epoch", "cancel#tumbler:fence"]);
+    assert_eq!(names, ["#tumbler:epoch", "{cancel}#tumbler:fence"]);
 }
 
 #[tokio::test]
@@ -213,14 +252,16 @@ async fn rwlock_readers_share_and_a_queued_writer_keeps_new_readers_out() {
         .collect();
     let r0 = rw[0].read().await.unwrap();
     let r1 = rw[1].try_read().await.unwrap().expect("readers share");
-    // A mutex of the same name is a writer.
-    assert!(clients[2]
-        .mutex("config")
-        .unwrap()
-        .try_lock()
-        .await
-        .unwrap()
-        .is_none());
+    // One name, one kind: a mutex of the same name is refused, naming both kinds.
+    match clients[2].mutex("config").unwrap().try_lock().await {
+        Err(Error::Conflict { problem, .. }) => {
+            assert!(
+                problem.contains("read-write lock") && problem.contains("mutex"),
+                "{problem}"
+            )
+        }
+        other => panic!("a mutex on a read-locked name: {other:?}"),
+    }
     let writer = rw[2].clone();
     let waiting = tokio::spawn(async move { writer.write().await });
     eventually(PROMPT, "the writer queued", || async {
@@ -282,7 +323,8 @@ async fn revocation_and_forced_release_reach_the_holder() {
         connect_backend(&redis.url()).await,
         connect_backend(&redis.url()).await,
     );
-    let (la, lb): (lockcore::SharedBackend, lockcore::SharedBackend) = (a.clone(), b.clone());
+    let (la, lb): (tumbler_core::SharedBackend, tumbler_core::SharedBackend) =
+        (a.clone(), b.clone());
     let held = la.mutex("revoke").unwrap().lock().await.unwrap();
     assert_eq!(lb.request_revoke("revoke").await.unwrap(), 1);
     tokio::time::timeout(PROMPT, held.revoke_requested())
@@ -291,7 +333,7 @@ async fn revocation_and_forced_release_reach_the_holder() {
     assert_eq!(held.lost_reason(), None);
     assert_eq!(
         a.held_locks(),
-        vec![lockcore::LockName::new("revoke").unwrap()]
+        vec![tumbler_core::LockName::new("revoke").unwrap()]
     );
     a.settle().await.unwrap();
     let waiter = lb.mutex("revoke").unwrap();
@@ -306,11 +348,14 @@ async fn revocation_and_forced_release_reach_the_holder() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(
-        held.lost_reason(),
-        Some(LostReason::Deleted),
-        "lost() had not fired when B got in"
-    );
+    // The forced release tells A and grants B in one script; the two notifications reach
+    // two connections at once, so A's lost() fires promptly but need not come first (the
+    // fencing token is what keeps A's late writes out).
+    let reason = tokio::time::timeout(PROMPT, held.lost())
+        .await
+        .expect("lost() did not fire promptly after the forced release");
+    assert_eq!(reason, LostReason::Deleted);
+    assert_eq!(held.lost_reason(), Some(LostReason::Deleted));
     assert!(next.fencing_token() > held.fencing_token());
     assert!(matches!(held.release().await, Err(Error::NotOwner { .. })));
     next.release().await.unwrap();

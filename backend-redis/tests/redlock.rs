@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_redis::RedisConfig;
 use common::{logs, PROMPT};
-use lockcore::{Error, Fencing, LockBackend, SharedBackend};
 use testkit::redis::Redis;
+use tumbler_core::{Error, Fencing, LockBackend, SharedBackend};
+use tumbler_redis::RedisConfig;
 
 fn redlock_url(masters: &[Redis]) -> String {
     let hosts: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
@@ -133,7 +133,7 @@ async fn one_master_dying_breaks_no_exclusion_and_two_stop_acquisitions() {
     assert!(
         matches!(
             reason,
-            lockcore::LostReason::Disconnected | lockcore::LostReason::RenewalFailed
+            tumbler_core::LostReason::Disconnected | tumbler_core::LostReason::RenewalFailed
         ),
         "{reason}"
     );

@@ -5,8 +5,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use lockcore::Error;
 use testkit::redis::{Redis, RedisOptions};
+use tumbler_core::Error;
 
 /// Writes `ca.pem`, `server.pem` and `server.key` (for `localhost` and 127.0.0.1) into `dir`.
 fn make_certs(dir: &Path) {
@@ -131,7 +131,7 @@ async fn locks_over_tls() {
     );
 
     // Without the test CA the server's certificate is not trusted.
-    match backend_redis::connect_url(&format!(
+    match tumbler_redis::connect_url(&format!(
         "rediss://:tls-pass@localhost:{tls_port}?connect_timeout=2s"
     ))
     .await

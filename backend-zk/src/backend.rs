@@ -4,19 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lockcore::{
+use tumbler_core::{
     AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LockBackend, LockKind,
     LockName, LockState, Result,
 };
-use zookeeper_client as zk;
 
 use crate::config::ZkConfig;
-use crate::connection::Sessions;
-use crate::error::{convert, BACKEND};
+use crate::error::{convert_for, BACKEND};
 use crate::hold::Env;
 use crate::layout::{Layout, Role};
 use crate::nodes::AclPolicy;
 use crate::queue::Attempt;
+use crate::sessions::Sessions;
 use crate::{inspect, queue, semaphore};
 
 /// A client of a ZooKeeper ensemble holding locks with Curator's recipes, so that Java services
@@ -34,8 +33,8 @@ use crate::{inspect, queue, semaphore};
 /// - `request_revoke` writes Curator's `__REVOKE__` marker into the holders' nodes.
 ///
 /// ```no_run
-/// # async fn demo() -> lockcore::Result<()> {
-/// let locks = backend_zk::connect_url("zk://127.0.0.1:2181/locks?session_timeout=6s").await?;
+/// # async fn demo() -> tumbler_core::Result<()> {
+/// let locks = tumbler_zookeeper::connect_url("zk://127.0.0.1:2181/locks?session_timeout=6s").await?;
 /// let guard = locks.mutex("jobs/nightly")?.lock().await?;
 /// println!("fencing token {}", guard.fencing_token());
 /// tokio::select! {
@@ -105,18 +104,19 @@ impl ZkBackend {
 
     /// The znode folder of lock `name` (the path to give Curator for the same lock).
     pub fn lock_path(&self, name: &LockName) -> Result<String> {
-        self.layout.dir(name)
+        Ok(self.layout.dir(name))
     }
 
-    /// Fault injection for tests: has the servers reached through `hosts` (a connect string)
+    /// Fault injection for tests (cargo feature `test-hooks`): has the servers reached through `hosts` (a connect string)
     /// end this backend's current session now, as an expiry would: a second connection
     /// attaches to the session and closes it, which deletes its ephemeral nodes. Returns once
     /// the servers confirmed; this backend notices when it next reaches them, and its holds
-    /// then report `lost()` with [`lockcore::LostReason::SessionExpired`].
+    /// then report `lost()` with [`tumbler_core::LostReason::SessionExpired`].
     ///
     /// Cut this backend's own route to the servers first (e.g. with a fault proxy) and restore
     /// it afterwards: otherwise its client reconnects at once and wins the session back before
     /// the second connection can close it.
+    #[cfg(feature = "test-hooks")]
     pub async fn expire_session_at(&self, hosts: &str) -> Result<()> {
         let session = self
             .sessions
@@ -125,18 +125,31 @@ impl ZkBackend {
         self.close_session(&session, hosts).await
     }
 
+    /// The session to work on `name` with, opening a new one if needed, within the request
+    /// timeout: a store that does not serve is an error, not a wait for the connect timeout.
+    async fn session_for(&self, name: &LockName) -> Result<Arc<crate::session::Session>> {
+        let started = tokio::time::Instant::now();
+        let limit = self.config.request_limit();
+        match tokio::time::timeout(limit, self.sessions.current()).await {
+            Ok(session) => session,
+            Err(_) => Err(Error::Timeout {
+                operation: format!("opening a zookeeper session for {name}"),
+                addr: self.env.addr.to_string(),
+                after: started.elapsed(),
+            }),
+        }
+    }
+
+    #[cfg(feature = "test-hooks")]
     async fn close_session(&self, session: &crate::session::Session, hosts: &str) -> Result<()> {
         let what = "attaching to the session to expire";
         let info = session
             .info()
-            .map_err(|e| convert(e, &self.env.addr, what))?;
+            .map_err(|e| crate::error::convert(e, &self.env.addr, what))?;
         let limit = self.config.connect_timeout.min(self.negotiated * 2);
         let attached = tokio::time::timeout(
             limit,
-            zk::Client::connector()
-                .with_session(info)
-                .with_session_timeout(self.config.session_timeout)
-                .connect(hosts),
+            self.config.connector()?.with_session(info).connect(hosts),
         )
         .await
         .map_err(|_| Error::Timeout {
@@ -144,7 +157,7 @@ impl ZkBackend {
             addr: hosts.to_owned(),
             after: limit,
         })?
-        .map_err(|e| convert(e, hosts, what))?;
+        .map_err(|e| crate::error::convert(e, hosts, what))?;
         // Dropping the only handle sends CloseSession; wait until the servers answered it.
         let mut states = attached.state_watcher();
         drop(attached);
@@ -176,6 +189,13 @@ impl LockBackend for ZkBackend {
             // The servers expire a session on the first tick after its timeout; a tick is at
             // most half the shortest timeout they accept.
             .with_crash_release_bound(Some(self.negotiated * 3 / 2))
+            // A killed waiter's node goes with its session, as in Curator: the servers expire
+            // it on the first tick after the timeout (tickTime is 2 s by default and at most
+            // half the shortest session timeout they accept).
+            .with_waiter_release_bound(Some(
+                self.negotiated + (self.negotiated / 2).min(Duration::from_secs(2)),
+            ))
+            .with_request_timeout(self.config.request_limit())
     }
 
     fn address(&self) -> String {
@@ -184,12 +204,12 @@ impl LockBackend for ZkBackend {
 
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
         let AcquireRequest { name, kind, wait } = request;
-        let dir = self.layout.dir(&name)?;
-        if let LockKind::Permits { limit, count } = kind {
-            semaphore::check_permits(&name, limit, count)?;
+        let dir = self.layout.dir(&name);
+        if let LockKind::Permits { count, .. } = kind {
+            semaphore::check_permits(count)?;
         }
         loop {
-            let session = self.sessions.current().await?;
+            let session = self.session_for(&name).await?;
             let attempt = match kind {
                 LockKind::Exclusive => {
                     queue::attempt(&self.env, &session, &name, &dir, Role::Mutex, wait).await?
@@ -215,19 +235,33 @@ impl LockBackend for ZkBackend {
     }
 
     async fn state(&self, name: &LockName) -> Result<LockState> {
-        let dir = self.layout.dir(name)?;
-        let session = self.sessions.current().await?;
-        inspect::state(&session, name, &dir)
-            .await
-            .map_err(|e| convert(e, &self.env.addr, &format!("state of {name}")))
+        let dir = self.layout.dir(name);
+        let session = self.session_for(name).await?;
+        let started = tokio::time::Instant::now();
+        inspect::state(&session, name, &dir).await.map_err(|e| {
+            convert_for(
+                e,
+                &self.env.addr,
+                name,
+                &format!("state of {name}"),
+                started,
+            )
+        })
     }
 
     async fn request_revoke(&self, name: &LockName) -> Result<usize> {
-        let dir = self.layout.dir(name)?;
-        let session = self.sessions.current().await?;
-        inspect::request_revoke(&session, &dir)
-            .await
-            .map_err(|e| convert(e, &self.env.addr, &format!("revoke of {name}")))
+        let dir = self.layout.dir(name);
+        let session = self.session_for(name).await?;
+        let started = tokio::time::Instant::now();
+        inspect::request_revoke(&session, &dir).await.map_err(|e| {
+            convert_for(
+                e,
+                &self.env.addr,
+                name,
+                &format!("revoke of {name}"),
+                started,
+            )
+        })
     }
 
     fn connection_events(&self) -> ConnectionEvents {

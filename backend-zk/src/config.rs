@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use lockcore::params::Params;
-use lockcore::{Error, Result, SharedBackend};
+use tumbler_core::tls::TlsParams;
+use tumbler_core::url::StoreUrl;
+use tumbler_core::{Error, Result, SharedBackend};
+use zookeeper_client as zk;
 
 /// The shortest session timeout accepted (ZooKeeper servers raise short ones to 2 ticks anyway).
 pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(250);
@@ -24,9 +26,9 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// [`ZkConfig::from_url`]; then [`ZkConfig::connect`].
 ///
 /// ```no_run
-/// # async fn demo() -> lockcore::Result<()> {
+/// # async fn demo() -> tumbler_core::Result<()> {
 /// use std::time::Duration;
-/// let locks = backend_zk::ZkConfig::new("zk1:2181,zk2:2181,zk3:2181")?
+/// let locks = tumbler_zookeeper::ZkConfig::new("zk1:2181,zk2:2181,zk3:2181")?
 ///     .base_path("/locks")?
 ///     .session_timeout(Duration::from_secs(6))?
 ///     .digest("app", "s3cret")
@@ -44,6 +46,7 @@ pub struct ZkConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) credentials: Option<(String, String)>,
+    pub(crate) tls: Option<TlsParams>,
 }
 
 impl std::fmt::Debug for ZkConfig {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for ZkConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_limit())
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -70,6 +74,7 @@ impl ZkConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: None,
             credentials: None,
+            tls: None,
         })
     }
 
@@ -90,7 +95,12 @@ impl ZkConfig {
         if !(MIN_SESSION_TIMEOUT..=MAX_SESSION_TIMEOUT).contains(&timeout) {
             return Err(Error::invalid(
                 "session timeout",
-                format!("{timeout:?} is out of range; use {MIN_SESSION_TIMEOUT:?} to {MAX_SESSION_TIMEOUT:?} (e.g. 10s)"),
+                format!(
+                    "{} is out of range; use {} to {} (e.g. 10s)",
+                    tumbler_core::params::format_duration(timeout),
+                    tumbler_core::params::format_duration(MIN_SESSION_TIMEOUT),
+                    tumbler_core::params::format_duration(MAX_SESSION_TIMEOUT)
+                ),
             ));
         }
         self.session_timeout = timeout;
@@ -110,13 +120,31 @@ impl ZkConfig {
         Ok(self)
     }
 
-    /// Authenticates with ZooKeeper's `digest` scheme. Lock nodes are then created with an ACL
-    /// that gives this user every permission and everyone else only READ, so clients without
-    /// these credentials can see but not delete them. Every client of a lock must use the
-    /// same credentials.
+    /// Authenticates with ZooKeeper's `digest` scheme. A lock's own folder and nodes are then
+    /// created with an ACL that gives this user every permission and everyone else only READ,
+    /// so clients without these credentials can see but not delete them or queue on that lock
+    /// (they get `Error::Auth`). Every client of one lock must use the same credentials. The
+    /// parent folders a lock needs (the base path, the leading segments of its name) are
+    /// created open, so other users can lock sibling names.
     pub fn digest(mut self, user: &str, password: &str) -> Self {
         self.credentials = Some((user.to_owned(), password.to_owned()));
         self
+    }
+
+    /// Connects over TLS (the servers' `secureClientPort`, which needs ZooKeeper's Netty
+    /// connection factory), trusting the CA in `tls.ca` (required: ZooKeeper's client has no
+    /// system trust store) and presenting `tls.cert`/`tls.key` when given (servers ask for a
+    /// client certificate unless `ssl.clientAuth=none`). `tls.insecure` skips only the host
+    /// name check; the certificate chain is always verified.
+    pub fn tls(mut self, tls: TlsParams) -> Result<Self> {
+        if tls.ca.is_none() {
+            return Err(Error::invalid(
+                "zookeeper TLS",
+                "give the CA that signed the servers' certificates: tls_ca=/path/ca.pem (the ZooKeeper client has no system trust store)",
+            ));
+        }
+        self.tls = Some(tls);
+        Ok(self)
     }
 
     /// The connect string, `host:port,host:port`.
@@ -126,6 +154,35 @@ impl ZkConfig {
             .map(|(h, p)| format!("{h}:{p}"))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The connect string the client is given: [`ZkConfig::connect_string`], each host marked
+    /// `tcp+tls://` when TLS is on.
+    pub(crate) fn client_hosts(&self) -> String {
+        match self.tls {
+            None => self.connect_string(),
+            Some(_) => self
+                .hosts
+                .iter()
+                .map(|(h, p)| format!("tcp+tls://{h}:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// A client connector with this configuration's session timeout, credentials and TLS.
+    pub(crate) fn connector(&self) -> Result<zk::Connector> {
+        let mut connector = zk::Client::connector()
+            .with_session_timeout(self.session_timeout)
+            .with_connection_timeout(self.session_timeout / 3)
+            .with_fail_eagerly();
+        if let Some((user, password)) = &self.credentials {
+            connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+        }
+        if let Some(tls) = &self.tls {
+            connector = connector.with_tls(tls_options(tls)?);
+        }
+        Ok(connector)
     }
 
     /// The base path (`""` for the root).
@@ -144,48 +201,39 @@ impl ZkConfig {
     }
 
     /// Connects: opens a session (failing with a typed error within the connect timeout).
+    ///
+    /// The backend is returned behind lockcore's [`tumbler_core::Checked`] layer (request
+    /// validation and the closed state), as every backend's `connect` is.
     pub async fn connect(self) -> Result<SharedBackend> {
-        Ok(crate::ZkBackend::connect(self).await?)
+        Ok(tumbler_core::share(crate::ZkBackend::connect(self).await?))
     }
 
-    /// Parses a `zk://` (or `zookeeper://`) URL; see the crate documentation for the grammar.
+    /// Parses a `zk://` (or `zookeeper://`, `zk+tls://`, `zookeeper+tls://`) URL; see the crate
+    /// documentation for the grammar.
     pub fn from_url(url: &str) -> Result<Self> {
-        let rest = url
-            .strip_prefix("zk://")
-            .or_else(|| url.strip_prefix("zookeeper://"))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "zookeeper URL",
-                    format!("{url:?} must start with zk:// or zookeeper://"),
-                )
-            })?;
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = match rest.find('/') {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
-        };
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, authority),
-        };
-        let mut config = ZkConfig::new(hosts)?.base_path(path)?;
-        if let Some(userinfo) = userinfo {
-            let (user, password) = userinfo.split_once(':').ok_or_else(|| {
-                Error::invalid(
+        let mut parsed = StoreUrl::parse(url, SCHEMES, DEFAULT_PORT).map_err(|e| match e {
+            Error::InvalidArgument { problem, .. } => Error::invalid("zookeeper URL", problem),
+            other => other,
+        })?;
+        let hosts: Vec<String> = parsed.hosts.iter().map(ToString::to_string).collect();
+        let mut config =
+            ZkConfig::new(&hosts.join(","))?.base_path(&format!("/{}", parsed.path))?;
+        if let Some(credentials) = parsed.credentials()? {
+            let (Some(user), Some(password)) = (credentials.user, credentials.password) else {
+                return Err(Error::invalid(
                     "zookeeper URL credentials",
                     "write them as zk://user:password@host:2181 (percent-encode ':' '@' '/' in them)",
-                )
-            })?;
-            let user = percent_decode(user)?;
+                ));
+            };
             if user.is_empty() {
                 return Err(Error::invalid(
                     "zookeeper URL credentials",
                     "the user name is empty; write zk://user:password@host:2181",
                 ));
             }
-            config = config.digest(&user, &percent_decode(password)?);
+            config = config.digest(&user, &password);
         }
-        let mut params = Params::new("zookeeper", query_pairs(query)?);
+        let params = parsed.params();
         let timeout = match (params.duration("session_timeout")?, params.duration("ttl")?) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
@@ -204,21 +252,87 @@ impl ZkConfig {
         if let Some(timeout) = params.duration("request_timeout")? {
             config = config.request_timeout(timeout)?;
         }
-        params.finish(&[
+        let tls_scheme = parsed.scheme.ends_with("+tls");
+        let params = parsed.params();
+        let tls_param = params.bool("tls")?;
+        let tls = TlsParams::from_params(params, &[])?;
+        let wanted = match tls_param {
+            Some(false) if tls_scheme || tls.any() => {
+                return Err(Error::invalid(
+                    "zookeeper URL",
+                    "tls=false contradicts the +tls scheme or the tls_ parameters; drop one",
+                ))
+            }
+            Some(on) => on,
+            None => tls_scheme || tls.any(),
+        };
+        if wanted {
+            config = config.tls(tls)?;
+        }
+        let mut known = vec![
             "session_timeout",
             "ttl",
             "connect_timeout",
             "request_timeout",
-        ])?;
+            "tls",
+        ];
+        known.extend_from_slice(TlsParams::NAMES);
+        parsed.finish(&known)?;
         Ok(config)
     }
 }
+
+/// The client's TLS options from the URL's files.
+fn tls_options(tls: &TlsParams) -> Result<zk::TlsOptions> {
+    // zookeeper-client asks rustls for the process's default provider, which is ambiguous when
+    // several are compiled in (other backends bring ring): make ring the default unless one is
+    // installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = |parameter: &str, path: &std::path::Path| -> Result<String> {
+        String::from_utf8(TlsParams::read(parameter, path)?).map_err(|_| {
+            Error::invalid(
+                format!("URL parameter `{parameter}`"),
+                format!("{} is not a PEM text file", path.display()),
+            )
+        })
+    };
+    let bad = |parameter: &str, path: &std::path::Path, error: zk::Error| {
+        Error::invalid(
+            format!("URL parameter `{parameter}`"),
+            format!("{} is not usable PEM: {error}", path.display()),
+        )
+    };
+    let mut options = zk::TlsOptions::new();
+    if let Some(ca) = &tls.ca {
+        options = options
+            .with_pem_ca(&text("tls_ca", ca)?)
+            .map_err(|e| bad("tls_ca", ca, e))?;
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        options = options
+            .with_pem_identity(&text("tls_cert", cert)?, &text("tls_key", key)?)
+            .map_err(|e| bad("tls_cert/tls_key", cert, e))?;
+    }
+    if tls.insecure {
+        // SAFETY: not memory safety; the caller asked (tls_insecure=true) to accept a server
+        // certificate for another host name. The chain is still verified against tls_ca.
+        options = unsafe { options.with_no_hostname_verification() };
+    }
+    Ok(options)
+}
+
+/// The URL schemes of this backend; `+tls` connects over TLS.
+const SCHEMES: &[&str] = &["zk", "zookeeper", "zk+tls", "zookeeper+tls"];
 
 fn check_timeout(what: &str, timeout: Duration) -> Result<Duration> {
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
         return Err(Error::invalid(
             what,
-            format!("{timeout:?} is out of range; use more than 0 and at most {MAX_TIMEOUT:?}"),
+            format!(
+                "{} is out of range; use more than 0s and at most {}",
+                tumbler_core::params::format_duration(timeout),
+                tumbler_core::params::format_duration(MAX_TIMEOUT)
+            ),
         ));
     }
     Ok(timeout)
@@ -308,50 +422,6 @@ fn parse_base(path: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
-fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
-    query
-        .split('&')
-        .filter(|part| !part.is_empty())
-        .map(|part| match part.split_once('=') {
-            Some((k, v)) => Ok((k.to_owned(), percent_decode(v)?)),
-            None => Err(Error::invalid(
-                "zookeeper URL query",
-                format!("{part:?} has no value; write key=value"),
-            )),
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> Result<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "zookeeper URL",
-                        format!("{text:?} has a bad percent-escape; write %XX with two hex digits"),
-                    )
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| {
-        Error::invalid(
-            "zookeeper URL",
-            format!("{text:?} does not decode to UTF-8"),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +452,22 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls() {
+        let c = ZkConfig::from_url("zk+tls://h:2281?tls_ca=%2Fetc%2Fca.pem").unwrap();
+        assert_eq!(
+            c.tls.as_ref().and_then(|t| t.ca.as_deref()),
+            Some("/etc/ca.pem".as_ref())
+        );
+        let c =
+            ZkConfig::from_url("zk://h:2281?tls=true&tls_ca=ca.pem&tls_cert=c.pem&tls_key=k.pem")
+                .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert.as_deref(), Some("c.pem".as_ref()));
+        assert_eq!(tls.key.as_deref(), Some("k.pem".as_ref()));
+        assert!(ZkConfig::from_url("zk://h").unwrap().tls.is_none());
+    }
+
+    #[test]
     fn minimal_url() {
         let c = ZkConfig::from_url("zookeeper://127.0.0.1").unwrap();
         assert_eq!(c.connect_string(), "127.0.0.1:2181");
@@ -393,18 +479,30 @@ mod tests {
 
     #[test]
     fn bad_urls_say_what_is_wrong() {
-        assert!(problem(ZkConfig::from_url("redis://x")).contains("zk://"));
+        assert!(problem(ZkConfig::from_url("redis://x")).contains("not one of zk, zookeeper"));
         assert!(problem(ZkConfig::from_url("zk://")).contains("no host"));
-        assert!(problem(ZkConfig::from_url("zk://h:0")).contains("bad port"));
-        assert!(problem(ZkConfig::from_url("zk://h:99999")).contains("bad port"));
+        assert!(problem(ZkConfig::from_url("zk://h:0")).contains("port 0"));
+        assert!(problem(ZkConfig::from_url("zk://h:99999")).contains("invalid port"));
         assert!(problem(ZkConfig::from_url("zk://h/a//b")).contains("empty segment"));
         assert!(problem(ZkConfig::from_url("zk://h/zookeeper")).contains("reserves"));
         assert!(problem(ZkConfig::from_url("zk://h?tll=1s")).contains("`tll`"));
         assert!(problem(ZkConfig::from_url("zk://h?ttl=0s")).contains("out of range"));
+        // Durations read as they are written: `0s`, not Rust's `0ns`.
+        let zero = problem(ZkConfig::from_url("zk://h?ttl=0s"));
+        assert!(
+            zero.contains(": 0s is out of range; use 250ms to 1h"),
+            "{zero}"
+        );
         assert!(problem(ZkConfig::from_url("zk://h?ttl=1000h")).contains("out of range"));
         assert!(problem(ZkConfig::from_url("zk://h?ttl=soon")).contains("ttl=soon"));
         assert!(problem(ZkConfig::from_url("zk://user@h")).contains("user:password"));
-        assert!(problem(ZkConfig::from_url("zk://a b:1")).contains("host[:port]"));
+        assert!(problem(ZkConfig::from_url("zk://a b:1")).contains("\"a b:1\""));
+        assert!(problem(ZkConfig::from_url("zk://u:p@h?user=v")).contains("twice"));
+        assert!(problem(ZkConfig::from_url("zk://h?tls_cert=c.pem")).contains("tls_key"));
+        assert!(problem(ZkConfig::from_url("zk+tls://h")).contains("tls_ca"));
+        assert!(
+            problem(ZkConfig::from_url("zk+tls://h?tls=false&tls_ca=c")).contains("contradicts")
+        );
         assert!(problem(ZkConfig::from_url("zk://h?ttl=1s&session_timeout=2s")).contains("either"));
     }
 }

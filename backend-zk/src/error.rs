@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use lockcore::Error;
+use tokio::time::Instant;
+use tumbler_core::{Error, LockName};
 use zookeeper_client as zk;
 
 /// The backend's name in errors and capabilities.
@@ -55,7 +56,8 @@ pub(crate) fn convert(error: zk::Error, addr: &str, what: &str) -> Error {
             BACKEND,
             addr,
             format!("{what}: {error}; check that the ensemble is up and reachable"),
-        ),
+        )
+        .with_source(error),
         zk::Error::NoAuth => Error::Auth {
             backend: BACKEND,
             addr: addr.to_owned(),
@@ -74,6 +76,71 @@ pub(crate) fn convert(error: zk::Error, addr: &str, what: &str) -> Error {
             addr,
             format!("{what}: the ZooKeeper session expired; the next operation opens a new one"),
         ),
-        other => Error::backend(BACKEND, format!("{what}: {other}")),
+        other => Error::backend(
+            BACKEND,
+            Failed {
+                what: what.to_owned(),
+                source: other,
+            },
+        ),
+    }
+}
+
+/// A request the servers refused, kept as the source of [`Error::Backend`] so the client's own
+/// error stays reachable through `source()`.
+#[derive(Debug)]
+struct Failed {
+    what: String,
+    source: zk::Error,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for Failed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// [`convert`] for a request about lock `name` that started at `started`: a request that ran
+/// out of time is [`Error::Timeout`] with the real time taken, an expired session
+/// [`Error::SessionExpired`].
+pub(crate) fn convert_for(
+    error: zk::Error,
+    addr: &str,
+    name: &LockName,
+    what: &str,
+    started: Instant,
+) -> Error {
+    match error {
+        zk::Error::Timeout => Error::Timeout {
+            operation: what.to_owned(),
+            addr: addr.to_owned(),
+            after: started.elapsed(),
+        },
+        zk::Error::SessionExpired | zk::Error::SessionMoved => {
+            Error::SessionExpired { name: name.clone() }
+        }
+        other => convert(other, addr, what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_keep_the_client_error_as_source() {
+        let error = convert(zk::Error::BadVersion, "zk://h:2181", "write of x");
+        let Error::Backend { source, .. } = &error else {
+            panic!("{error:?}");
+        };
+        let inner = std::error::Error::source(source.as_ref()).expect("a source");
+        assert_eq!(inner.to_string(), zk::Error::BadVersion.to_string());
+        assert!(error.to_string().contains("write of x"), "{error}");
     }
 }

@@ -1,14 +1,14 @@
 //! `state()` and `request_revoke()`, read from a lock folder's children (Curator's
 //! `getParticipantNodes` and `Revoker`).
 
-use lockcore::{HoldMode, HolderInfo, LockName, LockState};
+use tumbler_core::{HoldMode, HolderInfo, LockName, LockState};
 use zookeeper_client as zk;
 
 use crate::error::limited;
 use crate::layout::{
     holders, join, lease_groups, sorted, Marker, REVOKE_MESSAGE, SEMAPHORE_LEASES, SEMAPHORE_LOCKS,
 };
-use crate::nodes::read;
+use crate::nodes::{read, stats};
 use crate::session::Session;
 
 /// One current holder: the node that carries its token, and how it holds.
@@ -87,18 +87,7 @@ pub(crate) async fn state(
 ) -> Result<LockState, zk::Error> {
     let (found, waiting) = holdings(session, dir).await?;
     let paths: Vec<String> = found.iter().map(|h| h.node.clone()).collect();
-    let stats = read(session, |client| {
-        let paths = paths.clone();
-        async move {
-            let requests: Vec<_> = paths.iter().map(|p| client.check_stat(p)).collect();
-            let mut stats = Vec::with_capacity(requests.len());
-            for request in requests {
-                stats.push(request.await?);
-            }
-            Ok(stats)
-        }
-    })
-    .await?;
+    let stats = stats(session, &paths).await?;
     let mut holders = Vec::with_capacity(found.len());
     for (holding, stat) in found.into_iter().zip(stats) {
         // A holder that left between the listing and the stat is not a holder any more.

@@ -5,7 +5,7 @@
 //! client find its own node after a lost create reply). Nodes are ordered by the sequence
 //! after the marker, as Curator does; children that do not follow the pattern are ignored.
 
-use lockcore::{Error, LockName, Result};
+use tumbler_core::LockName;
 use uuid::Uuid;
 
 /// The protection prefix Curator puts in front of node names: `_c_<uuid>-`.
@@ -61,23 +61,11 @@ impl Layout {
         }
     }
 
-    /// The folder of lock `name`: `<base>/<name>`, one znode per name segment.
-    pub(crate) fn dir(&self, name: &LockName) -> Result<String> {
-        for segment in name.segments() {
-            if segment == "." {
-                return Err(Error::invalid(
-                    "lock name",
-                    format!("{name:?} has a '.' segment, which ZooKeeper paths cannot contain; drop it or rename it"),
-                ));
-            }
-        }
-        if self.base.is_empty() && name.segments().next() == Some("zookeeper") {
-            return Err(Error::invalid(
-                "lock name",
-                format!("{name:?} would live under /zookeeper, which ZooKeeper reserves; pick another name or give the URL a base path (zk://host:2181/locks)"),
-            ));
-        }
-        Ok(format!("{}/{}", self.base, name.as_str()))
+    /// The folder of lock `name`: `<base>/<name>`, one znode per name segment. (`LockName`
+    /// already refuses what a znode path cannot hold: `.` segments and the reserved
+    /// `zookeeper` first segment.)
+    pub(crate) fn dir(&self, name: &LockName) -> String {
+        format!("{}/{}", self.base, name.as_str())
     }
 }
 
@@ -175,6 +163,14 @@ impl Role {
             Role::Mutex => Marker::Lock,
             Role::Read => Marker::Read,
             Role::Write => Marker::Write,
+        }
+    }
+
+    /// The kind of primitive this role belongs to.
+    pub(crate) fn kind(self) -> crate::kinds::Kind {
+        match self {
+            Role::Mutex => crate::kinds::Kind::Mutex,
+            Role::Read | Role::Write => crate::kinds::Kind::ReadWrite,
         }
     }
 
@@ -430,15 +426,7 @@ mod tests {
     fn names_map_to_paths() {
         let layout = Layout::new("/locks");
         let name = LockName::new("jobs/nightly").unwrap();
-        assert_eq!(layout.dir(&name).unwrap(), "/locks/jobs/nightly");
-        assert!(Layout::new("")
-            .dir(&LockName::new("a/./b").unwrap())
-            .is_err());
-        assert!(Layout::new("")
-            .dir(&LockName::new("zookeeper/x").unwrap())
-            .is_err());
-        assert!(Layout::new("/x")
-            .dir(&LockName::new("zookeeper").unwrap())
-            .is_ok());
+        assert_eq!(layout.dir(&name), "/locks/jobs/nightly");
+        assert_eq!(Layout::new("").dir(&name), "/jobs/nightly");
     }
 }

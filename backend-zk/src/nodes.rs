@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 use zookeeper_client as zk;
 
-use crate::error::{limited, outcome_unknown, session_gone};
+use tumbler_core::retry::{retry, Backoff};
+
+use crate::error::{limited, outcome_unknown, session_gone, BACKEND};
 use crate::layout::{join, protection};
 use crate::session::Session;
 
@@ -52,18 +54,34 @@ pub(crate) struct Created {
     pub(crate) children: Option<Vec<String>>,
 }
 
-/// Creates the folder `dir` and its missing parents as container nodes (as Curator's
+/// Creates the lock folder `dir` and its missing parents as container nodes (as Curator's
 /// `creatingParentContainersIfNeeded` does; the servers remove them once empty).
+///
+/// Only `dir` itself gets `acl`; missing parents (the base path, the leading segments of the
+/// lock name) are open to everyone, so a client with credentials does not lock other users out
+/// of sibling names.
 pub(crate) async fn ensure_dir(
     client: &zk::Client,
     dir: &str,
     acl: AclPolicy,
     limit: Duration,
 ) -> Result<(), zk::Error> {
-    limited(
-        limit,
-        client.mkdir(dir, &acl.options(zk::CreateMode::Container)),
-    )
+    let own = acl.options(zk::CreateMode::Container);
+    let open = AclPolicy::Open.options(zk::CreateMode::Container);
+    limited(limit, async {
+        match client.create(dir, &[], &own).await {
+            Ok(_) | Err(zk::Error::NodeExists) => return Ok(()),
+            Err(zk::Error::NoNode) => {}
+            Err(error) => return Err(error),
+        }
+        if let Some((parent, _)) = dir.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
+            client.mkdir(parent, &open).await?;
+        }
+        match client.create(dir, &[], &own).await {
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(error) => Err(error),
+        }
+    })
     .await
 }
 
@@ -75,27 +93,62 @@ where
     F: Fn(zk::Client) -> Fut,
     Fut: Future<Output = Result<T, zk::Error>>,
 {
-    let deadline = Instant::now() + session.request_limit();
-    let mut pause = Duration::from_millis(20);
+    read_until(session, Instant::now() + session.request_limit(), request).await
+}
+
+/// [`read`] with a deadline of the caller's: every retry ends by `deadline`.
+pub(crate) async fn read_until<T, F, Fut>(
+    session: &Session,
+    deadline: Instant,
+    request: F,
+) -> Result<T, zk::Error>
+where
+    F: Fn(zk::Client) -> Fut,
+    Fut: Future<Output = Result<T, zk::Error>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
     loop {
         let client = session.client()?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        match limited(left, request(client)).await {
-            Err(error)
-                if outcome_unknown(&error)
-                    && Instant::now() + pause < deadline
-                    && session.retired_reason().is_none() =>
-            {
+        let sent = Instant::now();
+        let left = deadline.saturating_duration_since(sent);
+        let outcome = limited(left, request(client)).await;
+        match &outcome {
+            Err(error) if outcome_unknown(error) => session.doubt(),
+            // Any answer of the servers, an error too, says they still vouch for the session.
+            _ => session.heard(sent),
+        }
+        match outcome {
+            Err(error) if outcome_unknown(&error) && session.retired_reason().is_none() => {
+                let pause = backoff.next_delay();
+                if Instant::now() + pause >= deadline {
+                    return Err(error);
+                }
                 tracing::debug!(%error, "read failed on a broken connection; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = session.retired() => return Err(error),
                 }
-                pause = (pause * 2).min(Duration::from_millis(500));
             }
             other => return other,
         }
     }
+}
+
+/// The stats of `paths` (`None` for a node that does not exist), requests pipelined, retried
+/// like [`read`].
+pub(crate) async fn stats(
+    session: &Session,
+    paths: &[String],
+) -> Result<Vec<Option<zk::Stat>>, zk::Error> {
+    read(session, |client| async move {
+        let requests: Vec<_> = paths.iter().map(|p| client.check_stat(p)).collect();
+        let mut stats = Vec::with_capacity(requests.len());
+        for request in requests {
+            stats.push(request.await?);
+        }
+        Ok(stats)
+    })
+    .await
 }
 
 /// Deletes `paths` (a node already gone counts as deleted), sending the deletes again after a
@@ -122,15 +175,19 @@ pub(crate) async fn create_sequential(
     uuid: &Uuid,
     acl: AclPolicy,
 ) -> Result<Created, zk::Error> {
-    let limit = session.request_limit();
+    // Every retry below ends by this deadline: one request timeout in all.
+    let deadline = Instant::now() + session.request_limit();
     let path = join(dir, prefix);
     let options = acl.options(zk::CreateMode::EphemeralSequential);
     let mut last = zk::Error::ConnectionLoss;
     // Whether an earlier create may have happened although its reply was lost.
     let mut maybe_created = false;
     for _ in 0..CREATE_ROUNDS {
+        if Instant::now() >= deadline {
+            break;
+        }
         if maybe_created {
-            match find_own(session, dir, uuid).await {
+            match find_own(session, dir, uuid, deadline).await {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => maybe_created = false,
                 Err(error) if outcome_unknown(&error) => {
@@ -142,11 +199,16 @@ pub(crate) async fn create_sequential(
         }
         let client = session.client()?;
         // Both requests are sent now, in this order; the listing sees our node.
+        let sent = Instant::now();
         let create = client.create(&path, &[], &options);
         let list = client.list_children(dir);
-        let outcome = tokio::time::timeout(limit, async { (create.await, list.await) }).await;
+        let outcome = tokio::time::timeout_at(deadline, async { (create.await, list.await) }).await;
         let (created, listed) =
             outcome.unwrap_or((Err(zk::Error::Timeout), Err(zk::Error::Timeout)));
+        match &created {
+            Err(error) if outcome_unknown(error) => session.doubt(),
+            _ => session.heard(sent),
+        }
         match created {
             Ok((stat, seq)) => {
                 return Ok(Created {
@@ -155,11 +217,14 @@ pub(crate) async fn create_sequential(
                     children: listed.ok(),
                 })
             }
-            Err(zk::Error::NoNode) => match ensure_dir(&client, dir, acl, limit).await {
-                Ok(()) => {}
-                Err(error) if outcome_unknown(&error) => last = error,
-                Err(error) => return Err(error),
-            },
+            Err(zk::Error::NoNode) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match ensure_dir(&client, dir, acl, left).await {
+                    Ok(()) => {}
+                    Err(error) if outcome_unknown(&error) => last = error,
+                    Err(error) => return Err(error),
+                }
+            }
             Err(error) if outcome_unknown(&error) => {
                 tracing::info!(%error, dir, "create reply lost; looking for our node");
                 maybe_created = true;
@@ -178,9 +243,10 @@ pub(crate) async fn find_own(
     session: &Session,
     dir: &str,
     uuid: &Uuid,
+    deadline: Instant,
 ) -> Result<Option<Created>, zk::Error> {
     let ours = protection(uuid);
-    let children = read(session, |client| async move {
+    let children = read_until(session, deadline, |client| async move {
         client.sync(dir).await.or_else(ignore_no_node)?;
         match client.list_children(dir).await {
             Err(zk::Error::NoNode) => Ok(Vec::new()),
@@ -192,7 +258,7 @@ pub(crate) async fn find_own(
         return Ok(None);
     };
     let path = join(dir, &name);
-    let stat = read(session, |client| {
+    let stat = read_until(session, deadline, |client| {
         let path = path.clone();
         async move { client.check_stat(&path).await }
     })
@@ -209,28 +275,43 @@ pub(crate) async fn find_own(
 /// removes a node whose create was still in flight when the acquisition was cancelled.
 pub(crate) async fn delete_by_uuid(session: Arc<Session>, dirs: Vec<String>, uuid: Uuid) {
     let ours = protection(&uuid);
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let Ok(client) = session.client() else {
-            return;
-        };
-        let mut result = Ok(());
+    let done = in_background(|| async {
+        let client = session.client().map_err(background)?;
         for dir in &dirs {
-            result = delete_matching(&client, dir, &ours).await;
-            if result.is_err() {
-                break;
-            }
+            delete_matching(&client, dir, &ours)
+                .await
+                .map_err(background)?;
         }
-        drop(client);
-        match result {
-            Ok(()) => return,
-            Err(error) if session_gone(&error) => return,
-            Err(error) => {
-                tracing::debug!(%error, "cleanup of a cancelled acquisition failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-        }
+        Ok(())
+    })
+    .await;
+    if let Err(error) = done {
+        tracing::debug!(%error, "cleanup of a cancelled acquisition ended with its session");
+    }
+}
+
+/// Retries `op` in the background until it succeeds or its session is gone (whose end deletes
+/// every ephemeral node anyway).
+async fn in_background<F, Fut>(op: F) -> tumbler_core::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = tumbler_core::Result<()>>,
+{
+    retry(
+        Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
+        None,
+        op,
+    )
+    .await
+}
+
+/// A background request's error for [`retry`]: a session that is gone ends the retries, any
+/// other failure is retried.
+fn background(error: zk::Error) -> tumbler_core::Error {
+    if session_gone(&error) {
+        tumbler_core::Error::Closed { backend: BACKEND }
+    } else {
+        tumbler_core::Error::connection(BACKEND, "", error)
     }
 }
 
@@ -259,30 +340,29 @@ fn ignore_no_node(error: zk::Error) -> Result<(), zk::Error> {
 
 /// Deletes `paths` (each may already be gone), retrying in the background until confirmed or
 /// until the session ends: for holds whose release could not be confirmed.
+///
+/// Safe to call from any thread, with or without a runtime (drop paths call it): the task runs
+/// on the session's runtime.
 pub(crate) fn delete_in_background(session: Arc<Session>, paths: Vec<String>) {
-    tokio::spawn(async move {
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let Ok(client) = session.client() else {
-                return;
-            };
-            let mut result = Ok(());
-            for path in &paths {
-                result = client.delete(path, None).await.or_else(ignore_no_node);
-                if result.is_err() {
-                    break;
+    let runs_on = session.clone();
+    runs_on.spawn_detached(
+        "delete the nodes of an unconfirmed zookeeper release",
+        async move {
+            let done = in_background(|| async {
+                let client = session.client().map_err(background)?;
+                for path in &paths {
+                    client
+                        .delete(path, None)
+                        .await
+                        .or_else(ignore_no_node)
+                        .map_err(background)?;
                 }
+                Ok(())
+            })
+            .await;
+            if let Err(error) = done {
+                tracing::debug!(%error, "background delete ended with its session");
             }
-            drop(client);
-            match result {
-                Ok(()) => return,
-                Err(error) if session_gone(&error) => return,
-                Err(error) => {
-                    tracing::debug!(%error, "background delete failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    });
+        },
+    );
 }

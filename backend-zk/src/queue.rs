@@ -6,13 +6,18 @@
 
 use std::sync::Arc;
 
-use lockcore::cleanup::CancelCleanup;
-use lockcore::{Hold, LockName, Result};
+use tumbler_core::cleanup::CancelCleanup;
+use tumbler_core::{Hold, LockName, Result};
 use uuid::Uuid;
 use zookeeper_client as zk;
 
-use crate::error::{convert, session_gone};
+use tokio::time::Instant;
+
+use crate::error::{convert_for, session_gone};
 use crate::hold::{grant, Env};
+use crate::kinds::{
+    ephemeral_folder, foreign_queue_node, other_queue_kind, semaphore_folders, Kind, Refusal,
+};
 use crate::layout::{join, node_prefix, standing, Role, Standing};
 use crate::nodes::{create_sequential, delete_all, delete_by_uuid, read, Created};
 use crate::session::Session;
@@ -33,6 +38,8 @@ pub(crate) enum Turn {
     Busy,
     /// The session was retired or the node vanished.
     Again,
+    /// Another kind uses the name, or a foreign node is in the way; the node was removed.
+    Refused(Refusal),
 }
 
 /// One attempt at a mutex, read or write hold on `dir` through `session`.
@@ -44,6 +51,7 @@ pub(crate) async fn attempt(
     role: Role,
     wait: bool,
 ) -> Result<Attempt<Option<Hold>>> {
+    let started = Instant::now();
     let what = || format!("acquire of {name}");
     let uuid = Uuid::new_v4();
     // Armed before the create is sent: if this future is dropped at any point, every node of
@@ -63,11 +71,15 @@ pub(crate) async fn attempt(
     {
         Ok(created) => created,
         Err(error) if session_gone(&error) => return Ok(Attempt::Again),
-        Err(error) => return Err(convert(error, &env.addr, &what())),
+        Err(zk::Error::NoChildrenForEphemerals) => {
+            cleanup.disarm();
+            return Err(ephemeral_folder(dir).into_error(name));
+        }
+        Err(error) => return Err(convert_for(error, &env.addr, name, &what(), started)),
     };
     let czxid = created.czxid;
     let node = created.name.clone();
-    match wait_turn(session, dir, created, role, wait).await {
+    match wait_turn(session, dir, created, role, Some(role.kind()), wait).await {
         Ok(Turn::Holds) => {
             cleanup.disarm();
             let write_dir = (role == Role::Write).then(|| dir.to_owned());
@@ -85,22 +97,30 @@ pub(crate) async fn attempt(
             cleanup.disarm();
             Ok(Attempt::Done(None))
         }
+        Ok(Turn::Refused(refusal)) => {
+            cleanup.disarm();
+            Err(refusal.into_error(name))
+        }
         Ok(Turn::Again) => Ok(Attempt::Again),
         Err(error) if session_gone(&error) => Ok(Attempt::Again),
-        Err(error) => Err(convert(error, &env.addr, &what())),
+        Err(error) => Err(convert_for(error, &env.addr, name, &what(), started)),
     }
 }
 
 /// Waits until `node` holds under `role`'s rules; with `wait` false makes one check and
-/// removes the node when busy.
+/// removes the node when busy. With `kind`, first checks that no other kind of primitive uses
+/// the folder (see [`crate::kinds`]); a refusal removes the node too.
 pub(crate) async fn wait_turn(
     session: &Session,
     dir: &str,
     created: Created,
     role: Role,
+    kind: Option<Kind>,
     wait: bool,
 ) -> std::result::Result<Turn, zk::Error> {
     let mut listed = created.children;
+    let ours = join(dir, &created.name);
+    let mut checked = kind.is_none();
     loop {
         let children = match listed.take() {
             Some(children) => children,
@@ -114,6 +134,13 @@ pub(crate) async fn wait_turn(
                 .await?
             }
         };
+        if !checked {
+            checked = true;
+            if let Some(refusal) = other_kind(session, dir, &children, kind).await? {
+                delete_all(session, &[&ours]).await?;
+                return Ok(Turn::Refused(refusal));
+            }
+        }
         let (before, last) = match standing(&children, &created.name, role) {
             Standing::Holds => return Ok(Turn::Holds),
             Standing::Missing => {
@@ -123,8 +150,19 @@ pub(crate) async fn wait_turn(
             Standing::WaitFor { node, last } => (join(dir, &node), last),
         };
         if !wait {
-            delete_all(session, &[&join(dir, &created.name)]).await?;
-            return Ok(Turn::Busy);
+            // Busy, unless what is ahead is a foreign node that would never go away.
+            let stat = read(session, |client| {
+                let before = before.clone();
+                async move { client.check_stat(&before).await }
+            })
+            .await?;
+            delete_all(session, &[&ours]).await?;
+            return Ok(
+                match stat.and_then(|stat| foreign_queue_node(&before, &stat)) {
+                    Some(refusal) => Turn::Refused(refusal),
+                    None => Turn::Busy,
+                },
+            );
         }
         // getData rather than exists: no watch is left behind when the node is already gone.
         let watched = read(session, |client| {
@@ -133,7 +171,13 @@ pub(crate) async fn wait_turn(
         })
         .await;
         let watcher = match watched {
-            Ok((_, _, watcher)) => watcher,
+            Ok((_, stat, watcher)) => match foreign_queue_node(&before, &stat) {
+                Some(refusal) => {
+                    delete_all(session, &[&ours]).await?;
+                    return Ok(Turn::Refused(refusal));
+                }
+                None => watcher,
+            },
             Err(zk::Error::NoNode) if last => return Ok(Turn::Holds),
             Err(zk::Error::NoNode) => continue,
             Err(error) => return Err(error),
@@ -147,4 +191,40 @@ pub(crate) async fn wait_turn(
             return Ok(Turn::Holds);
         }
     }
+}
+
+/// Another kind of primitive using the folder `dir` (whose children are `children`), if
+/// `kind` is given: a queue node of the other lock kind, or a semaphore folder with nodes in it.
+async fn other_kind(
+    session: &Session,
+    dir: &str,
+    children: &[String],
+    kind: Option<Kind>,
+) -> std::result::Result<Option<Refusal>, zk::Error> {
+    let Some(asked) = kind else {
+        return Ok(None);
+    };
+    if let Some(refusal) = other_queue_kind(dir, children, asked) {
+        return Ok(Some(refusal));
+    }
+    for folder in semaphore_folders(dir, children) {
+        let inside = read(session, |client| {
+            let folder = folder.clone();
+            async move {
+                match client.list_children(&folder).await {
+                    Err(zk::Error::NoNode) => Ok(Vec::new()),
+                    other => other,
+                }
+            }
+        })
+        .await?;
+        if let Some(first) = inside.first() {
+            return Ok(Some(Refusal::Kinds {
+                asked,
+                used: Kind::Semaphore,
+                node: join(&folder, first),
+            }));
+        }
+    }
+    Ok(None)
 }

@@ -4,31 +4,29 @@
 //! changes into connection events, and *retires* the session when it can no longer vouch for
 //! the holds made through it:
 //! - the servers expired it (or authentication failed), or
-//! - no heartbeat sent through it has succeeded for `lost_after` (the negotiated timeout minus
-//!   the larger of a third of it and one second, or half of it for timeouts under two
-//!   seconds): the servers may expire it soon and another client may then hold our locks.
+//! - no request sent through it has been answered for `lost_after` (the negotiated timeout
+//!   minus the larger of a third of it and one second, or half of it for timeouts under two
+//!   seconds): the servers may expire it soon and another client may then hold our locks
+//!   ([`LostReason::RenewalFailed`]).
 //!
-//! A heartbeat `sync` every fifth of that span records when the leader last heard from us
-//! (the time the successful request was *sent*, so the bound holds whatever the reply latency).
-//! Every hold watches [`Session::retired`] and reports `lost()` when it fires.
+//! The heartbeat is lockcore's [`Keeper`] around a `sync` every fifth of that span: it records
+//! when the leader last heard from us (the time the answered request was *sent*, so the bound
+//! holds whatever the reply latency), and so does every answered lock request. Each hold's validity deadline (its
+//! `HoldSignals`) is that send time plus `lost_after`, published from the grant on and moved
+//! forward by every answer: a holder stalled past it sees the loss without any task running.
+//! Three missed heartbeats, or a failed request, report `Suspended`; the next answer
+//! `Reconnected`.
 
 use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
-use lockcore::{ConnectionEvent, ConnectionMonitor, LostReason};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
+use tumbler_core::keeper::{HoldSet, HoldTicket, Keeper, KeeperConfig, Renew, Renewal, Validity};
+use tumbler_core::{ConnectionEvent, ConnectionMonitor, HoldNotifier, LossLatch, LostReason};
 use zookeeper_client as zk;
 
 use crate::error::limited;
-
-/// Told synchronously when a session is retired: the holds made through it, so that every
-/// hold reports `lost()` before the connection events say `Lost`.
-pub(crate) trait OnRetire: Send + Sync {
-    /// The session was retired for `reason`.
-    fn session_retired(&self, reason: &LostReason);
-}
 
 /// One ZooKeeper session of a backend.
 pub(crate) struct Session {
@@ -37,12 +35,18 @@ pub(crate) struct Session {
     states: zk::StateWatcher,
     timeout: Duration,
     lost_after: Duration,
+    validity: Validity,
     request_limit: Duration,
-    retired: watch::Sender<Option<LostReason>>,
+    retired: LossLatch,
     last_heard: StdMutex<Instant>,
     monitor: Arc<ConnectionMonitor>,
-    /// The holds to tell on retirement; guards `retired` changes too.
-    holds: StdMutex<Vec<Weak<dyn OnRetire>>>,
+    /// The holds made through this session: the validity deadline and the loss reach them all.
+    holds: Arc<HoldSet>,
+    /// The runtime the client's tasks run on: background cleanup is spawned there, so a hold
+    /// dropped outside any runtime never panics.
+    runtime: tokio::runtime::Handle,
+    /// The heartbeat (lockcore's keeper around a `sync`); stopped when the session is retired.
+    keeper: StdMutex<Option<Arc<Keeper>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -50,23 +54,25 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("id", &self.id)
             .field("timeout", &self.timeout)
-            .field("retired", &*self.retired.borrow())
+            .field("retired", &self.retired.reason())
             .finish()
     }
 }
 
-/// How long a session may go without a successful request before its holds are reported lost:
-/// the timeout minus a margin of a third of it, at least one second when the timeout allows
-/// (never less than half the timeout).
+/// How long a session may go without an answered request before its holds are reported lost:
+/// ZooKeeper's validity formula, stated once in [`Validity::zookeeper`].
 pub(crate) fn lost_after(timeout: Duration) -> Duration {
-    let margin = (timeout / 3).max(Duration::from_secs(1).min(timeout / 2));
-    timeout.saturating_sub(margin)
+    Validity::zookeeper(timeout).period()
 }
 
 impl Session {
     /// Wraps a connected client and starts its supervisor and heartbeat.
+    ///
+    /// `sent` is when the connect request that opened the session was sent: the servers vouch
+    /// for the session from then on.
     pub(crate) fn start(
         client: zk::Client,
+        sent: Instant,
         request_limit: Duration,
         monitor: Arc<ConnectionMonitor>,
         on_retired: impl FnOnce(LostReason) + Send + 'static,
@@ -74,25 +80,49 @@ impl Session {
         let timeout = client.session_timeout();
         let lost_after = lost_after(timeout);
         let states = client.state_watcher();
-        let (retired, _) = watch::channel(None);
+        let retired = LossLatch::new();
         let session = Arc::new(Session {
             id: client.session_id(),
             states: states.clone(),
             client: StdMutex::new(Some(client)),
             timeout,
             lost_after,
+            validity: Validity::zookeeper(timeout),
             request_limit,
             retired,
-            last_heard: StdMutex::new(Instant::now()),
+            last_heard: StdMutex::new(sent),
             monitor: monitor.clone(),
-            holds: StdMutex::new(Vec::new()),
+            holds: HoldSet::new(),
+            runtime: tokio::runtime::Handle::current(),
+            keeper: StdMutex::new(None),
         });
+        // The heartbeat: validity from the connect request on, moved forward by every `sync`
+        // the leader answers; the holds are lost once it has not been answered in time.
+        let keeper = Arc::new(Keeper::spawn(
+            KeeperConfig {
+                what: "zookeeper session",
+                validity: session.validity,
+                every: heartbeat_period(lost_after),
+                monitor: Some(monitor.clone()),
+            },
+            Arc::new(Heartbeat {
+                session: Arc::downgrade(&session),
+            }),
+            session.holds.clone(),
+            sent.into_std(),
+        ));
+        *session.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper.clone());
         let span = tracing::info_span!("zk_session", session = %session.id);
         tokio::spawn(
-            supervise(Arc::downgrade(&session), states, monitor, on_retired)
-                .instrument(span.clone()),
+            supervise(
+                Arc::downgrade(&session),
+                states,
+                monitor,
+                keeper,
+                on_retired,
+            )
+            .instrument(span),
         );
-        tokio::spawn(heartbeat(Arc::downgrade(&session), lost_after).instrument(span));
         session
     }
 
@@ -121,47 +151,32 @@ impl Session {
     }
 
     /// The id and password of the session, to reattach to it (see `ZkBackend::expire_session_at`).
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn info(&self) -> Result<zk::SessionInfo, zk::Error> {
         Ok(self.client()?.session().clone())
     }
 
     /// Why the session was retired, if it was.
     pub(crate) fn retired_reason(&self) -> Option<LostReason> {
-        self.retired.borrow().clone()
+        self.retired.reason()
     }
 
     /// Resolves when the session is retired, with the reason.
     pub(crate) async fn retired(&self) -> LostReason {
-        let mut rx = self.retired.subscribe();
-        let reason = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            // The sender lives in `self`, so this cannot happen while we are borrowed.
-            Err(_) => None,
-        };
-        reason.unwrap_or(LostReason::Abandoned)
+        self.retired.wait().await
     }
 
     /// Retires the session: tells every registered hold, then reports `Lost` on the
     /// connection events (unless it was closed on purpose). Returns whether this call did it.
     pub(crate) fn retire(&self, reason: LostReason) -> bool {
-        let holds = {
-            let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
-            let retired = self.retired.send_if_modified(|current| {
-                if current.is_none() {
-                    *current = Some(reason.clone());
-                    true
-                } else {
-                    false
-                }
-            });
-            if !retired {
-                return false;
-            }
-            std::mem::take(&mut *holds)
-        };
-        for hold in holds.iter().filter_map(Weak::upgrade) {
-            hold.session_retired(&reason);
+        let retired = self.retired.fire(reason.clone());
+        if !retired {
+            return false;
         }
+        if let Some(keeper) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            keeper.stop();
+        }
+        self.holds.lose_all(reason.clone());
         if reason != LostReason::Abandoned {
             tracing::warn!(session = %self.id, %reason, "zookeeper session retired; its holds are lost");
             self.monitor.emit(ConnectionEvent::Lost);
@@ -169,23 +184,11 @@ impl Session {
         true
     }
 
-    /// Registers a hold to tell when the session is retired. If it already was, tells the hold
-    /// at once.
-    pub(crate) fn register(&self, hold: Weak<dyn OnRetire>) {
-        let already = {
-            let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
-            match self.retired_reason() {
-                Some(reason) => Some(reason),
-                None => {
-                    holds.retain(|h| h.strong_count() > 0);
-                    holds.push(hold.clone());
-                    None
-                }
-            }
-        };
-        if let (Some(reason), Some(hold)) = (already, hold.upgrade()) {
-            hold.session_retired(&reason);
-        }
+    /// Registers a hold: it gets the session's current validity deadline at once (validity
+    /// from the grant), later ones as requests are answered, and is lost when the session is
+    /// retired (at once if it was already). Dropping the ticket unregisters it.
+    pub(crate) fn register(&self, notifier: HoldNotifier) -> HoldTicket {
+        self.holds.register(notifier)
     }
 
     /// Whether the session can still be used: not retired, and the client has not reported a
@@ -239,16 +242,53 @@ impl Session {
         }
     }
 
-    fn heard(&self, sent: Instant) {
-        let mut last = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
-        if sent > *last {
+    /// A request sent at `sent` was answered: the servers vouch for the session until
+    /// `sent` plus the validity span. Moves every hold's deadline forward and, if the
+    /// connection was in doubt, reports `Reconnected`.
+    pub(crate) fn heard(&self, sent: Instant) {
+        {
+            let mut last = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
+            if sent <= *last {
+                return;
+            }
             *last = sent;
+        }
+        self.holds
+            .publish_deadline(self.validity.deadline(sent.into_std()));
+        if self.retired_reason().is_none()
+            && self.monitor.current() == ConnectionEvent::Suspended
+            && matches!(
+                self.states.peek_state(),
+                zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly
+            )
+        {
+            self.monitor.emit(ConnectionEvent::Reconnected);
         }
     }
 
-    /// When the holds must be reported lost unless a request succeeds before.
-    fn doubt_at(&self) -> Instant {
-        *self.last_heard.lock().unwrap_or_else(|p| p.into_inner()) + self.lost_after
+    /// A request failed on the connection (its outcome is unknown): the connection is in
+    /// doubt, so the connection events say `Suspended` now rather than when the client
+    /// notices.
+    pub(crate) fn doubt(&self) {
+        if self.retired_reason().is_none() && self.monitor.current() != ConnectionEvent::Lost {
+            self.monitor.emit(ConnectionEvent::Suspended);
+        }
+    }
+
+    /// When the connection is in doubt if nothing was heard since: three missed heartbeats.
+    fn suspect_at(&self) -> Instant {
+        let last = *self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
+        last + (heartbeat_period(self.lost_after) * 3).min(self.lost_after)
+    }
+
+    /// Spawns `task` from any thread, with or without a runtime (the drop paths of holds use
+    /// it): on the current runtime, else on the session's, else on lockcore's own.
+    pub(crate) fn spawn_detached(
+        &self,
+        what: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        tumbler_core::cleanup::spawn_detached_on(Some(&self.runtime), what, task);
     }
 }
 
@@ -262,6 +302,7 @@ async fn supervise(
     session: Weak<Session>,
     mut states: zk::StateWatcher,
     monitor: Arc<ConnectionMonitor>,
+    keeper: Arc<Keeper>,
     on_retired: impl FnOnce(LostReason) + Send + 'static,
 ) {
     let reason = loop {
@@ -271,7 +312,8 @@ async fn supervise(
         if let Some(reason) = live.retired_reason() {
             break reason;
         }
-        let doubt_at = live.doubt_at();
+        let suspect_at = live.suspect_at();
+        let suspected = monitor.current() == ConnectionEvent::Suspended;
         let mut retired = live.retired.subscribe();
         drop(live);
         tokio::select! {
@@ -298,11 +340,16 @@ async fn supervise(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(doubt_at) => {
+            _ = tokio::time::sleep_until(suspect_at), if !suspected => {
                 let Some(live) = session.upgrade() else { return };
-                if Instant::now() >= live.doubt_at() {
-                    live.retire(LostReason::Disconnected);
+                if Instant::now() >= live.suspect_at() {
+                    tracing::info!("no heartbeat answered lately; the connection is in doubt");
+                    live.doubt();
                 }
+            }
+            reason = keeper.ended() => {
+                let Some(live) = session.upgrade() else { return };
+                live.retire(reason);
             }
             _ = retired.wait_for(Option::is_some) => {}
         }
@@ -310,41 +357,56 @@ async fn supervise(
     on_retired(reason);
 }
 
-/// Sends a `sync` every fifth of [`Session::lost_after`] and records when the last successful
-/// one was sent.
+/// One heartbeat: a `sync` through the leader; the keeper notes when it was sent.
 ///
 /// `sync` rather than a read: a read is answered by whichever server the client is connected
 /// to, even by a follower cut off from the leader (until it notices, up to `syncLimit` ticks
 /// later), while the leader, which expires sessions, no longer hears about ours. A `sync`
 /// completes only through the leader.
-async fn heartbeat(session: Weak<Session>, lost_after: Duration) {
-    let every = (lost_after / 5).max(Duration::from_millis(20));
-    loop {
-        tokio::time::sleep(every).await;
-        let client = {
-            let Some(live) = session.upgrade() else {
-                return;
-            };
-            if live.retired_reason().is_some() {
-                return;
-            }
-            let Ok(client) = live.client() else {
-                return;
-            };
-            client
+struct Heartbeat {
+    session: Weak<Session>,
+}
+
+#[async_trait::async_trait]
+impl Renew for Heartbeat {
+    async fn renew(&self) -> Renewal {
+        let Some(live) = self.session.upgrade() else {
+            return Renewal::Gone(LostReason::Abandoned);
         };
+        let Ok(client) = live.client() else {
+            return Renewal::Gone(LostReason::Abandoned);
+        };
+        let limit = live.lost_after;
+        drop(live);
         let sent = Instant::now();
-        let answered = limited(lost_after, client.sync("/")).await;
+        let answered = limited(limit, client.sync("/")).await;
         drop(client);
+        let Some(live) = self.session.upgrade() else {
+            return Renewal::Gone(LostReason::Abandoned);
+        };
         match answered {
-            Ok(_) => {
-                if let Some(live) = session.upgrade() {
-                    live.heard(sent);
-                }
+            Ok(()) => {
+                live.heard(sent);
+                Renewal::Renewed
             }
-            Err(error) => tracing::debug!(%error, "heartbeat failed"),
+            Err(zk::Error::SessionExpired) => Renewal::Gone(LostReason::SessionExpired),
+            Err(zk::Error::AuthFailed) => Renewal::Gone(auth_failed()),
+            Err(zk::Error::ClientClosed) => Renewal::Gone(LostReason::Abandoned),
+            Err(error) => {
+                live.doubt();
+                Renewal::Failed(tumbler_core::Error::connection(
+                    crate::error::BACKEND,
+                    format!("session {}", live.id),
+                    format!("heartbeat: {error}"),
+                ))
+            }
         }
     }
+}
+
+/// How often the heartbeat is sent: a fifth of the validity span.
+fn heartbeat_period(lost_after: Duration) -> Duration {
+    (lost_after / 5).max(Duration::from_millis(20))
 }
 
 #[cfg(test)]

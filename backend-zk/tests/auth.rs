@@ -9,7 +9,7 @@ use zookeeper_client as zk;
 async fn an_unauthenticated_delete_of_a_lock_node_is_refused() {
     let zk = server().await;
     let hosts = zk.connect_string();
-    let alice = backend_zk::connect_url(&format!(
+    let alice = tumbler_zookeeper::connect_url(&format!(
         "zk://alice:s3cret@{hosts}/secure?session_timeout=6s"
     ))
     .await
@@ -53,17 +53,18 @@ async fn an_unauthenticated_delete_of_a_lock_node_is_refused() {
     assert!(held.lost_reason().is_none());
 
     // A tumbler client without the credentials cannot queue either, and is told why.
-    let stranger = backend_zk::connect_url(&format!("zk://{hosts}/secure?session_timeout=6s"))
-        .await
-        .unwrap();
+    let stranger =
+        tumbler_zookeeper::connect_url(&format!("zk://{hosts}/secure?session_timeout=6s"))
+            .await
+            .unwrap();
     let tried = stranger.mutex("vault").unwrap().try_lock().await;
     assert!(
-        matches!(tried, Err(lockcore::Error::Auth { .. })),
+        matches!(tried, Err(tumbler_core::Error::Auth { .. })),
         "{tried:?}"
     );
 
     // The same credentials share the lock normally.
-    let alice2 = backend_zk::connect_url(&format!(
+    let alice2 = tumbler_zookeeper::connect_url(&format!(
         "zk://alice:s3cret@{hosts}/secure?session_timeout=6s"
     ))
     .await

@@ -12,9 +12,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{server, PROMPT};
-use lockcore::LockName;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tumbler_core::LockName;
 
 /// Debian's jars for Curator 5.4 and its ZooKeeper client.
 const JARS: [&str; 8] = [
@@ -121,7 +121,7 @@ async fn mutex_excludes_with_curator_in_both_directions() {
     let zk = server().await;
     let hosts = zk.connect_string();
     let mut curator = Curator::start(&hosts).await;
-    let ours = backend_zk::connect_url(&format!("zk://{hosts}?session_timeout=6s"))
+    let ours = tumbler_zookeeper::connect_url(&format!("zk://{hosts}?session_timeout=6s"))
         .await
         .unwrap();
     let mutex = ours.mutex("interop/mutex").unwrap();
@@ -186,7 +186,7 @@ async fn rwlock_and_semaphore_share_curators_layouts() {
     let zk = server().await;
     let hosts = zk.connect_string();
     let mut curator = Curator::start(&hosts).await;
-    let ours = backend_zk::connect_url(&format!("zk://{hosts}?session_timeout=6s"))
+    let ours = tumbler_zookeeper::connect_url(&format!("zk://{hosts}?session_timeout=6s"))
         .await
         .unwrap();
 
@@ -240,7 +240,7 @@ async fn rwlock_and_semaphore_share_curators_layouts() {
         .holders
         .iter()
         .map(|h| match h.mode {
-            lockcore::HoldMode::Permits(n) => n,
+            tumbler_core::HoldMode::Permits(n) => n,
             _ => 0,
         })
         .sum();

@@ -6,27 +6,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_zk::{ZkBackend, ZkConfig};
-use common::{backend, children, eventually, raw, server, shared, PROMPT};
-use lockcore::{ConnectionEvent, ConnectionEvents, LockBackend, LostReason};
+use common::{backend, children, configured, eventually, next_event, raw, server, shared, PROMPT};
 use testkit::proxy::{FaultProxy, ProxyMode};
+use tumbler_core::{ConnectionEvent, LockBackend, LostReason};
+use tumbler_zookeeper::ZkBackend;
 
 async fn through(proxy: &FaultProxy, session: Duration) -> Arc<ZkBackend> {
-    let config = ZkConfig::new(&proxy.addr().to_string())
-        .and_then(|c| c.session_timeout(session))
-        .and_then(|c| c.request_timeout(session * 2))
-        .unwrap_or_else(|e| panic!("{e}"));
-    ZkBackend::connect(config)
-        .await
-        .unwrap_or_else(|e| panic!("connecting through the proxy: {e}"))
-}
-
-async fn next_event(events: &mut ConnectionEvents, wanted: ConnectionEvent) {
-    tokio::time::timeout(PROMPT, async {
-        while events.next().await != Some(wanted) {}
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {wanted:?} event within {PROMPT:?}"));
+    configured(&proxy.addr().to_string(), session, session * 2).await
 }
 
 /// The connection breaks after the create reached the server but before its reply came back:
@@ -151,7 +137,7 @@ async fn a_silent_partition_fires_lost_before_a_rival_holds() {
     proxy.set_mode(ProxyMode::Blackhole);
     let reason = tokio::time::timeout(PROMPT, held.lost()).await.unwrap();
     let lost_after = cut_at.elapsed();
-    assert_eq!(reason, LostReason::Disconnected);
+    assert_eq!(reason, LostReason::RenewalFailed);
     assert!(
         lost_after < session,
         "lost() after {lost_after:?}, not before the {session:?} expiry"
@@ -204,9 +190,10 @@ async fn forced_expiry_is_noticed_and_a_new_session_takes_over() {
         .unwrap();
     assert!(again.is_some(), "the backend works on its new session");
     assert_ne!(a.session_id(), before);
+    // The same event under the same name on every store: the session expired.
     let late = held.release().await;
     assert!(
-        matches!(late, Err(lockcore::Error::NotOwner { .. })),
+        matches!(late, Err(tumbler_core::Error::SessionExpired { .. })),
         "{late:?}"
     );
 }

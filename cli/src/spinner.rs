@@ -1,9 +1,10 @@
-//! While waiting for a lock on a terminal: a spinner that shows who holds it.
+//! While waiting for a lock on a terminal: a spinner that shows who holds it (or that the
+//! store grants nothing yet after a restart).
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use tumbler::{LockName, SharedBackend};
+use tumbler_locks::{LockName, SharedBackend};
 
 /// Shows the spinner on stderr until the returned task is aborted. Does nothing when stderr is
 /// not a terminal.
@@ -20,7 +21,16 @@ pub fn start(locks: SharedBackend, name: LockName) -> Option<tokio::task::JoinHa
         loop {
             if Instant::now() >= next_state {
                 holders = match locks.state(&name).await {
-                    Ok(state) if state.holders.is_empty() => "nobody (hand-off in progress)".into(),
+                    Ok(state) if state.holders.is_empty() => {
+                        match crate::recovery::Recovery::check(&locks).await {
+                            Some(recovery) => format!(
+                                "nobody, but the store grants none for another {:.0}s after a \
+                                 restart",
+                                recovery.remaining.as_secs_f64().ceil()
+                            ),
+                            None => "nobody (hand-off in progress)".into(),
+                        }
+                    }
                     Ok(state) => state
                         .holders
                         .iter()

@@ -1,7 +1,9 @@
 //! `tumbler status` and `tumbler revoke`.
 
 use serde::Serialize;
-use tumbler::{HoldMode, LockState, SharedBackend};
+use tumbler_locks::{HoldMode, LockState, SharedBackend};
+
+use crate::recovery::Recovery;
 
 #[derive(Serialize)]
 struct StatusJson<'a> {
@@ -9,6 +11,10 @@ struct StatusJson<'a> {
     held: bool,
     holders: Vec<HolderJson>,
     waiters: Option<usize>,
+    /// While the store grants nothing after a restart: how much longer, in milliseconds.
+    recovering_ms: Option<u64>,
+    /// What holds grants back and what sets it, when `recovering_ms` is set.
+    recovering: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -28,9 +34,11 @@ fn mode(mode: &HoldMode) -> (String, Option<u32>) {
     }
 }
 
-/// Prints the state of `name`, as text or JSON.
+/// Prints the state of `name`, as text or JSON, and whether the store grants locks at all
+/// right now (a Redis restart delay).
 pub async fn status(locks: SharedBackend, name: &str, json: bool) -> Result<(), String> {
     let state: LockState = locks.state(name).await.map_err(|e| e.to_string())?;
+    let recovery = Recovery::check(&locks).await;
     if json {
         let out = StatusJson {
             name: state.name.as_str(),
@@ -49,6 +57,10 @@ pub async fn status(locks: SharedBackend, name: &str, json: bool) -> Result<(), 
                 })
                 .collect(),
             waiters: state.waiters,
+            recovering_ms: recovery
+                .as_ref()
+                .map(|r| u64::try_from(r.remaining.as_millis()).unwrap_or(u64::MAX)),
+            recovering: recovery.as_ref().map(Recovery::describe),
         };
         let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?;
         println!("{text}");
@@ -71,6 +83,9 @@ pub async fn status(locks: SharedBackend, name: &str, json: bool) -> Result<(), 
     match state.waiters {
         Some(n) => println!("  waiters: {n}"),
         None => println!("  waiters: unknown (this store cannot list them)"),
+    }
+    if let Some(recovery) = recovery {
+        println!("  no grants yet: {}", recovery.describe());
     }
     Ok(())
 }

@@ -9,19 +9,15 @@ fn tumbler() -> Command {
     cmd
 }
 
-#[test]
-fn lab_catches_a_naive_clients_stale_writes_and_fencing_refuses_them() {
-    let out_dir = std::env::temp_dir().join(format!("tumbler-lab-test-{}", std::process::id()));
+/// Runs `tumbler lab --json ARGS --out <a fresh folder>` and returns the folder and the JSON
+/// it printed; fails the test if the lab failed.
+fn lab(name: &str, args: &[&str]) -> (std::path::PathBuf, serde_json::Value) {
+    let out_dir =
+        std::env::temp_dir().join(format!("tumbler-lab-{name}-test-{}", std::process::id()));
     let out = tumbler()
-        .args([
-            "lab",
-            "--json",
-            "--store",
-            "naive-redis,redis",
-            "--fault",
-            "restart",
-            "--out",
-        ])
+        .args(["lab", "--json"])
+        .args(args)
+        .arg("--out")
         .arg(&out_dir)
         .output()
         .expect("run tumbler lab");
@@ -30,28 +26,55 @@ fn lab_catches_a_naive_clients_stale_writes_and_fencing_refuses_them() {
         "lab failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cells: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lab JSON");
-    let cells = cells.as_array().expect("an array of cells");
-    assert_eq!(cells.len(), 2, "{cells:?}");
+    let lab = serde_json::from_slice(&out.stdout).expect("lab JSON");
+    (out_dir, lab)
+}
+
+#[test]
+fn lab_catches_a_naive_clients_stale_writes_and_fencing_refuses_them() {
+    let (out_dir, lab) = lab(
+        "naive",
+        &[
+            "--store",
+            "naive-redis",
+            "--fault",
+            "restart",
+            "--trials",
+            "2",
+            "--seed",
+            "5",
+        ],
+    );
+    assert_eq!(lab["seed"], 5, "the seed is recorded");
+    let cells = lab["cells"].as_array().expect("an array of cells");
+    assert_eq!(cells.len(), 1, "{cells:?}");
     let naive = &cells[0];
     assert_eq!(naive["store"], "naive redis client");
+    let trials = naive["trials"].as_array().expect("every trial is recorded");
+    assert_eq!(trials.len(), 2, "{naive}");
     let overlaps = naive["unfenced_violations"].as_u64().unwrap_or(0);
     assert!(
-        overlaps > 0,
-        "the naive client's stale writes were not seen: {naive}"
+        overlaps > 0 && naive["trials_with_overlaps"].as_u64() >= Some(1),
+        "the naive client's stale writes were not seen in any trial: {naive}"
     );
     assert_eq!(naive["fenced_rejected"].as_u64(), Some(overlaps), "{naive}");
+    assert_eq!(naive["verdict"]["verdict"], "expected", "{naive}");
     for cell in cells {
         assert_eq!(cell["fenced_stale_accepted"].as_u64(), Some(0), "{cell}");
+        for trial in cell["trials"].as_array().expect("trials") {
+            assert_eq!(trial["fenced_stale_accepted"].as_u64(), Some(0), "{trial}");
+        }
     }
-    let ours = &cells[1];
-    assert_eq!(ours["unfenced_violations"].as_u64(), Some(0), "{ours}");
     for file in ["lab.md", "lab.html", "lab.json"] {
         let text = std::fs::read_to_string(out_dir.join(file)).expect(file);
         assert!(text.contains("naive redis client"), "{file}");
     }
     let html = std::fs::read_to_string(out_dir.join("lab.html")).expect("lab.html");
     assert!(html.contains("<svg") && html.contains("store restart"));
+    assert!(
+        html.contains("--seed 5"),
+        "the report says how to replay it"
+    );
     let _ = std::fs::remove_dir_all(out_dir);
 }
 
@@ -94,4 +117,80 @@ fn bench_reports_numbers_as_json_and_svg() {
     let svg = std::fs::read_to_string(svg_dir.join("throughput.svg")).expect("throughput.svg");
     assert_eq!(svg.matches("<rect").count(), 3);
     let _ = std::fs::remove_dir_all(svg_dir);
+}
+
+#[test]
+fn lab_careful_redis_keeps_its_promises_under_every_store_fault() {
+    let (out_dir, lab) = lab(
+        "faults",
+        &[
+            "--store",
+            "redis",
+            "--fault",
+            "restart,store-stalled,slow-network,waiter-crash",
+            "--seed",
+            "3",
+        ],
+    );
+    let cells = lab["cells"].as_array().expect("cells");
+    let faults: Vec<&str> = cells.iter().filter_map(|c| c["fault"].as_str()).collect();
+    assert_eq!(
+        faults,
+        [
+            "store restart",
+            "store stalled",
+            "slow network",
+            "waiter crash"
+        ],
+        "{cells:?}"
+    );
+    for cell in cells {
+        assert_eq!(cell["verdict"]["verdict"], "kept", "{cell}");
+        assert_eq!(cell["unfenced_violations"].as_u64(), Some(0), "{cell}");
+        assert!(
+            cell["recovery_ms"]["max"].as_f64().is_some(),
+            "the rival got the lock after the fault: {cell}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(out_dir);
+}
+
+#[test]
+fn lab_zookeeper_minority_partition_and_clock_jump() {
+    let (out_dir, lab) = lab(
+        "minority",
+        &[
+            "--store",
+            "zk",
+            "--fault",
+            "minority-partition,clock-jump",
+            "--seed",
+            "4",
+        ],
+    );
+    let cell = &lab["cells"][0];
+    assert_eq!(cell["fault"], "minority partition", "{cell}");
+    assert_eq!(cell["verdict"]["verdict"], "kept", "{cell}");
+    assert!(
+        cell["recovery_ms"]["max"].as_f64().is_some(),
+        "the majority granted the lock to the rival: {cell}"
+    );
+    assert!(
+        cell["lost_lead_ms"]["min"]
+            .as_f64()
+            .is_some_and(|lead| lead > 0.0),
+        "the cut-off holder's lost() fired before the rival got the lock: {cell}"
+    );
+    // A clock jump expires the holder's session early (unless a ping saves it first): the
+    // store promises nothing here, fencing must refuse whatever overlaps.
+    let jump = &lab["cells"][1];
+    assert_eq!(jump["fault"], "clock jump", "{jump}");
+    assert_eq!(jump["fenced_stale_accepted"].as_u64(), Some(0), "{jump}");
+    assert_ne!(jump["verdict"]["verdict"], "broken", "{jump}");
+    assert_eq!(
+        jump["unfenced_violations"].as_u64(),
+        jump["fenced_rejected"].as_u64(),
+        "every overlap was refused by fencing: {jump}"
+    );
+    let _ = std::fs::remove_dir_all(out_dir);
 }

@@ -2,55 +2,11 @@
 //! overlap, `--no-wait` reports busy, and a holder whose session expires has its command
 //! stopped and exits with the lost code.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
-
-const BUSY: i32 = 75;
-const LOST: i32 = 76;
-
-fn tumbler(url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tumbler"));
-    cmd.env("TUMBLER_URL", url)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tumbler-cli-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-async fn wait_for_file(path: &Path, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not appear within {limit:?}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn exit_code(child: &mut Child, limit: Duration) -> i32 {
-    let status = tokio::time::timeout(limit, child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("tumbler did not exit within {limit:?}"))
-        .expect("wait for tumbler");
-    status.code().unwrap_or(-1)
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    let pid = child.id().expect("running") as libc::pid_t;
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-}
+use support::{exit_code, scratch, signal, tumbler, wait_for_file, BUSY, LOST};
 
 /// Three `tumbler run`s on one name: their commands' [start, end] intervals never overlap.
 async fn runs_never_overlap(url: &str, test: &str) {
@@ -135,8 +91,12 @@ async fn no_wait_is_busy(url: &str, test: &str) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// How soon after it runs again a holder that lost its lock must have stopped its command
+/// (which dies on SIGTERM) and exited: its `--grace` (1 s) plus the bounded cleanup.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
 /// The holder is stopped past its TTL (its session expires); once it runs again it stops its
-/// command and exits with the lost code, and a rival gets the lock.
+/// command and exits promptly with the lost code, and a rival gets the lock.
 async fn lost_stops_the_command(url: &str, test: &str) {
     let dir = scratch(test);
     let held = dir.join("held");
@@ -160,17 +120,78 @@ async fn lost_stops_the_command(url: &str, test: &str) {
         .spawn()
         .expect("spawn rival");
     let rival_code = exit_code(&mut rival, Duration::from_secs(90)).await;
+    let resumed = Instant::now();
     signal(&holder, libc::SIGCONT);
     assert_eq!(
         rival_code, 0,
         "the rival did not get the lock of the stopped holder"
     );
-    assert_eq!(exit_code(&mut holder, Duration::from_secs(60)).await, LOST);
+    let holder_code = exit_code(&mut holder, Duration::from_secs(60)).await;
+    let took = resumed.elapsed();
+    assert_eq!(holder_code, LOST);
+    assert!(
+        took < PROMPTLY,
+        "the holder took {took:?} after resuming to stop its command and exit"
+    );
     assert!(
         !finished.exists(),
         "the command ran to completion after the lock was lost"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The store stops answering (SIGSTOP) while the command runs: once the holder sees its lock
+/// lost it stops the command and exits promptly, without waiting on the silent store.
+async fn lost_store_exits_promptly(url: &str, test: &str, pause: impl FnOnce()) {
+    let dir = scratch(test);
+    let (held, stopped) = (dir.join("held"), dir.join("stopped"));
+    let script = format!(
+        "trap 'touch {}; exit 143' TERM; touch {}; while :; do sleep 0.05; done",
+        stopped.display(),
+        held.display()
+    );
+    let mut holder = tumbler(url)
+        .args([
+            "run", "--grace", "1s", "cli/gone", "--", "sh", "-c", &script,
+        ])
+        .spawn()
+        .expect("spawn holder");
+    wait_for_file(&held, Duration::from_secs(30)).await;
+    pause();
+    wait_for_file(&stopped, Duration::from_secs(60)).await;
+    let child_stopped = Instant::now();
+    let code = exit_code(&mut holder, Duration::from_secs(60)).await;
+    let took = child_stopped.elapsed();
+    assert_eq!(code, LOST);
+    assert!(
+        took < PROMPTLY,
+        "the holder exited {took:?} after its command was stopped"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// ZooKeeper stops answering while a command runs under its lock.
+#[tokio::test]
+async fn lost_zookeeper_exits_promptly() {
+    let (zk, url) = support::stores::zookeeper().await;
+    lost_store_exits_promptly(&url, "zk-gone", || zk.pause().expect("pause")).await;
+    zk.resume().expect("resume");
+}
+
+/// Redis stops answering while a command runs under its lock.
+#[tokio::test]
+async fn lost_redis_exits_promptly() {
+    let (redis, url) = support::stores::redis().await;
+    lost_store_exits_promptly(&url, "redis-gone", || redis.pause().expect("pause")).await;
+    redis.resume().expect("resume");
+}
+
+/// etcd stops answering while a command runs under its lock.
+#[tokio::test]
+async fn lost_etcd_exits_promptly() {
+    let (etcd, url) = support::stores::etcd().await;
+    lost_store_exits_promptly(&url, "etcd-gone", || etcd.pause().expect("pause")).await;
+    etcd.resume().expect("resume");
 }
 
 /// The three end-to-end tests for one store; `$start` yields (servers kept alive, URL).
@@ -198,33 +219,10 @@ macro_rules! store_tests {
     };
 }
 
-store_tests!(zookeeper, async {
-    let zk = testkit::zk::ZooKeeper::start().await.expect("zookeeper");
-    let url = format!("zk://{}?ttl=2s", zk.connect_string());
-    (zk, url)
-});
-
-store_tests!(redis, async {
-    let redis = testkit::redis::Redis::start().await.expect("redis");
-    let url = format!("{}?ttl=2s", redis.url());
-    (redis, url)
-});
-
-store_tests!(etcd, async {
-    let etcd = testkit::etcd::Etcd::start().await.expect("etcd");
-    let url = format!("etcd://{}?ttl=2s", etcd.addr());
-    (etcd, url)
-});
-
-store_tests!(consul, async {
-    let options = testkit::consul::ConsulServerOptions::default()
-        .with_min_session_ttl(std::time::Duration::from_secs(1));
-    let consul = testkit::consul::ConsulServer::start_with(options)
-        .await
-        .expect("consul test server");
-    let url = format!("consul://{}?ttl=2s&lock_delay=0s", consul.http_addr());
-    (consul, url)
-});
+store_tests!(zookeeper, super::support::stores::zookeeper());
+store_tests!(redis, super::support::stores::redis());
+store_tests!(etcd, super::support::stores::etcd());
+store_tests!(consul, super::support::stores::consul());
 
 #[test]
 fn help_is_complete() {

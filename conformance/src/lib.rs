@@ -1,6 +1,7 @@
 //! # conformance
 //!
-//! One suite for every tumbler backend. Each case checks one of DESIGN.md's ten promises on a
+//! One suite for every tumbler backend. Each case checks one of the ten promises
+//! (`docs/promises.md` in the repository) on a
 //! [`Harness`] (how to connect fresh clients and inject faults), reading recorded
 //! [histories](history) rather than trusting "it didn't crash". A hook a backend lacks makes
 //! the cases that need it report `SKIPPED <backend>::<case>: <reason>`.
@@ -15,6 +16,7 @@
 //!   ([`ProcessHolder`]).
 
 pub mod cases;
+pub mod explore;
 pub mod harness;
 pub mod history;
 pub mod memory;
@@ -24,7 +26,7 @@ pub mod routes;
 pub mod runner;
 pub mod util;
 
-pub use harness::{Harness, Holder, HookError, HookResult, TestClient};
+pub use harness::{Foreign, Harness, Holder, HookError, HookResult, TestClient};
 pub use process_holder::ProcessHolder;
 pub use routes::ProxiedClients;
 pub use util::{CaseResult, Verdict};

@@ -4,10 +4,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lockcore::memory::{MemoryBackend, MemoryOptions, MemoryStore};
-use lockcore::{LockName, MutexGuard, SharedBackend};
+use tumbler_core::memory::{ForeignData, MemoryBackend, MemoryOptions, MemoryStore};
+use tumbler_core::{LockName, MutexGuard, SharedBackend};
 
-use crate::harness::{Harness, Holder, HookError, HookResult, TestClient};
+use crate::harness::{Foreign, Harness, Holder, HookError, HookResult, TestClient};
 
 /// The session TTL the memory harness uses.
 pub const MEMORY_TTL: Duration = Duration::from_secs(1);
@@ -69,9 +69,17 @@ impl MemoryHarness {
 
     /// Connects a client and returns it with its concrete backend.
     pub async fn connect(&self) -> Result<(TestClient, Arc<MemoryBackend>), String> {
+        self.connect_with(self.options).await
+    }
+
+    /// Connects a client with `options` and returns it with its concrete backend.
+    pub async fn connect_with(
+        &self,
+        options: MemoryOptions,
+    ) -> Result<(TestClient, Arc<MemoryBackend>), String> {
         let backend = self
             .store
-            .connect_client(self.options)
+            .connect_client(options)
             .await
             .map_err(|e| e.to_string())?;
         if self.pause_on_connect {
@@ -99,6 +107,51 @@ impl Harness for MemoryHarness {
 
     fn crash_release_bound(&self) -> Duration {
         self.bound
+    }
+
+    fn hold_ttl(&self) -> Duration {
+        self.options.ttl().unwrap_or(self.bound)
+    }
+
+    /// A crashed client's waiters leave at once; the bound is slack only.
+    fn killed_waiter_bound(&self) -> Duration {
+        Duration::from_secs(3)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        tumbler_core::memory::REQUEST_TIMEOUT
+    }
+
+    async fn spawn_waiter(&self, name: &LockName, ttl: Duration) -> HookResult<Box<dyn Holder>> {
+        let options = MemoryOptions::default()
+            .session_ttl(Some(ttl))
+            .map_err(|e| HookError::Failed(e.to_string()))?;
+        let (client, backend) = self
+            .connect_with(options)
+            .await
+            .map_err(HookError::Failed)?;
+        Ok(Box::new(MemoryWaiter::start(client, backend, name)?))
+    }
+
+    async fn pause_server(&self) -> HookResult {
+        self.store.stall(true);
+        Ok(())
+    }
+
+    async fn resume_server(&self) -> HookResult {
+        self.store.stall(false);
+        Ok(())
+    }
+
+    async fn write_foreign(&self, name: &LockName, what: Foreign) -> HookResult {
+        let data = match what {
+            Foreign::WrongType => ForeignData::Record,
+            Foreign::GarbageCounter => ForeignData::GarbageCounter,
+            Foreign::OverflowCounter => ForeignData::OverflowingCounter,
+        };
+        self.store
+            .write_foreign(name, data)
+            .map_err(|e| HookError::Failed(e.to_string()))
     }
 
     async fn expire_session(&self, client: &TestClient) -> HookResult {
@@ -137,14 +190,17 @@ impl Harness for MemoryHarness {
         Ok(())
     }
 
-    async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
+    async fn connect_with_ttl(
+        &self,
+        ttl: Duration,
+    ) -> HookResult<tumbler_core::Result<SharedBackend>> {
         Ok(match MemoryOptions::default().session_ttl(Some(ttl)) {
             Ok(options) => self.store.connect(options).await,
             Err(e) => Err(e),
         })
     }
 
-    async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
+    async fn connect_unreachable(&self) -> HookResult<tumbler_core::Result<SharedBackend>> {
         Err(HookError::Unsupported(
             "the memory store is in-process and always reachable".into(),
         ))
@@ -186,5 +242,77 @@ impl Holder for MemoryHolder {
             return Err(HookError::Failed("the holder was killed".into()));
         };
         Ok(tokio::time::timeout(within, guard.lost()).await.is_ok())
+    }
+}
+
+/// An in-process waiter: a client waiting for a mutex in a task of its own. "Killing" it
+/// crashes its client (the store drops its waits, as a server does for a closed connection)
+/// and leaves the task to its fate, as a dead process's memory.
+pub struct MemoryWaiter {
+    backend: Arc<MemoryBackend>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MemoryWaiter {
+    /// Starts `client` waiting for the mutex `name`.
+    pub fn start(
+        client: TestClient,
+        backend: Arc<MemoryBackend>,
+        name: &LockName,
+    ) -> HookResult<Self> {
+        let mutex = client
+            .locks
+            .mutex(name)
+            .map_err(|e| HookError::Failed(e.to_string()))?;
+        let task = tokio::spawn(async move {
+            if let Ok(guard) = mutex.lock().await {
+                // A dead process neither works nor releases: keep the guard without a drop.
+                std::mem::forget(guard);
+            }
+        });
+        Ok(MemoryWaiter {
+            backend,
+            task: Some(task),
+        })
+    }
+
+    /// The waiting client's backend.
+    pub fn backend(&self) -> &Arc<MemoryBackend> {
+        &self.backend
+    }
+
+    /// Forgets the waiting task without cancelling it (a cancel would clean up).
+    pub fn abandon(&mut self) {
+        self.task.take();
+    }
+}
+
+#[async_trait]
+impl Holder for MemoryWaiter {
+    fn token(&self) -> u64 {
+        0
+    }
+
+    async fn kill(&mut self) -> HookResult {
+        self.backend.crash();
+        self.abandon();
+        Ok(())
+    }
+
+    async fn pause(&mut self) -> HookResult {
+        self.backend.pause();
+        Ok(())
+    }
+
+    async fn resume(&mut self) -> HookResult {
+        self.backend.resume();
+        Ok(())
+    }
+
+    async fn wait_lost(&mut self, within: Duration) -> HookResult<bool> {
+        let _ = within;
+        Err(HookError::Unsupported(
+            "a waiter holds nothing to lose".into(),
+        ))
     }
 }

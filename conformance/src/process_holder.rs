@@ -12,8 +12,41 @@ use crate::harness::{Holder, HookError, HookResult};
 /// A holder process: `holder URL NAME`, killed on drop.
 pub struct ProcessHolder {
     child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
+    lines: StdoutLines,
     token: u64,
+}
+
+type StdoutLines = Lines<BufReader<ChildStdout>>;
+
+/// Starts the holder binary with `args`, its stdout piped.
+fn start(holder_bin: &str, args: &[&str]) -> HookResult<(Child, StdoutLines)> {
+    let mut child = Command::new(holder_bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| HookError::Failed(format!("cannot start {holder_bin}: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| HookError::Failed("holder has no stdout".into()))?;
+    Ok((child, BufReader::new(stdout).lines()))
+}
+
+/// The holder's first line, within `within`.
+async fn first_line(
+    lines: &mut StdoutLines,
+    name: &str,
+    within: Duration,
+) -> HookResult<Option<String>> {
+    tokio::time::timeout(within, lines.next_line())
+        .await
+        .map_err(|_| {
+            HookError::Failed(format!("holder did not start on {name} within {within:?}"))
+        })?
+        .map_err(|e| HookError::Failed(format!("reading the holder: {e}")))
 }
 
 impl ProcessHolder {
@@ -26,26 +59,8 @@ impl ProcessHolder {
         name: &str,
         within: Duration,
     ) -> HookResult<Box<dyn Holder>> {
-        let mut child = Command::new(holder_bin)
-            .arg(url)
-            .arg(name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| HookError::Failed(format!("cannot start {holder_bin}: {e}")))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| HookError::Failed("holder has no stdout".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(within, lines.next_line())
-            .await
-            .map_err(|_| {
-                HookError::Failed(format!("holder did not take {name} within {within:?}"))
-            })?
-            .map_err(|e| HookError::Failed(format!("reading the holder: {e}")))?;
+        let (child, mut lines) = start(holder_bin, &[url, name])?;
+        let first = first_line(&mut lines, name, within).await?;
         let token = first
             .as_deref()
             .and_then(|line| line.strip_prefix("TOKEN "))
@@ -57,6 +72,28 @@ impl ProcessHolder {
             child,
             lines,
             token,
+        }))
+    }
+
+    /// Starts `holder_bin URL NAME wait` and waits up to `within` until it is connected and
+    /// about to wait for the lock (it printed `WAITING`). Its token is 0.
+    pub async fn spawn_waiting(
+        holder_bin: &str,
+        url: &str,
+        name: &str,
+        within: Duration,
+    ) -> HookResult<Box<dyn Holder>> {
+        let (child, mut lines) = start(holder_bin, &[url, name, "wait"])?;
+        let first = first_line(&mut lines, name, within).await?;
+        if first.as_deref() != Some("WAITING") {
+            return Err(HookError::Failed(format!(
+                "waiter said {first:?}, expected WAITING"
+            )));
+        }
+        Ok(Box::new(ProcessHolder {
+            child,
+            lines,
+            token: 0,
         }))
     }
 

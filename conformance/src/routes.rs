@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lockcore::{LockBackend, SharedBackend};
 use testkit::proxy::{FaultProxy, ProxyMode};
+use tumbler_core::LockBackend;
 
 use crate::{HookError, HookResult, TestClient};
 
@@ -58,7 +58,9 @@ impl<B> ProxiedClients<B> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a client connected through `proxies` and numbers it.
+    /// Registers a client connected through `proxies` and numbers it. The client's locks are
+    /// `backend` behind lockcore's checked layer ([`tumbler_core::share`]: validation, `Closed`
+    /// after shutdown), as users get it; the typed backend stays here for the store-side hooks.
     pub fn add(&self, backend: Arc<B>, proxies: Vec<Arc<FaultProxy>>) -> TestClient
     where
         B: LockBackend + 'static,
@@ -66,7 +68,7 @@ impl<B> ProxiedClients<B> {
         let mut clients = self.lock();
         clients.push((backend.clone(), proxies));
         TestClient {
-            locks: backend as SharedBackend,
+            locks: tumbler_core::share(backend),
             index: clients.len() - 1,
         }
     }

@@ -18,7 +18,7 @@ pub type CaseFuture = Pin<Box<dyn Future<Output = CaseResult> + Send>>;
 pub struct Case {
     /// The test's name (also the `#[test]` function's name).
     pub name: &'static str,
-    /// Which promise of DESIGN.md it checks (1-10).
+    /// Which of the ten promises (`docs/promises.md`) it checks (1-10).
     pub promise: u8,
     /// Runs it.
     pub run: fn(Arc<dyn Harness>) -> CaseFuture,
@@ -174,6 +174,23 @@ macro_rules! suite {
             multilock_all_or_nothing,
             reentrant_excludes_other_clients,
             connection_events_report_cut,
+            validity_starts_at_grant,
+            killed_waiter_stops_blocking,
+            timed_out_waiter_leaves_nothing,
+            unreachable_is_error_not_busy,
+            stalled_store_is_error_within_deadline,
+            one_name_one_kind,
+            nested_names_independent,
+            semaphore_limit_mismatch_conflict,
+            foreign_data_is_conflict,
+            drop_outside_runtime_does_not_panic,
+            drop_in_other_runtime_releases,
+            shutdown_releases_holds_and_waiters,
+            session_expiry_is_session_expired,
+            connection_events_follow_sequence,
+            cut_past_ttl_reports_lost,
+            bad_config_refused,
+            names_a_store_cannot_hold,
         );
     };
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lockcore::{Capabilities, Fencing, Guard, LockName, SharedBackend};
+use tumbler_core::{Capabilities, Fencing, Guard, LockName, SharedBackend};
 
 use crate::history::{History, Interval, Mode};
 
@@ -61,7 +61,7 @@ pub async fn lock(
     client: &crate::TestClient,
     name: &LockName,
     who: &str,
-) -> Result<lockcore::MutexGuard, String> {
+) -> Result<tumbler_core::MutexGuard, String> {
     client
         .locks
         .mutex(name)
@@ -97,6 +97,25 @@ pub fn needs_strict_fencing(caps: &Capabilities) -> Option<Verdict> {
 /// How long a case waits for something that should happen promptly.
 pub const PROMPT: Duration = Duration::from_secs(20);
 
+/// The first answer of `call` that is not a transient error (a leader election or a blip is
+/// no answer about the name), retried for up to [`PROMPT`]. Cases that run on clusters whose
+/// leader is killed mid-case ask through it where a store request may meet the election.
+pub async fn answered<T, F, Fut>(mut call: F) -> tumbler_core::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = tumbler_core::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + PROMPT;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// How to wait in an adapter acquisition.
 #[derive(Debug, Clone, Copy)]
 pub enum Wait {
@@ -106,6 +125,11 @@ pub enum Wait {
     No,
     /// At most this long.
     For(Duration),
+}
+
+/// A guard of any primitive, boxed, for code that holds them side by side.
+fn boxed<G: Guard + 'static>(g: Option<G>) -> Option<Box<dyn Guard>> {
+    g.map(|g| Box::new(g) as Box<dyn Guard>)
 }
 
 /// The three ways the suite takes an exclusive lock: the mutex tests run on each.
@@ -122,18 +146,12 @@ pub enum Exclusive {
 impl Exclusive {
     /// Why this adapter cannot run on a backend, if it cannot.
     pub fn unsupported(&self, caps: &Capabilities) -> Option<Verdict> {
-        match self {
-            Exclusive::Mutex => None,
-            Exclusive::Semaphore1 if !caps.semaphore => Some(Verdict::Skipped(format!(
-                "{} has no semaphores",
-                caps.backend
-            ))),
-            Exclusive::RwWrite if !caps.rwlock => Some(Verdict::Skipped(format!(
-                "{} has no read-write locks",
-                caps.backend
-            ))),
-            _ => None,
-        }
+        let kind = match self {
+            Exclusive::Mutex => Kind::Mutex,
+            Exclusive::Semaphore1 => Kind::Semaphore,
+            Exclusive::RwWrite => Kind::Write,
+        };
+        kind.unsupported(caps).map(Verdict::Skipped)
     }
 
     /// Takes the lock `name` on `locks` the adapter's way.
@@ -142,10 +160,7 @@ impl Exclusive {
         locks: &SharedBackend,
         name: &LockName,
         wait: Wait,
-    ) -> lockcore::Result<Option<Box<dyn Guard>>> {
-        fn boxed<G: Guard + 'static>(g: Option<G>) -> Option<Box<dyn Guard>> {
-            g.map(|g| Box::new(g) as Box<dyn Guard>)
-        }
+    ) -> tumbler_core::Result<Option<Box<dyn Guard>>> {
         Ok(match self {
             Exclusive::Mutex => {
                 let m = locks.mutex(name)?;
@@ -204,4 +219,119 @@ pub async fn exclusive_rounds(
         guard.release_boxed().await.ctx("release in workload")?;
     }
     Ok(())
+}
+
+/// Runs `make()`'s future on a runtime of its own, on a thread of its own, and returns its
+/// result. Everything a client connected inside it spawns (renewals, session pings) runs on
+/// that runtime only, so blocking the thread (`std::thread::sleep`) stalls the client the way
+/// a GC pause or SIGSTOP stalls a process.
+pub async fn on_own_runtime<T, F, Fut>(make: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(make()),
+            Err(e) => Err(format!("cannot build a runtime: {e}")),
+        };
+        let _ = tx.send(result);
+    });
+    rx.await
+        .map_err(|_| "the thread of the separate runtime panicked".to_string())?
+}
+
+/// The four ways to use a name, for the one-name-one-kind cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A mutex.
+    Mutex,
+    /// The read side of a read-write lock.
+    Read,
+    /// The write side of a read-write lock.
+    Write,
+    /// One permit of a semaphore with limit 2.
+    Semaphore,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 4] = [Kind::Mutex, Kind::Read, Kind::Write, Kind::Semaphore];
+
+    /// The primitive, as error messages should name it.
+    pub fn primitive(&self) -> &'static str {
+        match self {
+            Kind::Mutex => "mutex",
+            Kind::Read | Kind::Write => "rwlock",
+            Kind::Semaphore => "semaphore",
+        }
+    }
+
+    /// Whether an error message names this primitive (in any of the usual words).
+    pub fn named_in(&self, message: &str) -> bool {
+        let message = message.to_lowercase();
+        let words: &[&str] = match self {
+            Kind::Mutex => &["mutex"],
+            Kind::Read | Kind::Write => &["rwlock", "read-write", "read", "write"],
+            Kind::Semaphore => &["semaphore", "permit"],
+        };
+        words.iter().any(|w| message.contains(w))
+    }
+
+    /// Why this kind cannot run on a backend, if it cannot.
+    pub fn unsupported(&self, caps: &Capabilities) -> Option<String> {
+        match self {
+            Kind::Read | Kind::Write if !caps.rwlock => {
+                Some(format!("{} has no read-write locks", caps.backend))
+            }
+            Kind::Semaphore if !caps.semaphore => {
+                Some(format!("{} has no semaphores", caps.backend))
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes `name` this way on `locks`.
+    pub async fn acquire(
+        &self,
+        locks: &SharedBackend,
+        name: &LockName,
+        wait: Wait,
+    ) -> tumbler_core::Result<Option<Box<dyn Guard>>> {
+        Ok(match self {
+            Kind::Mutex => Exclusive::Mutex.acquire(locks, name, wait).await?,
+            Kind::Write => Exclusive::RwWrite.acquire(locks, name, wait).await?,
+            Kind::Read => {
+                let rw = locks.rwlock(name)?;
+                boxed(match wait {
+                    Wait::Forever => Some(rw.read().await?),
+                    Wait::No => rw.try_read().await?,
+                    Wait::For(d) => rw.read_timeout(d).await?,
+                })
+            }
+            Kind::Semaphore => {
+                let s = locks.semaphore(name, 2)?;
+                boxed(match wait {
+                    Wait::Forever => Some(s.acquire(1).await?),
+                    Wait::No => s.try_acquire(1).await?,
+                    Wait::For(d) => s.acquire_timeout(1, d).await?,
+                })
+            }
+        })
+    }
+}
+
+/// Waits until `locks.state(name)` shows `count` or more waiters (or, if the store cannot list
+/// waiters, half a second).
+pub async fn wait_until_queued(
+    locks: &SharedBackend,
+    name: &LockName,
+    count: usize,
+) -> Result<(), String> {
+    crate::cases::semaphore::wait_until_queued(locks, name, count).await
 }

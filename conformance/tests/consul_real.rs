@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use backend_consul::{ConsulBackend, ConsulConfig};
 use conformance::routes::{hosts, proxies_to};
 use conformance::runner::{report_line, run_all, Outcome};
 use conformance::{
     Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
 };
-use lockcore::{LockName, SharedBackend};
 use testkit::proxy::ProxyMode;
+use tumbler_consul::{ConsulBackend, ConsulConfig};
+use tumbler_core::{LockName, SharedBackend};
 
 /// A real agent's smallest session TTL.
 const TTL: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ impl RealConsul {
         }
         if let Ok(ca) = std::env::var("CONSUL_CACERT") {
             if !ca.is_empty() {
-                url.push_str(&format!("&ca_file={ca}"));
+                url.push_str(&format!("&tls_ca={ca}"));
             }
         }
         url
@@ -142,10 +142,28 @@ impl Harness for RealConsul {
                 .await
                 .map_err(|e| HookError::Failed(format!("destroying session {id}: {e}")))?;
         }
-        lockcore::LockBackend::shutdown(&operator)
+        tumbler_core::LockBackend::shutdown(&operator)
             .await
             .map_err(|e| HookError::Failed(e.to_string()))?;
         Ok(())
+    }
+
+    fn hold_ttl(&self) -> Duration {
+        TTL
+    }
+
+    async fn spawn_waiter(&self, name: &LockName, _ttl: Duration) -> HookResult<Box<dyn Holder>> {
+        ProcessHolder::spawn_waiting(
+            env!("CARGO_BIN_EXE_holder"),
+            &self.holder_url(),
+            name.as_str(),
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    fn bad_urls(&self) -> HookResult<Vec<(String, &'static str)>> {
+        Ok(vec![("consul://127.0.0.1:0/".to_string(), "port 0")])
     }
 
     async fn cut_connection(&self, client: &TestClient) -> HookResult {
@@ -174,11 +192,14 @@ impl Harness for RealConsul {
         ))
     }
 
-    async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
+    async fn connect_with_ttl(
+        &self,
+        ttl: Duration,
+    ) -> HookResult<tumbler_core::Result<SharedBackend>> {
         Ok(self.base.clone().session_ttl(ttl).connect().await)
     }
 
-    async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
+    async fn connect_unreachable(&self) -> HookResult<tumbler_core::Result<SharedBackend>> {
         let port = testkit::try_free_port().map_err(|e| HookError::Failed(e.to_string()))?;
         Ok(ConsulConfig::new(format!("127.0.0.1:{port}"))
             .connect_timeout(Duration::from_secs(2))

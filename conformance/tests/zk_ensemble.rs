@@ -5,21 +5,23 @@
 //! sentinel clients that hold a lock through both leader changes keep their sessions: their
 //! `lost()` never fires (their sessions survive a reconnect to another member), nobody else can
 //! take their locks, and their releases are confirmed at the end.
+//!
+//! The harness is `shared/zk_harness.rs` (the one of `tests/zk.rs` and the explorer) on an
+//! ensemble.
 
+#[path = "shared/zk_harness.rs"]
+mod zk_harness;
 #[path = "shared/zk_hooks.rs"]
 mod zk_hooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use backend_zk::{ZkBackend, ZkConfig};
-use conformance::routes::{hosts, proxies_to};
 use conformance::runner::{run_all, Outcome};
-use conformance::{Harness, Holder, HookError, HookResult, ProxiedClients, TestClient};
-use lockcore::{LockName, MutexGuard, SharedBackend};
-use testkit::proxy::ProxyMode;
 use testkit::zk::ZkEnsemble;
+use tumbler_core::{MutexGuard, SharedBackend};
+use tumbler_zookeeper::ZkBackend;
+use zk_harness::{Ensemble, ZkHarness};
 
 /// The session timeout of every client: `lost()` fires after 2/3 of it without the leader, so
 /// this rides out an election plus the client's reconnect backoff on a loaded machine.
@@ -29,92 +31,9 @@ const KILLS_AT: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(40
 /// How long a sentinel may take to reconnect after a new leader is elected.
 const SETTLE: Duration = Duration::from_secs(20);
 
-struct EnsembleHarness {
-    ens: ZkEnsemble,
-    /// Held while members are killed or restarted, so the chaos and `restart_server` do not mix.
-    topology: tokio::sync::Mutex<()>,
-    clients: ProxiedClients<ZkBackend>,
-}
-
-impl EnsembleHarness {
-    fn config(&self, hosts: &str) -> lockcore::Result<ZkConfig> {
-        ZkConfig::new(hosts)?.session_timeout(SESSION)
-    }
-}
-
-#[async_trait]
-impl Harness for EnsembleHarness {
-    fn name(&self) -> String {
-        "zookeeper-ensemble".into()
-    }
-
-    /// A client that reaches every member through its own fault proxy.
-    async fn client(&self) -> Result<TestClient, String> {
-        let nodes: Vec<_> = self.ens.nodes().iter().map(|node| node.addr()).collect();
-        let proxies = proxies_to(&nodes).await?;
-        let config = self.config(&hosts(&proxies)).map_err(|e| e.to_string())?;
-        let backend = ZkBackend::connect(config)
-            .await
-            .map_err(|e| format!("connect through the proxies: {e}"))?;
-        Ok(self.clients.add(backend, proxies))
-    }
-
-    fn crash_release_bound(&self) -> Duration {
-        SESSION * 2 + Duration::from_secs(2)
-    }
-
-    /// Closes the session from a second connection; see `shared/zk_hooks.rs`.
-    async fn expire_session(&self, client: &TestClient) -> HookResult {
-        zk_hooks::expire_session(&self.clients, client, &self.ens.connect_string(), SESSION).await
-    }
-
-    async fn cut_connection(&self, client: &TestClient) -> HookResult {
-        self.clients.cut(client)
-    }
-
-    async fn heal_connection(&self, client: &TestClient) -> HookResult {
-        self.clients.heal(client)
-    }
-
-    async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
-        zk_hooks::spawn_holder(&self.ens.connect_string(), SESSION, name).await
-    }
-
-    /// Restarts every member at once (with their data).
-    async fn restart_server(&self) -> HookResult {
-        let _topology = self.topology.lock().await;
-        let [a, b, c] = [0, 1, 2].map(|i| self.ens.node(i));
-        let (a, b, c) = tokio::join!(a.restart(), b.restart(), c.restart());
-        for result in [a, b, c] {
-            result.map_err(|e| HookError::Failed(format!("restarting a member: {e}")))?;
-        }
-        self.ens
-            .leader()
-            .await
-            .map(|_| ())
-            .map_err(|e| HookError::Failed(format!("no leader after the restart: {e}")))
-    }
-
-    async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
-        Ok(
-            match ZkConfig::new(&self.ens.connect_string()).and_then(|c| c.session_timeout(ttl)) {
-                Ok(config) => config.connect().await,
-                Err(e) => Err(e),
-            },
-        )
-    }
-
-    async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
-        let port = testkit::free_port();
-        let config = self
-            .config(&format!("127.0.0.1:{port}"))
-            .and_then(|c| c.connect_timeout(Duration::from_secs(3)));
-        Ok(match config {
-            Ok(config) => config.connect().await,
-            Err(e) => Err(e),
-        })
-    }
-}
+/// Cases whose hooks the ensemble harness lacks on purpose (see each hook); every other skip
+/// is a problem.
+const ALLOWED_SKIPS: [&str; 1] = ["stalled_store_is_error_within_deadline"];
 
 /// A client holding one lock through the leader changes.
 struct Sentinel {
@@ -126,7 +45,7 @@ struct Sentinel {
 /// Kills the leader at each of [`KILLS_AT`] (unless the run is over), waits for a new leader,
 /// checks the sentinels, and restarts the killed member. Returns what went wrong.
 async fn chaos(
-    harness: Arc<EnsembleHarness>,
+    ensemble: Arc<Ensemble>,
     sentinels: Arc<Vec<Sentinel>>,
     rival: SharedBackend,
     started: Instant,
@@ -135,8 +54,8 @@ async fn chaos(
     let mut kills = 0;
     for at in KILLS_AT {
         tokio::time::sleep_until((started + at).into()).await;
-        let _topology = harness.topology.lock().await;
-        let killed = match harness.ens.kill_leader().await {
+        let _topology = ensemble.topology.lock().await;
+        let killed = match ensemble.ens.kill_leader().await {
             Ok(i) => i,
             Err(e) => {
                 problems.push(format!("killing the leader: {e}"));
@@ -145,12 +64,12 @@ async fn chaos(
         };
         kills += 1;
         let killed_at = Instant::now();
-        if let Err(e) = harness.ens.leader().await {
+        if let Err(e) = ensemble.ens.leader().await {
             problems.push(format!("no new leader: {e}"));
         }
         tracing::info!(after = ?killed_at.elapsed(), killed, "new leader elected");
         problems.extend(check_sentinels(&sentinels, &rival).await);
-        if let Err(e) = harness.ens.restart(killed).await {
+        if let Err(e) = ensemble.ens.restart(killed).await {
             problems.push(format!("restarting member {killed}: {e}"));
         }
     }
@@ -162,7 +81,7 @@ async fn check_sentinels(sentinels: &[Sentinel], rival: &SharedBackend) -> Vec<S
     let mut problems = Vec::new();
     for (i, sentinel) in sentinels.iter().enumerate() {
         // A write through the sentinel's session proves it is connected again.
-        let probe = sentinel.backend.clone() as SharedBackend;
+        let probe = tumbler_core::share(sentinel.backend.clone());
         let probed = tokio::time::timeout(SETTLE, async {
             loop {
                 match probe.mutex(format!("probe/{i}")) {
@@ -215,12 +134,12 @@ async fn whole_suite_on_an_ensemble_whose_leader_is_killed_mid_run() {
     let ens = ZkEnsemble::start(3)
         .await
         .unwrap_or_else(|e| panic!("starting the ensemble: {e}"));
-    let harness = Arc::new(EnsembleHarness {
+    let ensemble = Arc::new(Ensemble {
         ens,
         topology: tokio::sync::Mutex::new(()),
-        clients: ProxiedClients::new(ProxyMode::Refuse),
     });
-    let hosts = harness.ens.connect_string();
+    let harness = Arc::new(ZkHarness::ensemble(ensemble.clone(), SESSION));
+    let hosts = harness.connect_string();
     let connect = || async {
         let config = harness.config(&hosts).expect("config");
         ZkBackend::connect(config).await.expect("connect")
@@ -228,7 +147,7 @@ async fn whole_suite_on_an_ensemble_whose_leader_is_killed_mid_run() {
     let mut sentinels = Vec::new();
     for i in 0..3 {
         let backend = connect().await;
-        let guard = (backend.clone() as SharedBackend)
+        let guard = tumbler_core::share(backend.clone())
             .mutex(format!("sentinel/{i}"))
             .expect("mutex")
             .lock()
@@ -242,11 +161,11 @@ async fn whole_suite_on_an_ensemble_whose_leader_is_killed_mid_run() {
         });
     }
     let sentinels = Arc::new(sentinels);
-    let rival = connect().await as SharedBackend;
+    let rival = tumbler_core::share(connect().await);
 
     let started = Instant::now();
     let chaos = tokio::spawn(chaos(
-        harness.clone(),
+        ensemble.clone(),
         sentinels.clone(),
         rival.clone(),
         started,
@@ -259,6 +178,9 @@ async fn whole_suite_on_an_ensemble_whose_leader_is_killed_mid_run() {
     for (case, outcome) in &results {
         match outcome {
             Outcome::Passed => passed += 1,
+            Outcome::Skipped(why) if ALLOWED_SKIPS.contains(&case.name) => {
+                eprintln!("SKIPPED zookeeper-ensemble::{}: {why}", case.name)
+            }
             Outcome::Skipped(why) => problems.push(format!("{} skipped: {why}", case.name)),
             Outcome::Failed(why) => problems.push(format!("{} failed: {why}", case.name)),
         }

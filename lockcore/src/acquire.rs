@@ -1,12 +1,26 @@
 //! The deadline layer: every user-facing acquire goes through [`acquire`], once for all stores.
+//!
+//! Rules it enforces on every backend:
+//! - requests no store can serve are refused before the store is touched
+//!   ([`crate::checked::validate`]);
+//! - one attempt (`try_lock`) returns within [`Capabilities::request_timeout`]: a store that
+//!   does not answer gives [`Error::Timeout`] with the real elapsed time, never "busy";
+//! - a bounded wait (`lock_timeout`) that runs out while the backend reports its connection
+//!   [`Suspended`](ConnectionEvent::Suspended) or [`Lost`](ConnectionEvent::Lost) gives
+//!   [`Error::Timeout`], not "busy": nobody could tell whether the lock was free.
+//!
+//! [`Capabilities::request_timeout`]: crate::Capabilities::request_timeout
 
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::backend::{AcquireRequest, LockKind, SharedBackend};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::events::ConnectionEvent;
 use crate::guard::HoldCore;
+use crate::metrics::{AcquireMetrics, LockLabels};
 use crate::name::LockName;
 
 /// How long an acquisition may wait.
@@ -39,20 +53,33 @@ pub(crate) async fn acquire(
         wait = ?wait,
         token = tracing::field::Empty,
     );
-    async move {
+    let waiting = !matches!(wait, Wait::No | Wait::For(Duration::ZERO));
+    let metrics = AcquireMetrics::start(LockLabels::new(caps.backend, kind, name), waiting);
+    let result = async move {
         let request = |wait| AcquireRequest {
             name: name.clone(),
             kind,
             wait,
         };
+        crate::checked::validate(&request(false))?;
+        let started = Instant::now();
+        let what = || format!("{kind} acquire of {name}");
         let outcome = match wait {
             Wait::Forever => backend.acquire(request(true)).await?,
-            Wait::No | Wait::For(Duration::ZERO) => backend.acquire(request(false)).await?,
+            Wait::No | Wait::For(Duration::ZERO) => {
+                let limit = caps.request_timeout;
+                match tokio::time::timeout(limit, backend.acquire(request(false))).await {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        return Err(Error::timeout(what(), backend.address(), started.elapsed()))
+                    }
+                }
+            }
             Wait::For(limit) => {
                 match tokio::time::timeout(limit, backend.acquire(request(true))).await {
                     Ok(result) => result?,
                     Err(_) => {
-                        tracing::debug!(?limit, "gave up waiting");
+                        gave_up(backend, what, started)?;
                         None
                     }
                 }
@@ -71,7 +98,30 @@ pub(crate) async fn acquire(
         }
     }
     .instrument(span)
-    .await
+    .await;
+    metrics.finish(crate::metrics::outcome_of(&result));
+    result
+}
+
+/// A bounded wait ran out: "busy" (`Ok`) if the backend's connection is healthy, otherwise
+/// [`Error::Timeout`] with the real elapsed time, since nobody could tell whether the lock was
+/// free. Every bounded wait of lockcore (mutex, re-entrant, read-write, semaphore, multi-lock)
+/// ends through here.
+pub(crate) fn gave_up(
+    backend: &SharedBackend,
+    what: impl FnOnce() -> String,
+    started: Instant,
+) -> Result<()> {
+    let connection = backend.connection_events().current();
+    if matches!(
+        connection,
+        ConnectionEvent::Suspended | ConnectionEvent::Lost
+    ) {
+        tracing::debug!(?connection, "gave up waiting, store unreachable");
+        return Err(Error::timeout(what(), backend.address(), started.elapsed()));
+    }
+    tracing::debug!("gave up waiting");
+    Ok(())
 }
 
 /// Waits until granted; a backend that returns "busy" for a waiting request is reported as

@@ -176,7 +176,23 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Where the store is, for messages (e.g. `redis://127.0.0.1:6379`).
     fn address(&self) -> String;
 
-    /// Acquires a hold, waiting or making one attempt as `request.wait` says.
+    /// Acquires a hold, waiting or making one attempt as `request.wait` says: `Ok(None)` only
+    /// for one attempt that found the lock busy.
+    ///
+    /// # Cancel safety
+    ///
+    /// Every implementation must be cancel safe, because lockcore's deadlines drop this future:
+    /// when it is dropped before completing, whatever it wrote on the store for this request (a
+    /// queue entry, a contender node or key, a waiter session) is removed, and a hold granted
+    /// at that moment is released, in the background if needed ([`crate::cleanup`] helps). The
+    /// conformance suite's cancellation cases (promise 7) check this on every store.
+    ///
+    /// # Errors
+    ///
+    /// The same event is the same [`crate::Error`] variant on every store: `Connection` or
+    /// `Timeout` for a store that cannot be reached (never `Ok(None)`), `Conflict` for another
+    /// kind's use of the name or foreign data, `Recovering` while grants are held back after a
+    /// restart, `Auth` for refused credentials, `Backend` for the store's own errors.
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>>;
 
     /// A snapshot of who holds `name` and how many wait.
@@ -189,11 +205,49 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Connection events of this backend instance.
     fn connection_events(&self) -> ConnectionEvents;
 
-    /// Releases what this backend holds on the store (session, lease) and stops its tasks.
+    /// Releases every hold and waiter of this backend instance on the store (session, lease,
+    /// keys) and stops its tasks. Call it before the process exits: a guard still alive then
+    /// (say after an early `?` in `main`) would otherwise stay held until its TTL or session
+    /// runs out on stores without sessions (Redis).
     async fn shutdown(&self) -> Result<()> {
         Ok(())
     }
+
+    /// While the store may have lost locks in a restart and the backend grants nothing (Redis's
+    /// restart protection), how much longer that lasts; `None` when locks are granted normally.
+    async fn recovering(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
-/// A shared backend, as returned by `tumbler::connect`.
+/// A backend behind an `Arc` is a backend (so `Checked<Arc<B>>` and `Arc<Arc<B>>` work).
+#[async_trait]
+impl<B: LockBackend + ?Sized> LockBackend for Arc<B> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn address(&self) -> String {
+        (**self).address()
+    }
+    async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
+        (**self).acquire(request).await
+    }
+    async fn state(&self, name: &LockName) -> Result<LockState> {
+        (**self).state(name).await
+    }
+    async fn request_revoke(&self, name: &LockName) -> Result<usize> {
+        (**self).request_revoke(name).await
+    }
+    fn connection_events(&self) -> ConnectionEvents {
+        (**self).connection_events()
+    }
+    async fn shutdown(&self) -> Result<()> {
+        (**self).shutdown().await
+    }
+    async fn recovering(&self) -> Option<std::time::Duration> {
+        (**self).recovering().await
+    }
+}
+
+/// A shared backend, as returned by `tumbler_locks::connect`.
 pub type SharedBackend = Arc<dyn LockBackend>;

@@ -40,6 +40,12 @@ pub struct Capabilities {
     /// After a holder crashes, its lock is free again within this bound (TTL, session timeout,
     /// lock-delay), if the backend has one.
     pub crash_release_bound: Option<Duration>,
+    /// How long a killed waiter can keep a free lock from others at most (Redis, etcd: a few
+    /// seconds whatever the TTL; ZooKeeper: the session timeout), if bounded.
+    pub waiter_release_bound: Option<Duration>,
+    /// The longest one store request may take before it counts as failed: lockcore bounds
+    /// `try_lock` by it and reports [`crate::Error::Timeout`] with the real elapsed time.
+    pub request_timeout: Duration,
 }
 
 impl Capabilities {
@@ -55,6 +61,8 @@ impl Capabilities {
             redlock: false,
             lists_waiters: false,
             crash_release_bound: None,
+            waiter_release_bound: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -98,7 +106,20 @@ impl Capabilities {
         self.crash_release_bound = bound;
         self
     }
+    /// Sets [`Capabilities::waiter_release_bound`].
+    pub const fn with_waiter_release_bound(mut self, bound: Option<Duration>) -> Self {
+        self.waiter_release_bound = bound;
+        self
+    }
+    /// Sets [`Capabilities::request_timeout`].
+    pub const fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
 }
+
+/// [`Capabilities::request_timeout`] unless a backend sets its own.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fails with [`crate::Error::Unsupported`] unless `present`.
 pub(crate) fn require(

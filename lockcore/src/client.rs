@@ -47,3 +47,60 @@ impl dyn LockBackend {
         LockBackend::request_revoke(&**self, &name).await
     }
 }
+
+/// The handle methods (`mutex`, `semaphore`, …) on any `Arc` of a backend, typed or not, so no
+/// caller needs an `as SharedBackend` cast (object_store's `ObjectStoreExt` pattern).
+///
+/// `SharedBackend` (`Arc<dyn LockBackend>`) has the same methods without this import.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler_core::Result<()> {
+/// use tumbler_core::LockExt;
+/// let store = tumbler_core::memory::MemoryStore::new();
+/// let typed = store.connect_client(Default::default()).await?; // Arc<MemoryBackend>
+/// let guard = typed.mutex("jobs/nightly")?.lock().await?;
+/// assert!(typed.state("jobs/nightly").await?.is_held());
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[async_trait::async_trait]
+pub trait LockExt {
+    /// This backend as the shared handle lockcore's primitives hold.
+    fn shared(&self) -> crate::SharedBackend;
+
+    /// A mutex handle; see [`Mutex`].
+    fn mutex(&self, name: impl IntoLockName + Send) -> Result<Mutex> {
+        Mutex::new(self.shared(), name)
+    }
+
+    /// A re-entrant mutex handle; see [`ReentrantMutex`].
+    fn reentrant_mutex(&self, name: impl IntoLockName + Send) -> Result<ReentrantMutex> {
+        Ok(ReentrantMutex::new(Mutex::new(self.shared(), name)?))
+    }
+
+    /// A semaphore handle with `limit` permits; see [`Semaphore`].
+    fn semaphore(&self, name: impl IntoLockName + Send, limit: u32) -> Result<Semaphore> {
+        Semaphore::new(self.shared(), name, limit)
+    }
+
+    /// A read-write lock handle; see [`RwLock`].
+    fn rwlock(&self, name: impl IntoLockName + Send) -> Result<RwLock> {
+        RwLock::new(self.shared(), name)
+    }
+
+    /// Who holds `name` and how many wait.
+    async fn state(&self, name: impl IntoLockName + Send) -> Result<LockState> {
+        self.shared().state(name).await
+    }
+
+    /// Asks every holder of `name` to release; see [`LockBackend::request_revoke`].
+    async fn request_revoke(&self, name: impl IntoLockName + Send) -> Result<usize> {
+        self.shared().request_revoke(name).await
+    }
+}
+
+impl<B: LockBackend + ?Sized> LockExt for Arc<B> {
+    fn shared(&self) -> crate::SharedBackend {
+        Arc::new(self.clone())
+    }
+}

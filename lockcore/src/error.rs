@@ -7,7 +7,7 @@ use crate::name::{LockName, NameRule};
 /// A boxed error from a store's client library, kept as the source of [`Error::Backend`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Shorthand for `std::result::Result<T, lockcore::Error>`.
+/// Shorthand for `std::result::Result<T, tumbler_core::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, phrased so that the message says what to do about it.
@@ -15,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A lock name broke one of the [`LockName`] rules.
-    #[error("invalid lock name {name:?}: {rule}")]
+    #[error("invalid lock name {}: {rule}", crate::url::shorten_quoted(.name))]
     InvalidName {
         /// The rejected input.
         name: String,
@@ -33,7 +33,7 @@ pub enum Error {
     },
 
     /// An operation other than a lock wait did not finish in time.
-    #[error("{operation} did not finish within {after:?}; check that the store at {addr} is reachable and healthy")]
+    #[error("{operation} did not finish within {}; check that the store at {addr} is reachable and healthy", crate::params::format_duration(*.after))]
     Timeout {
         /// The operation, e.g. `"connect"` or `"release of jobs/nightly"`.
         operation: String,
@@ -52,6 +52,9 @@ pub enum Error {
         addr: String,
         /// What the client library reported.
         message: String,
+        /// The client library's error, where there is one.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The store refused our credentials.
@@ -104,6 +107,20 @@ pub enum Error {
         problem: String,
     },
 
+    /// The store may have lost locks in a restart, so the backend grants nothing until the
+    /// locks granted before it could have expired.
+    #[error("the {backend} store at {addr} may have lost locks in a recent restart, so no lock is granted for another {}; {advice}", crate::params::format_duration(*.remaining))]
+    Recovering {
+        /// Which backend.
+        backend: &'static str,
+        /// The address.
+        addr: String,
+        /// How much longer the protection lasts.
+        remaining: Duration,
+        /// What controls it (e.g. the URL parameter).
+        advice: String,
+    },
+
     /// The backend was shut down; create a new one.
     #[error("the {backend} backend has been shut down; connect again")]
     Closed {
@@ -139,6 +156,15 @@ impl Error {
         }
     }
 
+    /// Shorthand for [`Error::Timeout`].
+    pub fn timeout(operation: impl Into<String>, addr: impl Into<String>, after: Duration) -> Self {
+        Error::Timeout {
+            operation: operation.into(),
+            addr: addr.into(),
+            after,
+        }
+    }
+
     /// Shorthand for [`Error::Connection`].
     pub fn connection(
         backend: &'static str,
@@ -149,11 +175,86 @@ impl Error {
             backend,
             addr: addr.into(),
             message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// Keeps `cause` as the source of an [`Error::Connection`]; other errors are returned as
+    /// they are.
+    pub fn with_source(self, cause: impl Into<BoxError>) -> Self {
+        match self {
+            Error::Connection {
+                backend,
+                addr,
+                message,
+                source: _,
+            } => Error::Connection {
+                backend,
+                addr,
+                message,
+                source: Some(cause.into()),
+            },
+            other => other,
+        }
+    }
+
+    /// [`Error::Connection`] keeping the client library's error as its source; the message is
+    /// the error's own text.
+    pub fn connection_caused(
+        backend: &'static str,
+        addr: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        let source = source.into();
+        Error::Connection {
+            backend,
+            addr: addr.into(),
+            message: source.to_string(),
+            source: Some(source),
         }
     }
 
     /// True for errors that a retry may cure (connection trouble, timeouts).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Connection { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Connection { .. } | Error::Timeout { .. } | Error::Recovering { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_keep_their_source() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::connection("redis", "h:1", "connect: refused").with_source(io);
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("refused")
+        );
+        let e = Error::connection_caused("etcd", "h:2", std::io::Error::other("reset"));
+        assert!(
+            e.to_string().contains("reset") && e.source().is_some(),
+            "{e}"
+        );
+        assert!(Error::connection("zk", "h", "x").source().is_none());
+    }
+
+    #[test]
+    fn durations_in_messages_read_as_people_write_them() {
+        let e = Error::timeout("connect", "h:1", Duration::ZERO).to_string();
+        assert!(e.contains("within 0s;"), "{e}");
+        let e = Error::Recovering {
+            backend: "redis",
+            addr: "h:1".into(),
+            remaining: Duration::from_millis(1_500),
+            advice: "wait".into(),
+        }
+        .to_string();
+        assert!(e.contains("for another 1.5s;"), "{e}");
     }
 }

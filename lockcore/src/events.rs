@@ -1,4 +1,19 @@
 //! Connection events of a backend: Connected, Suspended, Lost, Reconnected.
+//!
+//! Every store reports the same sequence (Curator's connection states are the model):
+//!
+//! ```text
+//! Connected ──► Suspended ──► Reconnected            (the session or holds survived)
+//!                   │
+//!                   └───────► Lost ──► Reconnected   (every hold was lost; a new session
+//!                                                     serves later acquisitions)
+//! ```
+//!
+//! - **Suspended**: as soon as a request fails or the connection drops. While the backend is
+//!   Suspended or Lost, a `lock_timeout` that runs out is an error, not "busy".
+//! - **Lost**: the store expired the session or lease (ZooKeeper, etcd, Consul) or, on Redis,
+//!   the cut lasted longer than the lock TTL, so no hold of this backend can be vouched for.
+//! - **Reconnected**: requests succeed again.
 
 use tokio::sync::{broadcast, watch};
 

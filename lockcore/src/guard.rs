@@ -1,6 +1,7 @@
 //! What every guard and lease shares: the hold, its signals, explicit release and
 //! drop-release in the background.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -8,9 +9,12 @@ use tokio::runtime::Handle;
 use tracing::Instrument;
 
 use crate::backend::{HeldLock, Hold, LockKind};
-use crate::background::spawn_detached;
+use crate::background::{spawn_detached_on, spawn_restartable_on};
 use crate::error::Result;
+use crate::loss::LossSignal;
+use crate::metrics::LockLabels;
 use crate::name::LockName;
+use crate::retry::Backoff;
 use crate::signals::{HoldSignals, LostReason};
 
 /// One granted hold as lockcore keeps it inside a guard.
@@ -23,10 +27,13 @@ pub(crate) struct HoldCore {
     held: Option<Box<dyn HeldLock>>,
     runtime: Option<Handle>,
     acquired_at: Instant,
+    labels: LockLabels,
 }
 
 impl HoldCore {
     pub(crate) fn new(name: LockName, kind: LockKind, backend: &'static str, hold: Hold) -> Self {
+        let labels = LockLabels::new(backend, kind, &name);
+        hold.signals.metric_slot().set(Some(labels.clone()));
         HoldCore {
             name,
             kind,
@@ -36,7 +43,15 @@ impl HoldCore {
             held: Some(hold.held),
             runtime: Handle::try_current().ok(),
             acquired_at: Instant::now(),
+            labels,
         }
+    }
+
+    /// The hold ends (released or dropped): its time held is recorded, and a loss reported
+    /// from now on is no loss of a live hold.
+    fn ended(&self) {
+        self.signals.metric_slot().set(None);
+        crate::metrics::hold_ended(&self.labels, self.acquired_at.elapsed());
     }
 
     pub(crate) fn name(&self) -> &LockName {
@@ -60,6 +75,7 @@ impl HoldCore {
         let Some(mut held) = self.held.take() else {
             return Ok(());
         };
+        self.ended();
         let span = tracing::info_span!(
             "release",
             backend = self.backend,
@@ -76,10 +92,10 @@ impl HoldCore {
                 Ok(()) => tracing::debug!("released"),
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, "release not confirmed; retrying in the background");
-                    spawn_detached(
+                    spawn_detached_on(
                         runtime.as_ref(),
                         "release retry",
-                        retry_release(held, name).in_current_span(),
+                        async move { retry_release(&mut held, name).await }.in_current_span(),
                     );
                 }
                 Err(error) => tracing::warn!(%error, "release failed"),
@@ -111,9 +127,10 @@ impl HoldCore {
 
 impl Drop for HoldCore {
     fn drop(&mut self) {
-        let Some(mut held) = self.held.take() else {
+        let Some(held) = self.held.take() else {
             return;
         };
+        self.ended();
         tracing::warn!(
             backend = self.backend,
             name = %self.name,
@@ -122,11 +139,24 @@ impl Drop for HoldCore {
              to learn whether the store confirmed it)"
         );
         let name = self.name.clone();
-        spawn_detached(self.runtime.as_ref(), "drop-release", async move {
-            match held.release().await {
-                Ok(()) => {}
-                Err(error) if error.is_transient() => retry_release(held, name).await,
-                Err(error) => tracing::warn!(%name, %error, "background release failed"),
+        // Restartable: a guard dropped inside a runtime that ends right after (the end of a
+        // `block_on`) would otherwise lose its release with the unpolled task, while the
+        // hold's session, renewed on the acquiring runtime, keeps the lock held. The hold
+        // stays in the slot until the release is done, so a restart releases it again.
+        let slot = Arc::new(tokio::sync::Mutex::new(Some(held)));
+        spawn_restartable_on(self.runtime.as_ref(), "drop-release", move || {
+            let (slot, name) = (slot.clone(), name.clone());
+            async move {
+                let mut slot = slot.lock().await;
+                let Some(held) = slot.as_mut() else {
+                    return;
+                };
+                match held.release().await {
+                    Ok(()) => {}
+                    Err(error) if error.is_transient() => retry_release(held, name).await,
+                    Err(error) => tracing::warn!(%name, %error, "background release failed"),
+                }
+                *slot = None;
             }
         });
     }
@@ -138,11 +168,11 @@ const RELEASE_RETRY_LIMIT: Duration = Duration::from_secs(3600);
 /// Retries a release that failed for a transient reason (connection, timeout) until the store
 /// confirms it or reports the hold gone, so that a hold is never left renewed forever by a
 /// release that happened during a network blip.
-async fn retry_release(mut held: Box<dyn HeldLock>, name: LockName) {
+async fn retry_release(held: &mut Box<dyn HeldLock>, name: LockName) {
     let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(backoff.next_delay()).await;
         match held.release().await {
             Ok(()) => {
                 tracing::info!(%name, "background release confirmed");
@@ -150,7 +180,6 @@ async fn retry_release(mut held: Box<dyn HeldLock>, name: LockName) {
             }
             Err(error) if error.is_transient() && started.elapsed() < RELEASE_RETRY_LIMIT => {
                 tracing::debug!(%name, %error, "background release still failing");
-                pause = (pause * 2).min(Duration::from_secs(5));
             }
             Err(error) => {
                 tracing::warn!(%name, %error, "background release gave up");
@@ -169,6 +198,10 @@ pub trait Guard: Send + Sync {
     fn fencing_token(&self) -> u64;
     /// The hold's loss and revocation signals.
     fn signals(&self) -> &HoldSignals;
+    /// A cloneable handle on this hold's loss signal, to watch from another task.
+    fn loss_signal(&self) -> LossSignal {
+        LossSignal::new(self.name().clone(), self.signals().clone())
+    }
     /// Releases the hold.
     async fn release_boxed(self: Box<Self>) -> Result<()>;
 }
@@ -203,6 +236,13 @@ macro_rules! hold_accessors {
             /// Whether the hold has been lost, and why.
             pub fn lost_reason(&self) -> Option<$crate::LostReason> {
                 self.$($core)+.signals().lost_reason()
+            }
+
+            /// A cheap, cloneable, `'static` handle on this hold's [`lost()`](Self::lost)
+            /// signal, for a task that watches the hold while the guard stays with the work
+            /// (no `Arc` around the guard needed). See [`LossSignal`](crate::LossSignal).
+            pub fn loss_signal(&self) -> $crate::LossSignal {
+                $crate::Guard::loss_signal(self)
             }
 
             /// Resolves when someone asked for this lock to be released (cooperative revocation).

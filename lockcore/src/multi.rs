@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::acquire::Wait;
 use crate::error::{Error, Result};
 use crate::guard::Guard;
+use crate::loss::LossSignal;
 use crate::mutex::Mutex;
 use crate::name::LockName;
 use crate::reentrant::ReentrantMutex;
@@ -45,6 +46,63 @@ impl From<&Mutex> for LockSpec {
 impl From<ReentrantMutex> for LockSpec {
     fn from(mutex: ReentrantMutex) -> Self {
         LockSpec::Reentrant(mutex)
+    }
+}
+
+impl From<&ReentrantMutex> for LockSpec {
+    fn from(mutex: &ReentrantMutex) -> Self {
+        LockSpec::Reentrant(mutex.clone())
+    }
+}
+
+/// A read-write lock as a part is its write side, the exclusive one (like a [`Mutex`]); use
+/// [`RwLock::read_spec`] for the shared side.
+impl From<RwLock> for LockSpec {
+    fn from(rwlock: RwLock) -> Self {
+        LockSpec::Write(rwlock)
+    }
+}
+
+/// The write side; see `From<RwLock>`.
+impl From<&RwLock> for LockSpec {
+    fn from(rwlock: &RwLock) -> Self {
+        LockSpec::Write(rwlock.clone())
+    }
+}
+
+/// A semaphore as a part is one permit; use [`Semaphore::permits_spec`] (or a
+/// `(semaphore, n)` pair) for more.
+impl From<Semaphore> for LockSpec {
+    fn from(semaphore: Semaphore) -> Self {
+        LockSpec::Permits(semaphore, 1)
+    }
+}
+
+/// One permit; see `From<Semaphore>`.
+impl From<&Semaphore> for LockSpec {
+    fn from(semaphore: &Semaphore) -> Self {
+        LockSpec::Permits(semaphore.clone(), 1)
+    }
+}
+
+/// `n` permits of the semaphore.
+impl From<(Semaphore, u32)> for LockSpec {
+    fn from((semaphore, permits): (Semaphore, u32)) -> Self {
+        LockSpec::Permits(semaphore, permits)
+    }
+}
+
+/// `n` permits of the semaphore.
+impl From<(&Semaphore, u32)> for LockSpec {
+    fn from((semaphore, permits): (&Semaphore, u32)) -> Self {
+        LockSpec::Permits(semaphore.clone(), permits)
+    }
+}
+
+/// A part as it is: lets [`MultiLock::new`] take specs and handles alike.
+impl From<&LockSpec> for LockSpec {
+    fn from(spec: &LockSpec) -> Self {
+        spec.clone()
     }
 }
 
@@ -98,9 +156,9 @@ impl LockSpec {
 /// before returning. A name may appear only once.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lockcore::Result<()> {
-/// use lockcore::{LockSpec, MultiLock};
-/// let locks = lockcore::memory::connect_new().await?;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler_core::Result<()> {
+/// use tumbler_core::{LockSpec, MultiLock};
+/// let locks = tumbler_core::memory::connect_new().await?;
 /// let a = locks.mutex("accounts/a")?;
 /// let b = locks.mutex("accounts/b")?;
 /// let audit = locks.rwlock("audit")?;
@@ -141,6 +199,18 @@ impl MultiLock {
     }
 
     /// Waits until every part is held.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes leaves nothing behind:
+    /// the parts already held are released in the background (as dropped guards are), and the part
+    /// being acquired leaves no hold and no queue entry, as each handle's own acquisition.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) when a lock appears twice among
+    ///   the parts.
+    /// - Any part's error (see that handle's methods), after the parts already held were released.
     pub async fn lock(&self) -> Result<MultiGuard> {
         self.acquire_all(None, true).await?.ok_or_else(|| {
             Error::backend(
@@ -151,11 +221,40 @@ impl MultiLock {
     }
 
     /// One attempt at each part; `Ok(None)` (holding nothing) if any part is busy.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes leaves nothing behind:
+    /// the parts already held are released in the background (as dropped guards are), and the part
+    /// being acquired leaves no hold and no queue entry, as each handle's own acquisition.
+    ///
+    /// # Errors
+    ///
+    /// `Ok(None)`, holding nothing, when any part is busy.
+    ///
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) when a lock appears twice among
+    ///   the parts.
+    /// - Any part's error (see that handle's methods), after the parts already held were released.
     pub async fn try_lock(&self) -> Result<Option<MultiGuard>> {
         self.acquire_all(None, false).await
     }
 
     /// Waits at most `timeout` for all parts together; `Ok(None)` (holding nothing) otherwise.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes leaves nothing behind:
+    /// the parts already held are released in the background (as dropped guards are), and the part
+    /// being acquired leaves no hold and no queue entry, as each handle's own acquisition.
+    ///
+    /// # Errors
+    ///
+    /// `Ok(None)`, holding nothing, when the parts could not all be had in time on a healthy
+    /// connection.
+    ///
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) when a lock appears twice among
+    ///   the parts.
+    /// - Any part's error (see that handle's methods), after the parts already held were released.
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<Option<MultiGuard>> {
         self.acquire_all(Some(Instant::now() + timeout), true).await
     }
@@ -272,6 +371,12 @@ impl MultiGuard {
             Poll::Pending
         })
         .await
+    }
+
+    /// One [`LossSignal`] per part, in acquisition order, for tasks that watch the parts while
+    /// the guard stays with the work.
+    pub fn loss_signals(&self) -> Vec<LossSignal> {
+        self.guards.iter().map(|g| g.loss_signal()).collect()
     }
 
     /// The first part found lost, if any.

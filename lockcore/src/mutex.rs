@@ -15,9 +15,9 @@ use crate::name::{IntoLockName, LockName};
 /// [`crate::ReentrantMutex`] to re-enter). Ownership is the guard, never the thread or task.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lockcore::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler_core::Result<()> {
 /// use std::time::Duration;
-/// let locks = lockcore::memory::connect_new().await?;
+/// let locks = tumbler_core::memory::connect_new().await?;
 /// let mutex = locks.mutex("jobs/nightly")?;
 ///
 /// let guard = mutex.lock().await?;
@@ -63,18 +63,85 @@ impl Mutex {
     }
 
     /// Waits until the lock is acquired.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no hold and no queue entry.
+    /// The backend removes what it had written for this acquisition, and a grant that raced with
+    /// the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn lock(&self) -> Result<MutexGuard> {
         let core = acquire_granted(&self.backend, &self.name, LockKind::Exclusive).await?;
         Ok(MutexGuard { core })
     }
 
     /// Makes one attempt; `Ok(None)` if the lock is held by someone else.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no hold and no queue entry.
+    /// The backend removes what it had written for this acquisition, and a grant that raced with
+    /// the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// `Ok(None)`, not an error, when another holder has the lock.
+    ///
+    /// - [`Error::Timeout`](crate::Error::Timeout) (with the time really spent) or
+    ///   [`Error::Connection`](crate::Error::Connection) when the store does not answer within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout): never a silent
+    ///   "busy".
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Recovering`](crate::Error::Recovering) on a store that may have lost locks in a
+    ///   recent restart and grants none for a while (Redis without full persistence); waiting
+    ///   acquisitions wait it out instead.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown).
     pub async fn try_lock(&self) -> Result<Option<MutexGuard>> {
         self.acquire(Wait::No).await
     }
 
     /// Waits at most `timeout`; `Ok(None)` if the lock could not be had in time.
     /// A zero timeout makes one attempt.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no hold and no queue entry.
+    /// The backend removes what it had written for this acquisition, and a grant that raced with
+    /// the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Timeout`](crate::Error::Timeout) when the wait runs out while the connection is
+    ///   [`Suspended`](crate::ConnectionEvent::Suspended) or
+    ///   [`Lost`](crate::ConnectionEvent::Lost): nobody could tell whether the lock was free.
+    ///   Running out on a healthy connection is `Ok(None)`.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<Option<MutexGuard>> {
         self.acquire(Wait::For(timeout)).await
     }

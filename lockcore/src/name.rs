@@ -13,17 +13,18 @@ pub const MAX_NAME_LEN: usize = 200;
 /// - not empty, at most [`MAX_NAME_LEN`] bytes;
 /// - only the characters `A-Z a-z 0-9 . _ : / -`;
 /// - no leading or trailing `/`;
-/// - no empty segment (`a//b`) and no `..` segment.
+/// - no empty segment (`a//b`), no segment starting with `.` (`..`, `.`, `.hidden`);
+/// - not starting with the reserved segment `zookeeper`.
 ///
 /// Names are hierarchical with `/` so that every store can map them to its own
 /// layout (a ZooKeeper path, an etcd or Consul key prefix, a Redis key).
 ///
 /// ```
-/// use lockcore::LockName;
+/// use tumbler_core::LockName;
 /// let name = LockName::new("jobs/nightly")?;
 /// assert_eq!(name.as_str(), "jobs/nightly");
 /// assert!(LockName::new("/jobs").is_err());
-/// # Ok::<(), lockcore::Error>(())
+/// # Ok::<(), tumbler_core::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockName(String);
@@ -43,6 +44,11 @@ pub enum NameRule {
     EmptySegment,
     /// The name had a `..` segment.
     DotDotSegment,
+    /// A segment started with `.` (`.`, `a/./b`, `.hidden`): ZooKeeper refuses `.` path
+    /// segments and Consul hides keys under such segments.
+    DotSegment,
+    /// The first segment is one a store reserves for itself (`zookeeper`, ZooKeeper's own tree).
+    Reserved,
 }
 
 impl fmt::Display for NameRule {
@@ -59,6 +65,14 @@ impl fmt::Display for NameRule {
                 f.write_str("a lock name must not contain an empty segment ('//')")
             }
             NameRule::DotDotSegment => f.write_str("a lock name must not contain a '..' segment"),
+            NameRule::DotSegment => f.write_str(
+                "a lock name segment must not start with '.' (ZooKeeper refuses '.' segments \
+                 and Consul hides such keys); rename the segment",
+            ),
+            NameRule::Reserved => f.write_str(
+                "a lock name must not start with the segment 'zookeeper', which ZooKeeper \
+                 reserves for itself; choose another first segment",
+            ),
         }
     }
 }
@@ -102,12 +116,18 @@ fn check(name: &str) -> std::result::Result<(), NameRule> {
     if name.starts_with('/') || name.ends_with('/') {
         return Err(NameRule::EdgeSlash);
     }
+    if name == "zookeeper" || name.starts_with("zookeeper/") {
+        return Err(NameRule::Reserved);
+    }
     for segment in name.split('/') {
         if segment.is_empty() {
             return Err(NameRule::EmptySegment);
         }
         if segment == ".." {
             return Err(NameRule::DotDotSegment);
+        }
+        if segment.starts_with('.') {
+            return Err(NameRule::DotSegment);
         }
     }
     Ok(())
@@ -223,6 +243,23 @@ mod tests {
         assert_eq!(rule("a//b"), NameRule::EmptySegment);
         assert_eq!(rule("a/../b"), NameRule::DotDotSegment);
         assert_eq!(rule(".."), NameRule::DotDotSegment);
+        assert_eq!(rule("."), NameRule::DotSegment);
+        assert_eq!(rule("a/./b"), NameRule::DotSegment);
+        assert_eq!(rule("a/.hidden"), NameRule::DotSegment);
+        assert_eq!(rule("zookeeper"), NameRule::Reserved);
+        assert_eq!(rule("zookeeper/quota"), NameRule::Reserved);
+    }
+
+    #[test]
+    fn long_names_are_not_echoed_whole() {
+        let long = "n".repeat(10_000);
+        let msg = LockName::new(long.as_str())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 300, "{} bytes: {msg}", msg.len());
+        assert!(msg.contains("10000 bytes"), "{msg}");
+        assert!(LockName::new("zookeeper2").is_ok());
     }
 
     #[test]

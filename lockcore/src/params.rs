@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// The query parameters of a connection URL, consumed one by one by a backend's parser.
 ///
 /// ```
-/// use lockcore::params::Params;
+/// use tumbler_core::params::Params;
 /// use std::time::Duration;
 /// let mut params = Params::new("redis", [("ttl".to_string(), "30s".to_string())]);
 /// assert_eq!(params.duration("ttl")?, Some(Duration::from_secs(30)));
@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// let mut typo = Params::new("redis", [("tll".to_string(), "30s".to_string())]);
 /// let err = typo.finish(&["ttl", "prefix"]).unwrap_err();
 /// assert!(err.to_string().contains("tll"));
-/// # Ok::<(), lockcore::Error>(())
+/// # Ok::<(), tumbler_core::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -78,8 +78,21 @@ impl Params {
             .transpose()
     }
 
-    /// Fails if any parameter was not used, listing the `known` ones.
+    /// Fails if any parameter was given more than once (which one was meant is a guess, so
+    /// none is taken) or was not used, listing the `known` ones.
     pub fn finish(self, known: &[&str]) -> Result<()> {
+        for (i, (key, _, _)) in self.pairs.iter().enumerate() {
+            if self.pairs[..i].iter().any(|(earlier, _, _)| earlier == key) {
+                return Err(Error::invalid(
+                    format!(
+                        "{} URL parameter `{}`",
+                        self.scheme,
+                        crate::url::shorten(key)
+                    ),
+                    "given more than once; keep only the value you mean",
+                ));
+            }
+        }
         match self.pairs.iter().find(|(_, _, used)| !used) {
             None => Ok(()),
             Some((key, _, _)) => Err(Error::invalid(
@@ -120,9 +133,88 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// Writes a duration the way [`parse_duration`] reads it, for every message tumbler prints:
+/// `0s` (never `0ns`), `500ms`, `1.5s`, `10s`, `2m`, `1h`. Measured times are rounded to the
+/// millisecond from one second up (`10.002s`); below a millisecond they show in `µs` or `ns`.
+///
+/// ```
+/// use tumbler_core::params::{format_duration, parse_duration};
+/// use std::time::Duration;
+/// assert_eq!(format_duration(Duration::ZERO), "0s");
+/// assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+/// assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+/// assert_eq!(parse_duration(&format_duration(Duration::from_millis(250))), Ok(Duration::from_millis(250)));
+/// ```
+pub fn format_duration(duration: Duration) -> String {
+    const MS: u128 = 1_000_000;
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < MS {
+        return trimmed(nanos, 1_000, "µs");
+    }
+    if nanos < 1_000 * MS {
+        return trimmed(nanos, MS, "ms");
+    }
+    // From one second up: rounded to the millisecond, whole minutes and hours by their unit.
+    let millis = (nanos + MS / 2) / MS;
+    match millis {
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m => trimmed(m, 1_000, "s"),
+    }
+}
+
+/// `value / unit` with up to three decimals and no trailing zeros, then `suffix`.
+fn trimmed(value: u128, unit: u128, suffix: &str) -> String {
+    let whole = value / unit;
+    // Three decimals of the remainder, rounded down (a message never claims more than waited).
+    let thousandths = (value % unit) * 1_000 / unit;
+    if thousandths == 0 {
+        return format!("{whole}{suffix}");
+    }
+    let decimals = format!("{thousandths:03}");
+    format!("{whole}.{}{suffix}", decimals.trim_end_matches('0'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_durations_read_as_people_write_them() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::from_micros(250), "250µs"),
+            (Duration::from_micros(1_500), "1.5ms"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1_500), "1.5s"),
+            (Duration::from_secs(10), "10s"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(3_600), "1h"),
+            (Duration::from_nanos(10_002_345_678), "10.002s"),
+            (Duration::from_nanos(59_999_999_999), "1m"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(format_duration(duration), text, "{duration:?}");
+        }
+    }
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        for millis in [
+            1, 20, 500, 999, 1_000, 1_250, 10_000, 61_500, 120_000, 7_200_000,
+        ] {
+            let duration = Duration::from_millis(millis);
+            assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
+    }
 
     #[test]
     fn durations() {
@@ -132,6 +224,20 @@ mod tests {
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
         assert!(parse_duration("10d").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        let mut p = Params::new(
+            "redis",
+            [("ttl".into(), "5s".into()), ("ttl".into(), "6s".into())],
+        );
+        assert!(p.duration("ttl").is_ok());
+        let err = p.finish(&["ttl"]).unwrap_err().to_string();
+        assert!(
+            err.contains("`ttl`") && err.contains("more than once"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::signals::HoldSignals;
 /// store; later ones only count. The store lock is released when the last guard is released.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lockcore::Result<()> {
-/// let locks = lockcore::memory::connect_new().await?;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler_core::Result<()> {
+/// let locks = tumbler_core::memory::connect_new().await?;
 /// let reentrant = locks.reentrant_mutex("config/reload")?;
 ///
 /// let outer = reentrant.lock().await?;
@@ -99,6 +99,29 @@ impl ReentrantMutex {
     }
 
     /// Waits until this handle holds the lock; re-enters at once if it already does.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no hold and no queue entry.
+    /// The backend removes what it had written for this acquisition, and a grant that raced with
+    /// the cancellation is released in the background. Re-entering (this handle already holds the
+    /// lock) does not await the store, and a cancelled call changes no hold count.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotOwner`](crate::Error::NotOwner) when this handle's hold has been lost: release
+    ///   its guards first.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn lock(&self) -> Result<ReentrantGuard> {
         if let Some(guard) = self.reenter()? {
             return Ok(guard);
@@ -113,6 +136,30 @@ impl ReentrantMutex {
 
     /// One attempt; re-enters at once if this handle holds the lock. `Ok(None)` if another
     /// owner holds it, or another task of this handle is acquiring it right now.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no hold and no queue entry.
+    /// The backend removes what it had written for this acquisition, and a grant that raced with
+    /// the cancellation is released in the background. Re-entering (this handle already holds the
+    /// lock) does not await the store, and a cancelled call changes no hold count.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotOwner`](crate::Error::NotOwner) when this handle's hold has been lost: release
+    ///   its guards first.
+    /// - [`Error::Timeout`](crate::Error::Timeout) (with the time really spent) or
+    ///   [`Error::Connection`](crate::Error::Connection) when the store does not answer within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout): never a silent
+    ///   "busy".
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Recovering`](crate::Error::Recovering) on a store that may have lost locks in a
+    ///   recent restart and grants none for a while (Redis without full persistence); waiting
+    ///   acquisitions wait it out instead.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown).
     pub async fn try_lock(&self) -> Result<Option<ReentrantGuard>> {
         if let Some(guard) = self.reenter()? {
             return Ok(Some(guard));
@@ -128,13 +175,49 @@ impl ReentrantMutex {
     }
 
     /// Waits at most `timeout`; re-enters at once if this handle holds the lock.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no hold and no queue entry.
+    /// The backend removes what it had written for this acquisition, and a grant that raced with
+    /// the cancellation is released in the background. Re-entering (this handle already holds the
+    /// lock) does not await the store, and a cancelled call changes no hold count.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotOwner`](crate::Error::NotOwner) when this handle's hold has been lost: release
+    ///   its guards first.
+    /// - [`Error::Timeout`](crate::Error::Timeout) when the wait runs out while the connection is
+    ///   [`Suspended`](crate::ConnectionEvent::Suspended) or
+    ///   [`Lost`](crate::ConnectionEvent::Lost): nobody could tell whether the lock was free.
+    ///   Running out on a healthy connection is `Ok(None)`.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<Option<ReentrantGuard>> {
         if timeout.is_zero() {
             return self.try_lock().await;
         }
+        let started = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, self.lock()).await {
             Ok(result) => result.map(Some),
-            Err(_) => Ok(None),
+            Err(_) => {
+                let name = self.mutex.name();
+                crate::acquire::gave_up(
+                    self.mutex.backend(),
+                    || format!("re-entrant mutex acquire of {name}"),
+                    started,
+                )?;
+                Ok(None)
+            }
         }
     }
 

@@ -14,13 +14,13 @@ use crate::name::{IntoLockName, LockName};
 /// A distributed read-write lock: readers share, a writer excludes everyone.
 ///
 /// A write guard can be [downgraded](WriteGuard::downgrade) to a read guard without letting a
-/// writer in between. Upgrading is refused ([`Error::UpgradeRefused`]): two readers that both
+/// writer in between. Upgrading is refused ([`Error::UpgradeRefused`](crate::Error::UpgradeRefused)): two readers that both
 /// upgrade would wait for each other forever. This handle refuses `write()` while it still has
 /// live read guards for the same reason.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lockcore::Result<()> {
-/// let locks = lockcore::memory::connect_new().await?;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler_core::Result<()> {
+/// let locks = tumbler_core::memory::connect_new().await?;
 /// let config = locks.rwlock("config")?;
 ///
 /// let writer = config.write().await?;
@@ -52,7 +52,7 @@ impl std::fmt::Debug for RwLock {
 
 impl RwLock {
     /// A read-write lock named `name` on `backend`.
-    /// Fails with [`Error::Unsupported`] on a backend without read-write locks.
+    /// Fails with [`Error::Unsupported`](crate::Error::Unsupported) on a backend without read-write locks.
     pub fn new(backend: SharedBackend, name: impl IntoLockName) -> Result<Self> {
         let caps = backend.capabilities();
         require(&caps, "read-write locks", caps.rwlock)?;
@@ -74,6 +74,26 @@ impl RwLock {
     }
 
     /// Waits for a shared hold.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no read hold and no queue
+    /// entry. The backend removes what it had written for this acquisition, and a grant that raced
+    /// with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn read(&self) -> Result<ReadGuard> {
         self.read_with(Wait::Forever)
             .await?
@@ -81,16 +101,85 @@ impl RwLock {
     }
 
     /// One attempt at a shared hold.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no read hold and no queue
+    /// entry. The backend removes what it had written for this acquisition, and a grant that raced
+    /// with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// `Ok(None)`, not an error, when a writer holds the lock or waits for it.
+    ///
+    /// - [`Error::Timeout`](crate::Error::Timeout) (with the time really spent) or
+    ///   [`Error::Connection`](crate::Error::Connection) when the store does not answer within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout): never a silent
+    ///   "busy".
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Recovering`](crate::Error::Recovering) on a store that may have lost locks in a
+    ///   recent restart and grants none for a while (Redis without full persistence); waiting
+    ///   acquisitions wait it out instead.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown).
     pub async fn try_read(&self) -> Result<Option<ReadGuard>> {
         self.read_with(Wait::No).await
     }
 
     /// Waits at most `timeout` for a shared hold.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no read hold and no queue
+    /// entry. The backend removes what it had written for this acquisition, and a grant that raced
+    /// with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Timeout`](crate::Error::Timeout) when the wait runs out while the connection is
+    ///   [`Suspended`](crate::ConnectionEvent::Suspended) or
+    ///   [`Lost`](crate::ConnectionEvent::Lost): nobody could tell whether the lock was free.
+    ///   Running out on a healthy connection is `Ok(None)`.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn read_timeout(&self, timeout: Duration) -> Result<Option<ReadGuard>> {
         self.read_with(Wait::For(timeout)).await
     }
 
     /// Waits for the exclusive hold. Refused while this handle holds read guards.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no write hold and no queue
+    /// entry. The backend removes what it had written for this acquisition, and a grant that raced
+    /// with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UpgradeRefused`](crate::Error::UpgradeRefused) while this handle has live read
+    ///   guards (an upgrade could deadlock); release them first.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn write(&self) -> Result<WriteGuard> {
         self.write_with(Wait::Forever)
             .await?
@@ -98,11 +187,62 @@ impl RwLock {
     }
 
     /// One attempt at the exclusive hold. Refused while this handle holds read guards.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no write hold and no queue
+    /// entry. The backend removes what it had written for this acquisition, and a grant that raced
+    /// with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// `Ok(None)`, not an error, when anyone holds the lock.
+    ///
+    /// - [`Error::UpgradeRefused`](crate::Error::UpgradeRefused) while this handle has live read
+    ///   guards (an upgrade could deadlock); release them first.
+    /// - [`Error::Timeout`](crate::Error::Timeout) (with the time really spent) or
+    ///   [`Error::Connection`](crate::Error::Connection) when the store does not answer within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout): never a silent
+    ///   "busy".
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Recovering`](crate::Error::Recovering) on a store that may have lost locks in a
+    ///   recent restart and grants none for a while (Redis without full persistence); waiting
+    ///   acquisitions wait it out instead.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown).
     pub async fn try_write(&self) -> Result<Option<WriteGuard>> {
         self.write_with(Wait::No).await
     }
 
     /// Waits at most `timeout` for the exclusive hold. Refused while this handle holds reads.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no write hold and no queue
+    /// entry. The backend removes what it had written for this acquisition, and a grant that raced
+    /// with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UpgradeRefused`](crate::Error::UpgradeRefused) while this handle has live read
+    ///   guards (an upgrade could deadlock); release them first.
+    /// - [`Error::Timeout`](crate::Error::Timeout) when the wait runs out while the connection is
+    ///   [`Suspended`](crate::ConnectionEvent::Suspended) or
+    ///   [`Lost`](crate::ConnectionEvent::Lost): nobody could tell whether the lock was free.
+    ///   Running out on a healthy connection is `Ok(None)`.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn write_timeout(&self, timeout: Duration) -> Result<Option<WriteGuard>> {
         self.write_with(Wait::For(timeout)).await
     }
@@ -198,6 +338,20 @@ impl WriteGuard {
 
     /// Turns the write hold into a read hold with no moment in which a writer could get in.
     /// On failure the write hold is released (in the background) and the error returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the sense of keeping the lock: the write guard is consumed, so dropping
+    /// the future before it completes drops the hold, which is then released in the background (as
+    /// when a guard is dropped). Nothing stays behind on the store.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotOwner`](crate::Error::NotOwner) when the write hold was lost before the
+    ///   downgrade.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached; the write hold
+    ///   is then released in the background.
     pub async fn downgrade(mut self) -> Result<ReadGuard> {
         let core = self.core.downgrade().await?;
         Ok(ReadGuard::new(core, self.reads_held.clone()))

@@ -17,11 +17,11 @@ pub const MAX_PERMITS: u32 = 1 << 20;
 /// Each successful `acquire(n)` returns one [`Lease`] for `n` permits, granted all at once or
 /// not at all. Every lease lives only as long as its session or TTL, so a crashed holder's
 /// permits come back. All clients of one name must use the same limit; stores that record the
-/// limit report a mismatch as [`Error::Conflict`].
+/// limit report a mismatch as [`Error::Conflict`](crate::Error::Conflict).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> lockcore::Result<()> {
-/// let locks = lockcore::memory::connect_new().await?;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler_core::Result<()> {
+/// let locks = tumbler_core::memory::connect_new().await?;
 /// let pool = locks.semaphore("db/connections", 3)?;
 ///
 /// let two = pool.acquire(2).await?;
@@ -31,7 +31,7 @@ pub const MAX_PERMITS: u32 = 1 << 20;
 ///
 /// two.release().await?;                       // return one lease
 /// let more = pool.acquire(2).await?;
-/// lockcore::Semaphore::release_all(vec![one, more]).await?; // or several at once
+/// tumbler_core::Semaphore::release_all(vec![one, more]).await?; // or several at once
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -52,7 +52,7 @@ impl std::fmt::Debug for Semaphore {
 
 impl Semaphore {
     /// A semaphore of `limit` permits named `name`. `limit` must be 1..=[`MAX_PERMITS`].
-    /// Fails with [`Error::Unsupported`] on a backend without semaphores.
+    /// Fails with [`Error::Unsupported`](crate::Error::Unsupported) on a backend without semaphores.
     pub fn new(backend: SharedBackend, name: impl IntoLockName, limit: u32) -> Result<Self> {
         let caps = backend.capabilities();
         require(&caps, "semaphores", caps.semaphore)?;
@@ -86,6 +86,30 @@ impl Semaphore {
     }
 
     /// Waits until `permits` permits are free and takes them all at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no lease (no permit) and no
+    /// queue entry. The backend removes what it had written for this acquisition, and a grant that
+    /// raced with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) when `permits` is 0 or more than
+    ///   the limit.
+    /// - [`Error::Conflict`](crate::Error::Conflict) also when the semaphore is in use with another
+    ///   limit.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn acquire(&self, permits: u32) -> Result<Lease> {
         let kind = self.kind(permits)?;
         let core = acquire_granted(&self.backend, &self.name, kind).await?;
@@ -93,11 +117,66 @@ impl Semaphore {
     }
 
     /// One attempt; `Ok(None)` if `permits` permits are not free now.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no lease (no permit) and no
+    /// queue entry. The backend removes what it had written for this acquisition, and a grant that
+    /// raced with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// `Ok(None)`, not an error, when fewer than `permits` permits are free.
+    ///
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) when `permits` is 0 or more than
+    ///   the limit.
+    /// - [`Error::Conflict`](crate::Error::Conflict) also when the semaphore is in use with another
+    ///   limit.
+    /// - [`Error::Timeout`](crate::Error::Timeout) (with the time really spent) or
+    ///   [`Error::Connection`](crate::Error::Connection) when the store does not answer within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout): never a silent
+    ///   "busy".
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Recovering`](crate::Error::Recovering) on a store that may have lost locks in a
+    ///   recent restart and grants none for a while (Redis without full persistence); waiting
+    ///   acquisitions wait it out instead.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown).
     pub async fn try_acquire(&self, permits: u32) -> Result<Option<Lease>> {
         self.acquire_with(permits, Wait::No).await
     }
 
     /// Waits at most `timeout` for `permits` permits.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future before it completes (a `select!` branch that
+    /// lost, a timeout, an aborted task) leaves nothing on the store: no lease (no permit) and no
+    /// queue entry. The backend removes what it had written for this acquisition, and a grant that
+    /// raced with the cancellation is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) when `permits` is 0 or more than
+    ///   the limit.
+    /// - [`Error::Conflict`](crate::Error::Conflict) also when the semaphore is in use with another
+    ///   limit.
+    /// - [`Error::Timeout`](crate::Error::Timeout) when the wait runs out while the connection is
+    ///   [`Suspended`](crate::ConnectionEvent::Suspended) or
+    ///   [`Lost`](crate::ConnectionEvent::Lost): nobody could tell whether the lock was free.
+    ///   Running out on a healthy connection is `Ok(None)`.
+    /// - [`Error::Connection`](crate::Error::Connection) or
+    ///   [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached: a wait fails
+    ///   once a request goes unanswered within
+    ///   [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) (or the connection
+    ///   is given up), never by waiting for ever.
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by another kind of
+    ///   lock, or its keys hold data tumbler did not write.
+    /// - [`Error::Closed`](crate::Error::Closed) after
+    ///   [`LockBackend::shutdown`](crate::LockBackend::shutdown), also for a wait under way when it
+    ///   is called.
     pub async fn acquire_timeout(&self, permits: u32, timeout: Duration) -> Result<Option<Lease>> {
         self.acquire_with(permits, Wait::For(timeout)).await
     }

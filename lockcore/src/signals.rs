@@ -5,11 +5,21 @@
 //! hands the [`HoldSignals`] to lockcore, which exposes them on guards and leases.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::watch;
 
-/// Why a hold can no longer be vouched for.
+/// Why a hold can no longer be vouched for. The same event is the same variant on every store:
+///
+/// | event | variant |
+/// |---|---|
+/// | the store expired the session or lease (ZooKeeper expiry, etcd lease gone, Consul session invalidated) | [`SessionExpired`](LostReason::SessionExpired) |
+/// | no renewal succeeded before the hold's validity deadline (including a stalled holder) | [`RenewalFailed`](LostReason::RenewalFailed) |
+/// | disconnected past the store's bound without word from it | [`Disconnected`](LostReason::Disconnected) |
+/// | the hold's record was deleted or now belongs to someone else | [`Deleted`](LostReason::Deleted) |
+/// | the store restarted and forgot the hold (Redis without persistence) | [`ServerRestarted`](LostReason::ServerRestarted) |
+/// | the backend was shut down or dropped | [`Abandoned`](LostReason::Abandoned) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LostReason {
@@ -45,23 +55,97 @@ impl fmt::Display for LostReason {
     }
 }
 
+/// A latch for the first reason something (a session, a lease, a keeper) was lost: later
+/// reasons are ignored, and anyone can wait for it. Every store's session type keeps one.
+#[derive(Debug)]
+pub struct LossLatch {
+    reason: watch::Sender<Option<LostReason>>,
+}
+
+impl Default for LossLatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LossLatch {
+    /// A latch that has not fired.
+    pub fn new() -> Self {
+        LossLatch {
+            reason: watch::Sender::new(None),
+        }
+    }
+
+    /// Fires with `reason` unless it fired already; returns true if this call fired it.
+    pub fn fire(&self, reason: LostReason) -> bool {
+        self.reason.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// The reason, if it fired.
+    pub fn reason(&self) -> Option<LostReason> {
+        self.reason.borrow().clone()
+    }
+
+    /// Resolves when it fires, with the first reason.
+    pub async fn wait(&self) -> LostReason {
+        let mut rx = self.reason.subscribe();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        reason.unwrap_or(LostReason::Abandoned)
+    }
+
+    /// A receiver that sees the reason when it fires (for `select!` loops).
+    pub fn subscribe(&self) -> watch::Receiver<Option<LostReason>> {
+        self.reason.subscribe()
+    }
+}
+
 /// Creates the two ends of one hold's signals.
 pub fn hold_signals() -> (HoldNotifier, HoldSignals) {
     let (lost_tx, lost_rx) = watch::channel(None);
     let (revoke_tx, revoke_rx) = watch::channel(false);
     let (valid_tx, valid_rx) = watch::channel(None);
+    let metrics = MetricSlot::default();
     (
         HoldNotifier {
             lost: lost_tx,
             revoke: revoke_tx,
             valid_until: valid_tx,
+            metrics: metrics.clone(),
         },
         HoldSignals {
             lost: lost_rx,
             revoke: revoke_rx,
             valid_until: valid_rx,
+            metrics,
         },
     )
+}
+
+/// The metric labels of a hold while a guard holds it (set by lockcore at the grant, cleared
+/// at the release), so that a loss is counted once, for a live hold, with its labels.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MetricSlot(Arc<Mutex<Option<crate::metrics::LockLabels>>>);
+
+impl MetricSlot {
+    pub(crate) fn set(&self, labels: Option<crate::metrics::LockLabels>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = labels;
+    }
+
+    fn count_loss(&self, reason: &LostReason) {
+        if let Some(labels) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            crate::metrics::lost(labels, reason);
+        }
+    }
 }
 
 /// The backend's end: fires the signals of one hold.
@@ -70,19 +154,25 @@ pub struct HoldNotifier {
     lost: watch::Sender<Option<LostReason>>,
     revoke: watch::Sender<bool>,
     valid_until: watch::Sender<Option<Instant>>,
+    metrics: MetricSlot,
 }
 
 impl HoldNotifier {
     /// Marks the hold lost. Only the first reason is kept; returns true if this call fired it.
     pub fn lost(&self, reason: LostReason) -> bool {
-        self.lost.send_if_modified(|current| {
+        let counted = reason.clone();
+        let fired = self.lost.send_if_modified(|current| {
             if current.is_none() {
                 *current = Some(reason);
                 true
             } else {
                 false
             }
-        })
+        });
+        if fired {
+            self.metrics.count_loss(&counted);
+        }
+        fired
     }
 
     /// Whether the hold has been marked lost.
@@ -123,6 +213,7 @@ impl HoldNotifier {
             lost: self.lost.subscribe(),
             revoke: self.revoke.subscribe(),
             valid_until: self.valid_until.subscribe(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -133,9 +224,15 @@ pub struct HoldSignals {
     lost: watch::Receiver<Option<LostReason>>,
     revoke: watch::Receiver<bool>,
     valid_until: watch::Receiver<Option<Instant>>,
+    metrics: MetricSlot,
 }
 
 impl HoldSignals {
+    /// Where lockcore keeps the hold's metric labels while a guard holds it.
+    pub(crate) fn metric_slot(&self) -> &MetricSlot {
+        &self.metrics
+    }
+
     /// Resolves when the hold is lost. If the backend stops watching the hold without saying why,
     /// this resolves with [`LostReason::Abandoned`]: nobody vouches for the hold any more.
     ///
@@ -217,6 +314,15 @@ mod tests {
         assert!(!tx.lost(LostReason::SessionExpired));
         assert_eq!(rx.lost().await, LostReason::Deleted);
         assert!(tx.is_lost());
+    }
+
+    #[tokio::test]
+    async fn a_loss_latch_keeps_the_first_reason() {
+        let latch = LossLatch::new();
+        assert_eq!(latch.reason(), None);
+        assert!(latch.fire(LostReason::SessionExpired));
+        assert!(!latch.fire(LostReason::Deleted));
+        assert_eq!(latch.wait().await, LostReason::SessionExpired);
     }
 
     #[tokio::test]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lockcore::memory::{MemoryOptions, MemoryStore};
-use lockcore::{
+use tumbler_core::memory::{MemoryOptions, MemoryStore};
+use tumbler_core::{
     AcquireRequest, Capabilities, ConnectionEvents, Error, Hold, LockBackend, LockName, LockSpec,
     LockState, MultiLock, SharedBackend,
 };
@@ -116,6 +116,58 @@ async fn multilock_mixes_kinds_and_rejects_duplicates() {
     ));
 }
 
+/// Every handle kind converts into a MultiLock part, by value and by reference: a read-write
+/// lock as its write side, a semaphore as one permit (or `(semaphore, n)` for n).
+#[tokio::test]
+async fn every_handle_kind_is_a_multilock_part() {
+    let (a, b) = two_clients().await;
+    let mutex = a.mutex("spec/mutex").unwrap();
+    let reentrant = a.reentrant_mutex("spec/reentrant").unwrap();
+    let rw = a.rwlock("spec/rw").unwrap();
+    let pool = a.semaphore("spec/pool", 3).unwrap();
+    let parts: Vec<(LockSpec, &str)> = vec![
+        (LockSpec::from(&mutex), "Mutex"),
+        (mutex.clone().into(), "Mutex"),
+        (LockSpec::from(&reentrant), "Reentrant"),
+        (reentrant.clone().into(), "Reentrant"),
+        (LockSpec::from(&rw), "Write"),
+        (rw.clone().into(), "Write"),
+        (LockSpec::from(&pool), "Permits(1)"),
+        (pool.clone().into(), "Permits(1)"),
+        (LockSpec::from((&pool, 2)), "Permits(2)"),
+        (LockSpec::from((pool.clone(), 3)), "Permits(3)"),
+    ];
+    for (spec, expected) in &parts {
+        let got = match spec {
+            LockSpec::Mutex(_) => "Mutex".to_owned(),
+            LockSpec::Reentrant(_) => "Reentrant".to_owned(),
+            LockSpec::Read(_) => "Read".to_owned(),
+            LockSpec::Write(_) => "Write".to_owned(),
+            LockSpec::Permits(_, n) => format!("Permits({n})"),
+        };
+        assert_eq!(&got, expected, "{spec:?}");
+    }
+
+    // Taken together: the rwlock is held for writing and the semaphore lends one permit.
+    let all = MultiLock::new(vec![
+        LockSpec::from(&mutex),
+        LockSpec::from(&reentrant),
+        LockSpec::from(&rw),
+        LockSpec::from(&pool),
+    ]);
+    let held = all.lock().await.unwrap();
+    let (b_rw, b_pool) = (
+        b.rwlock("spec/rw").unwrap(),
+        b.semaphore("spec/pool", 3).unwrap(),
+    );
+    assert!(b_rw.try_read().await.unwrap().is_none(), "write side held");
+    let two = b_pool.try_acquire(2).await.unwrap();
+    assert!(two.is_some(), "only one of three permits taken");
+    assert!(b_pool.try_acquire(1).await.unwrap().is_none());
+    held.release().await.unwrap();
+    two.unwrap().release().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_arguments_are_typed_errors() {
     let (a, _) = two_clients().await;
@@ -204,13 +256,13 @@ impl LockBackend for NoRwLock {
     fn address(&self) -> String {
         self.0.address()
     }
-    async fn acquire(&self, request: AcquireRequest) -> lockcore::Result<Option<Hold>> {
+    async fn acquire(&self, request: AcquireRequest) -> tumbler_core::Result<Option<Hold>> {
         self.0.acquire(request).await
     }
-    async fn state(&self, name: &LockName) -> lockcore::Result<LockState> {
+    async fn state(&self, name: &LockName) -> tumbler_core::Result<LockState> {
         LockBackend::state(&*self.0, name).await
     }
-    async fn request_revoke(&self, name: &LockName) -> lockcore::Result<usize> {
+    async fn request_revoke(&self, name: &LockName) -> tumbler_core::Result<usize> {
         LockBackend::request_revoke(&*self.0, name).await
     }
     fn connection_events(&self) -> ConnectionEvents {
@@ -233,4 +285,36 @@ async fn missing_capability_is_unsupported() {
         ),
         "{err}"
     );
+}
+
+/// A.3 for every bounded wait, the re-entrant mutex included: a wait that runs out while the
+/// store is known to be unreachable is a Timeout, never "busy".
+#[tokio::test]
+async fn bounded_waits_on_a_stalled_store_are_errors_not_busy() {
+    let store = tumbler_core::memory::MemoryStore::new();
+    let locks = store.connect(Default::default()).await.unwrap();
+    store.stall(true);
+    // The first request finds the store stalled and reports the connection suspended.
+    let first = locks.mutex("m").unwrap().try_lock().await;
+    assert!(matches!(first, Err(Error::Timeout { .. })), "{first:?}");
+    let short = Duration::from_millis(100);
+    let mutex = locks.mutex("m").unwrap().lock_timeout(short).await;
+    assert!(
+        matches!(mutex, Err(Error::Timeout { .. })),
+        "mutex: {mutex:?}"
+    );
+    let reentrant = locks
+        .reentrant_mutex("r")
+        .unwrap()
+        .lock_timeout(short)
+        .await;
+    assert!(
+        matches!(reentrant, Err(Error::Timeout { .. })),
+        "re-entrant: {reentrant:?}"
+    );
+    let multi = tumbler_core::MultiLock::new(vec![locks.reentrant_mutex("r2").unwrap()])
+        .lock_timeout(short)
+        .await;
+    assert!(multi.is_err(), "multi-lock: {multi:?}");
+    store.stall(false);
 }

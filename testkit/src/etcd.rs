@@ -11,6 +11,7 @@
 //! println!("{}", e.endpoint()); // http://127.0.0.1:<port>
 //! let secured = Etcd::start_with(EtcdOptions {
 //!     auth: Some(("alice".into(), "pw".into())),
+//!     ..Default::default()
 //! }).await?;                  // root user + alice with readwrite on every key
 //! let c = EtcdCluster::start(3).await?;
 //! let old = c.kill_leader().await?;
@@ -50,6 +51,18 @@ pub struct EtcdOptions {
     /// readwrite on all keys. A `root` user with password [`ROOT_PASSWORD`] is created too
     /// (etcd requires it). Clients must then log in with user and password.
     pub auth: Option<(String, String)>,
+    /// The election timeout (default 500 ms, with heartbeats every 50 ms). A longer one makes
+    /// a cluster go without a leader that long after its leader stops: for cases that need an
+    /// election to outlast some client-side bound.
+    pub election_timeout: Option<Duration>,
+}
+
+impl EtcdOptions {
+    fn election_ms(&self) -> u64 {
+        self.election_timeout.map_or(500, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(100)
+        })
+    }
 }
 
 /// One running etcd member: standalone, or part of an [`EtcdCluster`].
@@ -63,6 +76,19 @@ pub struct Etcd {
     proc: ServerProcess,
     // Standalone servers own their folder; cluster members share the cluster's.
     _dir: Option<WorkDir>,
+}
+
+/// One key as [`Etcd::range`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The key.
+    pub key: String,
+    /// Its value (lossy UTF-8).
+    pub value: String,
+    /// The lease it is attached to; 0 for none.
+    pub lease: i64,
+    /// The revision that created it.
+    pub create_revision: i64,
 }
 
 /// Ports and names of one cluster member.
@@ -89,7 +115,8 @@ impl Etcd {
                 client_port: ports[0],
                 peer_port: ports[1],
             }];
-            let e = Etcd::spawn_member(dir.path(), &plan, 0, "standalone", None)?;
+            let e =
+                Etcd::spawn_member(dir.path(), &plan, 0, "standalone", None, opts.election_ms())?;
             let e = Etcd {
                 _dir: Some(dir),
                 ..e
@@ -112,6 +139,7 @@ impl Etcd {
         i: usize,
         label: &str,
         cluster_token: Option<&str>,
+        election_ms: u64,
     ) -> Result<Etcd> {
         let program = crate::bins::etcd()?;
         let me = &plan[i];
@@ -148,7 +176,7 @@ impl Etcd {
             "--heartbeat-interval".into(),
             "50".into(),
             "--election-timeout".into(),
-            "500".into(),
+            election_ms.to_string(),
         ];
         let spec = Spec {
             name: format!(
@@ -161,6 +189,7 @@ impl Etcd {
             args: args.into_iter().map(Into::into).collect(),
             cwd: dir.to_path_buf(),
             log: dir.join("etcd.log"),
+            env: Vec::new(),
         };
         Ok(Etcd {
             client_port: me.client_port,
@@ -288,6 +317,64 @@ impl Etcd {
             .call("/v3/kv/put", &json!({"key": b64(key), "value": b64(value)}))
             .await?;
         Ok(header_i64(&v, "revision").unwrap_or(0))
+    }
+
+    /// Every key starting with `prefix`, in key order, with its value, lease (0 for none) and
+    /// create revision.
+    pub async fn range(&self, prefix: &str) -> Result<Vec<StoredKey>> {
+        let mut end = prefix.as_bytes().to_vec();
+        match end.last_mut() {
+            Some(last) if *last < 0xff => *last += 1,
+            _ => end = vec![0],
+        }
+        let b64e = base64::engine::general_purpose::STANDARD;
+        let v = self
+            .call(
+                "/v3/kv/range",
+                &json!({"key": b64(prefix), "range_end": b64e.encode(&end)}),
+            )
+            .await?;
+        let decode = |field: Option<&Value>| -> Result<String> {
+            let raw = field.and_then(Value::as_str).unwrap_or("");
+            let bytes = b64e
+                .decode(raw)
+                .map_err(|e| Error::protocol(format!("range {prefix}"), e.to_string()))?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let number = |field: Option<&Value>| -> i64 {
+            field
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut keys = Vec::new();
+        for kv in v.get("kvs").and_then(Value::as_array).into_iter().flatten() {
+            keys.push(StoredKey {
+                key: decode(kv.get("key"))?,
+                value: decode(kv.get("value"))?,
+                lease: number(kv.get("lease")),
+                create_revision: number(kv.get("create_revision")),
+            });
+        }
+        Ok(keys)
+    }
+
+    /// Revokes lease `id` (its keys are deleted at once), as an operator would.
+    pub async fn revoke_lease(&self, id: i64) -> Result<()> {
+        self.call("/v3/lease/revoke", &json!({"ID": id.to_string()}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes `key`; returns how many keys were deleted.
+    pub async fn delete(&self, key: &str) -> Result<i64> {
+        let v = self
+            .call("/v3/kv/deleterange", &json!({"key": b64(key)}))
+            .await?;
+        Ok(v.get("deleted")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Reads `key`; `None` if it does not exist.
@@ -422,6 +509,7 @@ impl EtcdCluster {
                 i,
                 "cluster member",
                 Some(&token),
+                opts.election_ms(),
             )?);
         }
         for r in join_all(members.iter().map(|m| m.wait_healthy())).await {
@@ -434,6 +522,16 @@ impl EtcdCluster {
             }
         }
         Ok(EtcdCluster { members, _dir: dir })
+    }
+
+    /// Every member's client address as a URL host list, `127.0.0.1:P1,127.0.0.1:P2,…` (for
+    /// an `etcd://` URL).
+    pub fn hosts(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Every member's client endpoint, `http://127.0.0.1:<port>`.

@@ -78,6 +78,7 @@ impl EtcdTls {
                 args: args.into_iter().map(Into::into).collect(),
                 cwd: dir.path().to_path_buf(),
                 log: dir.path().join("etcd.log"),
+                env: Vec::new(),
             };
             let proc = ServerProcess::spawn(spec)?;
             let log = dir.path().join("etcd.log");

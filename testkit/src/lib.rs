@@ -38,15 +38,20 @@ mod ready;
 mod runtime;
 mod workdir;
 
+pub mod clock;
 pub mod consul;
 pub mod etcd;
 pub mod etcd_tls;
+pub mod pause;
 pub mod proxy;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod resp;
 pub mod zk;
 
 pub use error::{Error, Result};
+pub use pause::Pausable;
 pub use ports::{free_port, try_free_port};
 pub use process::OWNER_ENV;
 pub use runtime::blocking;

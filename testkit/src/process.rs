@@ -46,6 +46,8 @@ pub(crate) struct Spec {
     pub(crate) cwd: PathBuf,
     /// File that receives stdout and stderr (appended across restarts).
     pub(crate) log: PathBuf,
+    /// Extra environment variables (e.g. a fake clock's).
+    pub(crate) env: Vec<(OsString, OsString)>,
 }
 
 struct SpawnRequest {
@@ -167,6 +169,7 @@ impl ServerProcess {
             .map_err(|e| Error::io(format!("opening log {}", self.spec.log.display()), e))?;
         let mut cmd = Command::new(&self.spec.program);
         cmd.args(&self.spec.args)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.spec.cwd)
             .stdin(Stdio::null())
             .stdout(log)
@@ -252,8 +255,32 @@ impl ServerProcess {
     }
 
     /// SIGSTOP to the group: the server stops answering but keeps its sockets open.
+    ///
+    /// Returns once every thread of every process in the group is stopped: kill(2) only
+    /// queues the signal, and a thread running on another CPU (or on a vCPU the host has
+    /// descheduled) may go on serving requests for a while after it returned.
     pub(crate) fn pause(&self) -> Result<()> {
-        self.signal_or_not_running(libc::SIGSTOP)
+        self.signal_or_not_running(libc::SIGSTOP)?;
+        let Some(pgid) = self.pid() else {
+            return Err(Error::NotRunning {
+                what: self.spec.name.clone(),
+            });
+        };
+        let deadline = Instant::now() + PAUSE_CONFIRM;
+        loop {
+            match group_running_threads(pgid) {
+                0 => return Ok(()),
+                running if Instant::now() >= deadline => {
+                    return Err(Error::Protocol {
+                        what: format!("pausing {}", self.spec.name),
+                        detail: format!(
+                            "{running} thread(s) of process group {pgid} still ran {PAUSE_CONFIRM:?} after SIGSTOP"
+                        ),
+                    })
+                }
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
     }
 
     /// SIGCONT to the group: a paused server carries on.
@@ -281,6 +308,57 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// How long [`ServerProcess::pause`] waits for every thread to have stopped.
+const PAUSE_CONFIRM: Duration = Duration::from_secs(5);
+
+/// How many threads of the processes in group `pgid` are not stopped yet (per
+/// `/proc/PID/task/TID/stat`; zombies and dead threads count as stopped).
+fn group_running_threads(pgid: u32) -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut running = 0;
+    for entry in procs.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Some((_, pgrp)) = proc_state(&format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if pgrp != pgid {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let path = task.path().join("stat");
+            if let Some((state, _)) = proc_state(&path.to_string_lossy()) {
+                if !matches!(state, 'T' | 't' | 'Z' | 'X') {
+                    running += 1;
+                }
+            }
+        }
+    }
+    running
+}
+
+/// The state letter and process group of a `/proc/.../stat` file. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted from its last `)`.
+fn proc_state(path: &str) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
 }
 
 /// The last [`LOG_TAIL_LINES`] lines of a log file (at most 16 KiB are read).

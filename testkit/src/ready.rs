@@ -78,3 +78,33 @@ where
         }
     }
 }
+
+/// Polls `check` every 50 ms until it says `true` or `limit` passes; then a
+/// [`Error::StartTimeout`] naming `what` (a deployment and what it was waiting for) with the
+/// last check's answer. For deployments of several servers (a Redis Cluster forming, a
+/// Sentinel failover), where no single server's log tells the story.
+pub(crate) async fn settle<F, Fut>(
+    what: impl FnOnce() -> String,
+    limit: Duration,
+    mut check: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < limit {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = "not yet".into(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Error::StartTimeout {
+        what: what(),
+        after: limit,
+        log_tail: format!("last check: {last}"),
+    })
+}

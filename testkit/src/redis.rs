@@ -39,6 +39,22 @@ pub struct RedisOptions {
     pub extra_args: Vec<String>,
 }
 
+/// A server's replication role, from `INFO replication`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// It is a master (else a replica).
+    pub master: bool,
+    /// As a replica: its link to its master is up (in sync).
+    pub linked: bool,
+}
+
+impl Replication {
+    /// A master, or a replica in sync with its master.
+    pub fn in_sync(&self) -> bool {
+        self.master || self.linked
+    }
+}
+
 /// A running `redis-server` on 127.0.0.1 without persistence, in its own temporary folder.
 ///
 /// Dropping it kills the server (SIGKILL) and waits for it to exit. All methods take `&self`,
@@ -125,6 +141,7 @@ impl Redis {
             args: args.into_iter().map(Into::into).collect(),
             cwd: dir.path().to_path_buf(),
             log: dir.path().join("redis.log"),
+            env: Vec::new(),
         };
         let redis = Redis {
             port,
@@ -185,6 +202,18 @@ impl Redis {
     /// Runs one command on a fresh authenticated connection and returns the reply.
     pub async fn cmd(&self, args: &[&str]) -> Result<Reply> {
         self.connect().await?.cmd(args).await
+    }
+
+    /// What `INFO replication` says of this server's role.
+    pub async fn replication(&self) -> Result<Replication> {
+        let info = self
+            .cmd(&["INFO", "replication"])
+            .await?
+            .into_text("INFO replication")?;
+        Ok(Replication {
+            master: info.contains("role:master"),
+            linked: info.contains("master_link_status:up"),
+        })
     }
 
     /// `127.0.0.1:<port>`.

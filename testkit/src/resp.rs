@@ -39,6 +39,24 @@ impl Reply {
             _ => None,
         }
     }
+
+    /// The reply as owned text (a simple or bulk string; invalid UTF-8 replaced), or a
+    /// protocol error naming `what` was asked.
+    pub fn into_text(self, what: &str) -> Result<String> {
+        match self {
+            Reply::Simple(s) => Ok(s),
+            Reply::Bulk(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            other => Err(Error::protocol(what, format!("{other:?}"))),
+        }
+    }
+
+    /// `Ok` for `+OK`, else a protocol error naming `what` was asked.
+    pub fn expect_ok(self, what: &str) -> Result<()> {
+        match self {
+            Reply::Simple(s) if s == "OK" => Ok(()),
+            other => Err(Error::protocol(what, format!("{other:?}"))),
+        }
+    }
 }
 
 /// One connection to a Redis server.

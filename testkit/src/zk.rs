@@ -49,6 +49,8 @@ pub struct ZkOptions {
     pub max_session_timeout_ms: u32,
     /// JVM heap limit in MiB (default 256).
     pub heap_mb: u32,
+    /// Runs the server on this movable clock (default: the real one).
+    pub clock: Option<std::sync::Arc<crate::clock::FakeClock>>,
 }
 
 impl Default for ZkOptions {
@@ -58,6 +60,7 @@ impl Default for ZkOptions {
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 60_000,
             heap_mb: 256,
+            clock: None,
         }
     }
 }
@@ -89,7 +92,7 @@ impl ZooKeeper {
         retry_on_port_clash(|| async {
             let dir = WorkDir::new("zk")?;
             let port = crate::ports::try_free_port()?;
-            let zk = ZooKeeper::spawn_node(dir.path(), port, &opts, None)?;
+            let zk = ZooKeeper::spawn_node(dir.path(), port, &opts, None, None)?;
             let zk = ZooKeeper {
                 _dir: Some(dir),
                 ..zk
@@ -106,9 +109,18 @@ impl ZooKeeper {
         client_port: u16,
         opts: &ZkOptions,
         quorum: Option<(usize, &[Peer])>,
+        tls: Option<&SecurePort>,
     ) -> Result<ZooKeeper> {
         let java = crate::bins::java()?;
-        let classpath = crate::bins::zookeeper_classpath()?;
+        let mut classpath = crate::bins::zookeeper_classpath()?;
+        if tls.is_some() {
+            // The Netty connection factory needs Netty's codec and handler (SSL) jars, which
+            // the zookeeper jar's manifest does not list.
+            for jar in NETTY_JARS {
+                classpath.push(':');
+                classpath.push_str(jar);
+            }
+        }
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| Error::io(format!("creating {}", data_dir.display()), e))?;
@@ -136,6 +148,15 @@ impl ZooKeeper {
             }
             write_file(&data_dir.join("myid"), &format!("{myid}\n"))?;
         }
+        let mut tls_args = Vec::new();
+        if let Some(tls) = tls {
+            let _ = writeln!(
+                cfg,
+                "secureClientPort={}\nsecureClientPortAddress=127.0.0.1",
+                tls.port
+            );
+            tls_args = tls.jvm_args();
+        }
         let cfg_path = dir.join("zoo.cfg");
         write_file(&cfg_path, &cfg)?;
         let log4j = dir.join("log4j.properties");
@@ -146,7 +167,7 @@ impl ZooKeeper {
              log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n\
              log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} [myid:%X{myid}] %-5p [%t:%C{1}@%L] %m%n\n",
         )?;
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             format!("-Xmx{}m", opts.heap_mb),
             "-XX:+UseSerialGC".into(),
             "-XX:TieredStopAtLevel=1".into(),
@@ -158,11 +179,14 @@ impl ZooKeeper {
             "-Dzookeeper.jmx.log4j.disable=true".into(),
             "-Dzookeeper.cnxTimeout=1000".into(),
             "-Dzookeeper.4lw.commands.whitelist=*".into(),
+        ];
+        args.extend(tls_args);
+        args.extend([
             "-cp".into(),
             classpath,
             "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
             cfg_path.display().to_string(),
-        ];
+        ]);
         let label = match quorum {
             Some((id, _)) => format!("zookeeper ensemble member {id}"),
             None => "zookeeper".to_string(),
@@ -176,6 +200,7 @@ impl ZooKeeper {
             args: args.into_iter().map(Into::into).collect(),
             cwd: dir.to_path_buf(),
             log: dir.join("server.log"),
+            env: opts.clock.as_ref().map(|c| c.env()).unwrap_or_default(),
         };
         Ok(ZooKeeper {
             client_port,
@@ -277,7 +302,18 @@ impl ZooKeeper {
 #[derive(Debug)]
 pub struct ZkEnsemble {
     nodes: Vec<ZooKeeper>,
+    /// With [`ZkEnsemble::start_partitionable`]: for each ordered pair `(from, to)` of members,
+    /// the proxies (quorum port, election port) through which `from` reaches `to`.
+    links: Vec<PeerLink>,
     _dir: WorkDir,
+}
+
+/// The proxies through which one member reaches another.
+#[derive(Debug)]
+struct PeerLink {
+    from: usize,
+    to: usize,
+    proxies: [crate::proxy::FaultProxy; 2],
 }
 
 impl ZkEnsemble {
@@ -297,23 +333,82 @@ impl ZkEnsemble {
         retry_on_port_clash(|| ZkEnsemble::start_once(n, &opts)).await
     }
 
+    /// Like [`ZkEnsemble::start`], but every member reaches every other through fault proxies
+    /// of its own (one per ordered pair and port), so that [`ZkEnsemble::isolate`] can cut a
+    /// member off from the quorum while its clients stay connected to it.
+    pub async fn start_partitionable(n: usize) -> Result<ZkEnsemble> {
+        if n < 3 {
+            return Err(Error::InvalidArgument(format!(
+                "a partitionable ZooKeeper ensemble needs at least 3 members (a majority must \
+                 remain), got {n}"
+            )));
+        }
+        let opts = ZkOptions::default();
+        retry_on_port_clash(|| ZkEnsemble::start_links(n, &opts)).await
+    }
+
     async fn start_once(n: usize, opts: &ZkOptions) -> Result<ZkEnsemble> {
         let dir = WorkDir::new("zk-ensemble")?;
         let ports = crate::ports::free_ports(3 * n)?;
         let peers: Vec<Peer> = (0..n)
             .map(|i| (i + 1, ports[3 * i + 1], ports[3 * i + 2]))
             .collect();
-        let mut nodes = Vec::with_capacity(n);
-        for i in 0..n {
+        let views = vec![peers; n];
+        ZkEnsemble::spawn(dir, &ports, &views, opts, Vec::new()).await
+    }
+
+    async fn start_links(n: usize, opts: &ZkOptions) -> Result<ZkEnsemble> {
+        let dir = WorkDir::new("zk-ensemble")?;
+        let ports = crate::ports::free_ports(3 * n)?;
+        let real: Vec<Peer> = (0..n)
+            .map(|i| (i + 1, ports[3 * i + 1], ports[3 * i + 2]))
+            .collect();
+        let mut links = Vec::new();
+        let mut views = Vec::with_capacity(n);
+        for from in 0..n {
+            let mut view = real.clone();
+            for (to, entry) in view.iter_mut().enumerate() {
+                if to == from {
+                    continue;
+                }
+                let quorum = crate::proxy::FaultProxy::start(local(real[to].1)).await?;
+                let election = crate::proxy::FaultProxy::start(local(real[to].2)).await?;
+                *entry = (to + 1, quorum.addr().port(), election.addr().port());
+                links.push(PeerLink {
+                    from,
+                    to,
+                    proxies: [quorum, election],
+                });
+            }
+            views.push(view);
+        }
+        ZkEnsemble::spawn(dir, &ports, &views, opts, links).await
+    }
+
+    /// Starts member `i` with `views[i]` as its list of servers, and waits for a leader.
+    async fn spawn(
+        dir: WorkDir,
+        ports: &[u16],
+        views: &[Vec<Peer>],
+        opts: &ZkOptions,
+        links: Vec<PeerLink>,
+    ) -> Result<ZkEnsemble> {
+        let mut nodes = Vec::with_capacity(views.len());
+        for (i, view) in views.iter().enumerate() {
             let node_dir = dir.sub(&format!("node{}", i + 1))?;
             nodes.push(ZooKeeper::spawn_node(
                 &node_dir,
                 ports[3 * i],
                 opts,
-                Some((i + 1, &peers)),
+                Some((i + 1, view)),
+                None,
             )?);
         }
-        let ens = ZkEnsemble { nodes, _dir: dir };
+        let ens = ZkEnsemble {
+            nodes,
+            links,
+            _dir: dir,
+        };
         for r in join_all(ens.nodes.iter().map(|z| z.wait_serving())).await {
             r?;
         }
@@ -390,6 +485,34 @@ impl ZkEnsemble {
         self.member(i)?.restart().await
     }
 
+    /// Cuts member `i` off from every other member (its peer links black-holed both ways)
+    /// while its clients stay connected to it. Needs [`ZkEnsemble::start_partitionable`].
+    pub fn isolate(&self, i: usize) -> Result<()> {
+        self.set_links(i, crate::proxy::ProxyMode::Blackhole)
+    }
+
+    /// Ends [`ZkEnsemble::isolate`] for member `i`.
+    pub fn rejoin(&self, i: usize) -> Result<()> {
+        self.set_links(i, crate::proxy::ProxyMode::Pass)
+    }
+
+    fn set_links(&self, i: usize, mode: crate::proxy::ProxyMode) -> Result<()> {
+        self.member(i)?;
+        if self.links.is_empty() {
+            return Err(Error::InvalidArgument(
+                "this ensemble has no peer links to cut; start it with \
+                 ZkEnsemble::start_partitionable"
+                    .into(),
+            ));
+        }
+        for link in self.links.iter().filter(|l| l.from == i || l.to == i) {
+            for proxy in &link.proxies {
+                proxy.set_mode(mode);
+            }
+        }
+        Ok(())
+    }
+
     fn member(&self, i: usize) -> Result<&ZooKeeper> {
         self.nodes.get(i).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -397,6 +520,305 @@ impl ZkEnsemble {
                 self.nodes.len()
             ))
         })
+    }
+}
+
+/// `127.0.0.1:port`.
+fn local(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))
+}
+
+/// The Netty jars ZooKeeper's Netty connection factory needs besides the manifest's.
+const NETTY_JARS: [&str; 2] = [
+    "/usr/share/java/netty-codec.jar",
+    "/usr/share/java/netty-handler.jar",
+];
+
+/// The password of the throwaway keystores.
+const STORE_PASSWORD: &str = "testkit";
+
+/// A secure client port and the stores that serve it.
+#[derive(Debug)]
+struct SecurePort {
+    port: u16,
+    keystore: PathBuf,
+    truststore: PathBuf,
+}
+
+impl SecurePort {
+    /// The JVM properties that make ZooKeeper serve TLS on its secure client port (Netty is
+    /// required for it) and ask clients for a certificate signed by the CA.
+    fn jvm_args(&self) -> Vec<String> {
+        vec![
+            "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory"
+                .into(),
+            format!(
+                "-Dzookeeper.ssl.keyStore.location={}",
+                self.keystore.display()
+            ),
+            format!("-Dzookeeper.ssl.keyStore.password={STORE_PASSWORD}"),
+            "-Dzookeeper.ssl.keyStore.type=PKCS12".into(),
+            format!(
+                "-Dzookeeper.ssl.trustStore.location={}",
+                self.truststore.display()
+            ),
+            format!("-Dzookeeper.ssl.trustStore.password={STORE_PASSWORD}"),
+            "-Dzookeeper.ssl.trustStore.type=PKCS12".into(),
+            "-Dzookeeper.ssl.clientAuth=need".into(),
+        ]
+    }
+}
+
+/// A standalone ZooKeeper that also serves clients over TLS on its secure client port
+/// (Netty), with a throwaway CA made by `keytool`: the server's keystore and truststore, and a
+/// client certificate and key in PEM files. Clients must present a certificate signed by the
+/// CA. The plain client port stays open (four-letter words, inspection).
+///
+/// ```no_run
+/// # async fn demo() -> testkit::Result<()> {
+/// let zk = testkit::zk::ZkTls::start().await?;
+/// println!("tls on 127.0.0.1:{} trusting {}", zk.secure_port(), zk.ca_file().display());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ZkTls {
+    server: ZooKeeper,
+    secure_port: u16,
+    certs: PathBuf,
+}
+
+impl ZkTls {
+    /// Makes the CA, stores and certificates (server: `127.0.0.1` and `localhost`; client: CN
+    /// `client`) and starts the server; returns once it serves on both ports.
+    pub async fn start() -> Result<ZkTls> {
+        retry_on_port_clash(|| async {
+            let dir = WorkDir::new("zk-tls")?;
+            let certs = dir.sub("certs")?;
+            make_stores(&certs)?;
+            let ports = crate::ports::free_ports(2)?;
+            let secure = SecurePort {
+                port: ports[1],
+                keystore: certs.join("keystore.p12"),
+                truststore: certs.join("truststore.p12"),
+            };
+            let zk = ZooKeeper::spawn_node(
+                dir.path(),
+                ports[0],
+                &ZkOptions::default(),
+                None,
+                Some(&secure),
+            )?;
+            let zk = ZooKeeper {
+                _dir: Some(dir),
+                ..zk
+            };
+            zk.wait_serving().await?;
+            let secure_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, secure.port));
+            wait_ready(&zk.proc, start_timeout(START_TIMEOUT), || async move {
+                TcpStream::connect(secure_addr)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("secure client port {secure_addr}: {e}"))
+            })
+            .await?;
+            Ok(ZkTls {
+                server: zk,
+                secure_port: secure.port,
+                certs,
+            })
+        })
+        .await
+    }
+
+    /// The server (plain client port, process control, logs).
+    pub fn server(&self) -> &ZooKeeper {
+        &self.server
+    }
+
+    /// The TLS client port.
+    pub fn secure_port(&self) -> u16 {
+        self.secure_port
+    }
+
+    /// `127.0.0.1:<secure port>`.
+    pub fn secure_connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.secure_port)
+    }
+
+    /// The CA certificate (PEM) that signed the server's and the client's certificates.
+    pub fn ca_file(&self) -> PathBuf {
+        self.certs.join("ca.pem")
+    }
+
+    /// The client certificate (PEM), CN `client`.
+    pub fn client_cert_file(&self) -> PathBuf {
+        self.certs.join("client.pem")
+    }
+
+    /// The client's private key (PEM, PKCS #8).
+    pub fn client_key_file(&self) -> PathBuf {
+        self.certs.join("client.key")
+    }
+}
+
+/// Writes into `dir`: the CA (`ca.p12`, `ca.pem`), the server's `keystore.p12` (key and
+/// certificate chain) and `truststore.p12` (the CA), and the client's `client.pem` and
+/// `client.key`. `keytool` makes and signs everything; `openssl` only makes the client's key
+/// and signing request, since `keytool` cannot write a private key out as PEM.
+fn make_stores(dir: &Path) -> Result<()> {
+    let store = ["-storetype", "PKCS12", "-storepass", STORE_PASSWORD];
+    let ec = ["-keyalg", "EC", "-groupname", "secp256r1", "-validity", "2"];
+    let keytool = |args: &[&str]| run_tool(dir, "keytool", &[args, &store[..]].concat());
+    keytool(
+        &[
+            &["-genkeypair", "-alias", "ca", "-keystore", "ca.p12"][..],
+            &ec,
+            &["-dname", "CN=testkit-zk-ca", "-ext", "bc:c"],
+        ]
+        .concat(),
+    )?;
+    keytool(&[
+        "-exportcert",
+        "-alias",
+        "ca",
+        "-keystore",
+        "ca.p12",
+        "-rfc",
+        "-file",
+        "ca.pem",
+    ])?;
+    // The server's key in its keystore, certified by the CA.
+    keytool(
+        &[
+            &[
+                "-genkeypair",
+                "-alias",
+                "server",
+                "-keystore",
+                "keystore.p12",
+            ][..],
+            &ec,
+            &["-dname", "CN=127.0.0.1"],
+        ]
+        .concat(),
+    )?;
+    keytool(&[
+        "-certreq",
+        "-alias",
+        "server",
+        "-keystore",
+        "keystore.p12",
+        "-file",
+        "server.csr",
+    ])?;
+    keytool(&[
+        "-gencert",
+        "-alias",
+        "ca",
+        "-keystore",
+        "ca.p12",
+        "-infile",
+        "server.csr",
+        "-outfile",
+        "server.pem",
+        "-rfc",
+        "-validity",
+        "2",
+        "-ext",
+        "san=ip:127.0.0.1,dns:localhost",
+        "-ext",
+        "eku=serverAuth,clientAuth",
+    ])?;
+    keytool(&[
+        "-importcert",
+        "-alias",
+        "ca",
+        "-file",
+        "ca.pem",
+        "-keystore",
+        "keystore.p12",
+        "-noprompt",
+    ])?;
+    keytool(&[
+        "-importcert",
+        "-alias",
+        "server",
+        "-file",
+        "server.pem",
+        "-keystore",
+        "keystore.p12",
+    ])?;
+    keytool(&[
+        "-importcert",
+        "-alias",
+        "ca",
+        "-file",
+        "ca.pem",
+        "-keystore",
+        "truststore.p12",
+        "-noprompt",
+    ])?;
+    // The client's key as PEM, certified by the CA.
+    run_tool(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=client",
+        ],
+    )?;
+    keytool(&[
+        "-gencert",
+        "-alias",
+        "ca",
+        "-keystore",
+        "ca.p12",
+        "-infile",
+        "client.csr",
+        "-outfile",
+        "client.pem",
+        "-rfc",
+        "-validity",
+        "2",
+        "-ext",
+        "eku=clientAuth",
+    ])
+}
+
+/// Runs `program` (`keytool` from the JDK, or `openssl`) in `dir`.
+fn run_tool(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| {
+            Error::io(
+                format!("running {program} (JDK keytool / Debian openssl)"),
+                e,
+            )
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::protocol(
+            format!("{program} {}", args.join(" ")),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
     }
 }
 

@@ -47,6 +47,7 @@ async fn standalone_serves_writes_keeps_data_and_pauses() {
 async fn auth_requires_login_and_the_user_can_read_and_write() {
     let e = Etcd::start_with(EtcdOptions {
         auth: Some(("alice".into(), "wonder".into())),
+        ..Default::default()
     })
     .await
     .expect("start etcd with auth");
@@ -118,6 +119,7 @@ async fn cluster_with_auth_applies_it_to_every_member() {
         1,
         EtcdOptions {
             auth: Some(("bob".into(), "builder".into())),
+            ..Default::default()
         },
     )
     .await
@@ -126,4 +128,56 @@ async fn cluster_with_auth_applies_it_to_every_member() {
     c.put("k", "v").await.expect("put as bob");
     let err = raw_put_without_token(c.member(0)).await;
     assert!(err.contains("user name is empty"), "{err}");
+}
+
+/// The threads of a process that are not stopped (`/proc/PID/task/*/stat`).
+fn running_threads(pid: u32) -> Vec<String> {
+    let mut running = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the tasks") {
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_ascii_whitespace().next())
+            .unwrap_or("?")
+            .to_owned();
+        if !matches!(state.as_str(), "T" | "t" | "Z" | "X") {
+            running.push(format!("{:?}: {state}", task.file_name()));
+        }
+    }
+    running
+}
+
+/// `pause()` returns only once every thread of the server is stopped, also while the server is
+/// busy serving requests (kill(2) only queues SIGSTOP; a thread on another CPU runs on until it
+/// takes the signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_returns_with_every_thread_stopped() {
+    let e = std::sync::Arc::new(Etcd::start().await.expect("start etcd"));
+    let pid = e.pid().expect("etcd runs");
+    let load = {
+        let e = e.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), e.put("load/k", "v")).await;
+            }
+        })
+    };
+    for round in 0..40 {
+        e.pause().expect("pause");
+        let running = running_threads(pid);
+        e.resume().expect("resume");
+        assert!(
+            running.is_empty(),
+            "round {round}: pause() returned while threads still ran: {running:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(5), e.put("testkit/after", "v"))
+            .await
+            .expect("etcd answers after resume")
+            .expect("put after resume");
+    }
+    load.abort();
 }

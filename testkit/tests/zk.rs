@@ -124,3 +124,99 @@ async fn ensemble_keeps_serving_after_leader_kill_and_node_rejoins() {
         .expect("read on the rejoined node");
     assert_eq!(data, b"1");
 }
+
+/// An isolated member stops serving (it lost the quorum) while the majority keeps a leader and
+/// takes writes; once its links are back it follows again and has those writes.
+#[tokio::test]
+async fn isolated_member_stops_serving_and_rejoins() {
+    let ens = ZkEnsemble::start_partitionable(3)
+        .await
+        .expect("start a partitionable ensemble");
+    let leader = ens.leader().await.expect("leader");
+    let lonely = (leader + 1) % 3;
+    ens.isolate(lonely).expect("isolate a follower");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ens.node(lonely).mode().await.is_ok_and(|m| m == "follower") {
+        assert!(
+            Instant::now() < deadline,
+            "the isolated member kept following"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let majority: Vec<String> = (0..3)
+        .filter(|i| *i != lonely)
+        .map(|i| ens.node(i).connect_string())
+        .collect();
+    create_eventually(&majority.join(","), "/while-isolated", b"3").await;
+
+    ens.rejoin(lonely).expect("rejoin");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ens.node(lonely).mode().await.is_ok_and(|m| m == "follower") {
+        assert!(
+            Instant::now() < deadline,
+            "the member did not follow again after its links came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = client(&ens.node(lonely).connect_string()).await;
+    let (data, _) = c
+        .get_data("/while-isolated")
+        .await
+        .expect("read on the rejoined member");
+    assert_eq!(data, b"3");
+    assert!(
+        ZkEnsemble::start(3)
+            .await
+            .expect("plain")
+            .isolate(0)
+            .is_err(),
+        "a plain ensemble refuses isolate with a typed error"
+    );
+}
+
+/// A server clock moved forward past a session's timeout expires the session at once, though
+/// its client kept pinging: what no client-side drift bound covers.
+#[tokio::test]
+async fn clock_jump_expires_sessions_early() {
+    let clock = std::sync::Arc::new(testkit::clock::FakeClock::new().expect("libfaketime"));
+    let zk = ZooKeeper::start_with(testkit::zk::ZkOptions {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("start zookeeper on a fake clock");
+    let c = client(&zk.connect_string()).await;
+    c.create(
+        "/ephemeral",
+        b"1",
+        &CreateMode::Ephemeral.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .expect("create an ephemeral node");
+    let observer = client(&zk.connect_string()).await;
+    // The session (6 s) is renewed by pings: a second later the node is still there.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(observer
+        .check_stat("/ephemeral")
+        .await
+        .expect("stat")
+        .is_some());
+    clock.jump(Duration::from_secs(20)).expect("jump");
+    assert_eq!(clock.offset(), Duration::from_secs(20));
+    // The jump expires the observer's session too: look through a session opened after it.
+    drop(observer);
+    let observer = client(&zk.connect_string()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while observer
+        .check_stat("/ephemeral")
+        .await
+        .expect("stat after the jump")
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the jump did not expire the pinging session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

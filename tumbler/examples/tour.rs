@@ -1,4 +1,4 @@
-//! A tour of the API: run with `cargo run -p tumbler --example tour [URL]`.
+//! A tour of the API: run with `cargo run -p tumbler-locks --example tour [URL]`.
 //!
 //! Without a URL it uses the in-process memory store; with one (e.g. `redis://127.0.0.1:6379`
 //! when tumbler is built with the `redis` feature) the same code runs on that store.
@@ -6,14 +6,23 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tumbler::{LockSpec, MultiLock, Semaphore};
+use tumbler_locks::{LockSpec, MultiLock, Semaphore};
 
 #[tokio::main]
-async fn main() -> tumbler::Result<()> {
+async fn main() -> tumbler_locks::Result<()> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "memory://tour".into());
-    let locks = tumbler::connect(&url).await?;
+    let locks = tumbler_locks::connect(&url).await?;
+    // Shut the backend down on every path, also after an early `?` in the tour: it releases
+    // whatever the tour still holds or waits for (on Redis it would otherwise stay held until
+    // its TTL runs out).
+    let toured = tour(&locks).await;
+    locks.shutdown().await?;
+    toured
+}
+
+async fn tour(locks: &tumbler_locks::SharedBackend) -> tumbler_locks::Result<()> {
     let caps = locks.capabilities();
     println!("store: {} at {}", caps.backend, locks.address());
     println!(
@@ -34,14 +43,14 @@ async fn main() -> tumbler::Result<()> {
                 tokio::time::sleep(Duration::from_millis(2)).await; // the protected work
                 guard.release().await?;
             }
-            Ok::<_, tumbler::Error>((worker, tokens))
+            Ok::<_, tumbler_locks::Error>((worker, tokens))
         }));
     }
     let mut all_tokens = Vec::new();
     for worker in workers {
         let (id, tokens) = worker
             .await
-            .map_err(|e| tumbler::Error::backend("tour", e))??;
+            .map_err(|e| tumbler_locks::Error::backend("tour", e))??;
         println!("mutex: worker {id} held the lock with tokens {tokens:?}");
         all_tokens.extend(tokens);
     }
@@ -102,7 +111,7 @@ async fn main() -> tumbler::Result<()> {
         let notified = locks.request_revoke("tour/report").await?;
         tokio::time::timeout(Duration::from_secs(5), guard.revoke_requested())
             .await
-            .map_err(|_| tumbler::Error::backend("tour", "revocation did not arrive"))?;
+            .map_err(|_| tumbler_locks::Error::backend("tour", "revocation did not arrive"))?;
         println!("revocation: {notified} holder(s) asked to let go; the holder saw it");
         if let Ok(guard) = Arc::try_unwrap(guard) {
             guard.release().await?;

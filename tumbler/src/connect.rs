@@ -1,52 +1,66 @@
 //! `connect(url)`: the store is chosen by the URL's scheme.
 
-use lockcore::memory::{MemoryOptions, MemoryStore};
-use lockcore::params::Params;
-use lockcore::{Error, Result, SharedBackend};
+use tumbler_core::memory::{MemoryOptions, MemoryStore};
+use tumbler_core::params::Params;
+use tumbler_core::{Error, Result, SharedBackend};
+
+use crate::{query, scheme};
 
 /// Connects to the store named by `url` and returns a shared backend.
 ///
 /// | scheme | store | feature |
 /// |---|---|---|
 /// | `memory://NAME?ttl=10s` | in-process store `NAME` (shared within this process only) | always |
-/// | `redis://[USER:PASS@]HOST:PORT[/DB]?ttl=30s&prefix=P` (`rediss://` for TLS; `redis+redlock://H1:P1,H2:P2,H3:P3` for Redlock) | Redis, `SET NX PX` keys compatible with redis-py's `Lock` and rslock (see `backend_redis`) | `redis` |
-/// | `zk://[USER:PASS@]HOST:PORT[,HOST:PORT...][/BASE]?session_timeout=10s` | ZooKeeper ensemble, Curator-compatible recipes under `/BASE` (see `backend_zk`) | `zookeeper` |
-/// | `etcd://[USER:PASS@]HOST:PORT[,HOST:PORT...][/PREFIX]?ttl=10s` (`etcds://` for TLS, `&ca=…&cert=…&key=…`) | etcd cluster, `etcdctl lock`-compatible mutex keys under `PREFIX` (see `backend_etcd`) | `etcd` |
-/// | `consul://HOST[:PORT]?ttl=15s&lock_delay=15s&prefix=tumbler/&token=T` (`consuls://` for https, `&ca_file=…`) | Consul agent: sessions + KV, `consul lock`/api.Lock-compatible mutex keys `PREFIX NAME/.lock`, api.Semaphore layout (see `backend_consul`) | `consul` |
+/// | `redis://[USER:PASS@]HOST:PORT[/DB]?ttl=30s&prefix=P` (`rediss://` for TLS; `redis+redlock://H1:P1,H2:P2,H3:P3` for Redlock; `redis+sentinel://S1:P1,S2:P2/MASTER` through Sentinel) | Redis, `SET NX PX` keys compatible with redis-py's `Lock` and rslock (see `tumbler_redis`) | `redis` |
+/// | `zk://[USER:PASS@]HOST:PORT[,HOST:PORT...][/BASE]?session_timeout=10s` (`zk+tls://` for TLS) | ZooKeeper ensemble, Curator-compatible recipes under `/BASE` (see `tumbler_zookeeper`) | `zookeeper` |
+/// | `etcd://[USER:PASS@]HOST:PORT[,HOST:PORT...][/PREFIX]?ttl=10s` (`etcds://` for TLS) | etcd cluster, `etcdctl lock`-compatible mutex keys under `PREFIX` (see `tumbler_etcd`) | `etcd` |
+/// | `consul://HOST[:PORT]?ttl=15s&lock_delay=15s&prefix=tumbler/&token=T` (`consuls://` for https) | Consul agent: sessions + KV, `consul lock`/api.Lock-compatible mutex keys `PREFIX NAME/.lock`, api.Semaphore layout (see `tumbler_consul`) | `consul` |
 ///
-/// A scheme whose feature is not enabled fails with a message naming the feature to enable.
-/// Malformed URLs and unknown query parameters fail with [`Error::InvalidArgument`] naming the
-/// bad part.
+/// TLS takes the same parameters on every store: `tls_ca` (the CA's PEM file), `tls_cert` and
+/// `tls_key` (a client certificate), `tls_insecure=true` (tests only); each backend's docs
+/// list the older names it still accepts.
+///
+/// Schemes are case-insensitive and whitespace around the URL is ignored.
+///
+/// # Errors
+///
+/// - A scheme whose feature is not enabled: [`Error::InvalidArgument`] naming the feature to
+///   enable.
+/// - A malformed URL, an unknown scheme, an unknown query parameter or one given twice:
+///   [`Error::InvalidArgument`] naming the bad part (and, for near misses such as
+///   `redis:host:6379`, `localhost:6379` or `http://`, what to write instead).
+/// - A store that cannot be reached: [`Error::Connection`] or [`Error::Timeout`]; refused
+///   credentials: [`Error::Auth`].
 pub async fn connect(url: &str) -> Result<SharedBackend> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(Error::invalid(
-            "URL",
-            format!("{url:?} has no scheme; write e.g. memory://name, redis://host:6379, zk://host:2181, etcd://host:2379 or consul://host:8500"),
-        ));
-    };
-    match scheme {
-        "memory" => connect_memory(rest).await,
+    let split = scheme::split(url)?;
+    #[allow(unused_variables)] // without store features only memory:// is matched
+    let url = split.url.as_str();
+    match split.scheme.as_str() {
+        "memory" => connect_memory(split.rest()).await,
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" => {
-            backend_redis::connect_url(url).await
-        }
+        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" | "redis+sentinel"
+        | "rediss+sentinel" => tumbler_redis::connect_url(url).await,
         #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" => not_compiled("redis", "redis"),
+        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" | "redis+sentinel"
+        | "rediss+sentinel" => not_compiled("redis", "redis"),
         #[cfg(feature = "zookeeper")]
-        "zk" | "zookeeper" => backend_zk::connect_url(url).await,
+        "zk" | "zookeeper" | "zk+tls" | "zookeeper+tls" => {
+            tumbler_zookeeper::connect_url(url).await
+        }
         #[cfg(not(feature = "zookeeper"))]
-        "zk" | "zookeeper" => not_compiled("zookeeper", "zookeeper"),
+        "zk" | "zookeeper" | "zk+tls" | "zookeeper+tls" => not_compiled("zookeeper", "zookeeper"),
         #[cfg(feature = "etcd")]
-        "etcd" | "etcds" => backend_etcd::connect_url(url).await,
+        "etcd" | "etcds" => tumbler_etcd::connect_url(url).await,
         #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => not_compiled("etcd", "etcd"),
         #[cfg(feature = "consul")]
-        "consul" | "consuls" => backend_consul::connect_url(url).await,
+        "consul" | "consuls" => tumbler_consul::connect_url(url).await,
         #[cfg(not(feature = "consul"))]
         "consul" | "consuls" => not_compiled("consul", "consul"),
+        // `scheme::split` lets only the schemes above through.
         other => Err(Error::invalid(
             "URL scheme",
-            format!("{other:?} is not a known store; use memory, redis, rediss, redis+redlock, rediss+redlock, zk, etcd, etcds, consul or consuls"),
+            format!("{other:?} is not a known store"),
         )),
     }
 }
@@ -55,7 +69,9 @@ pub async fn connect(url: &str) -> Result<SharedBackend> {
 fn not_compiled(backend: &str, feature: &str) -> Result<SharedBackend> {
     Err(Error::invalid(
         "URL scheme",
-        format!("backend {backend} is not compiled in; enable the `{feature}` feature of tumbler"),
+        format!(
+            "backend {backend} is not compiled in; enable the `{feature}` feature of tumbler-locks"
+        ),
     ))
 }
 
@@ -71,29 +87,13 @@ async fn connect_memory(rest: &str) -> Result<SharedBackend> {
             format!("store name {name:?} may only use A-Z a-z 0-9 - _ ."),
         ));
     }
-    let mut params = Params::new("memory", query_pairs(query)?);
+    let mut params = Params::new("memory", query::pairs(query)?);
     let mut options = MemoryOptions::default();
     if let Some(ttl) = params.duration("ttl")? {
         options = options.session_ttl(Some(ttl))?;
     }
     params.finish(&["ttl"])?;
     MemoryStore::named(name).connect(options).await
-}
-
-/// Splits `a=1&b=2` into pairs. Values are taken as written (no percent-decoding needed for
-/// the memory store's parameters).
-fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
-    query
-        .split('&')
-        .filter(|part| !part.is_empty())
-        .map(|part| match part.split_once('=') {
-            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
-            None => Err(Error::invalid(
-                "URL query",
-                format!("{part:?} has no value; write key=value"),
-            )),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -131,6 +131,81 @@ mod tests {
         assert!(invalid(connect("memory://a/b").await).contains("store name"));
     }
 
+    /// Newcomer near misses get an error that says what to write; a parameter given twice is
+    /// refused on every store; case and whitespace around a URL do not matter.
+    #[tokio::test]
+    async fn near_misses_say_what_to_write() {
+        assert!(invalid(connect("redis:127.0.0.1:6379").await).contains("write redis://"));
+        assert!(invalid(connect("localhost:2181").await).contains("write zk://localhost:2181"));
+        assert!(invalid(connect("http://127.0.0.1:8500").await).contains("consul://"));
+        assert!(invalid(connect("").await).contains("empty"));
+        // Each store's parser refuses the repeat (lockcore's Params); stores compiled out
+        // answer that their feature is off instead.
+        let repeated = [
+            (true, "memory://x?ttl=1s&ttl=2s"),
+            (cfg!(feature = "redis"), "redis://127.0.0.1:1?ttl=5s&ttl=6s"),
+            (
+                cfg!(feature = "zookeeper"),
+                "zk://127.0.0.1:1?session_timeout=5s&session_timeout=6s",
+            ),
+            (cfg!(feature = "etcd"), "etcd://127.0.0.1:1?ttl=5s&ttl=6s"),
+            (
+                cfg!(feature = "consul"),
+                "consul://127.0.0.1:1?ttl=15s&ttl=20s",
+            ),
+        ];
+        for url in repeated
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, url)| url)
+        {
+            assert!(
+                invalid(connect(url).await).contains("more than once"),
+                "{url}"
+            );
+        }
+        let upper = connect(" MEMORY://facade-case\n").await.unwrap();
+        let lower = connect("memory://facade-case").await.unwrap();
+        let held = upper.mutex("x").unwrap().lock().await.unwrap();
+        assert!(
+            lower
+                .mutex("x")
+                .unwrap()
+                .try_lock()
+                .await
+                .unwrap()
+                .is_none(),
+            "MEMORY:// and memory:// name the same store"
+        );
+        held.release().await.unwrap();
+    }
+
+    /// With every feature on, every scheme (in any case) reaches its backend: what fails is
+    /// the connection or the backend's own check, never the scheme.
+    #[tokio::test]
+    #[cfg(feature = "all")]
+    async fn every_scheme_reaches_its_backend() {
+        for url in [
+            "REDIS://127.0.0.1:1?connect_timeout=1s",
+            "rediss+redlock://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?connect_timeout=1s",
+            "redis+sentinel://127.0.0.1:1/mymaster?connect_timeout=1s",
+            "rediss+sentinel://127.0.0.1:1/mymaster?connect_timeout=1s",
+            "Etcd://127.0.0.1:1",
+            "zk+tls://127.0.0.1:1",
+            "zookeeper+tls://127.0.0.1:1",
+            "consuls://127.0.0.1:1",
+        ] {
+            match connect(url).await {
+                Err(Error::InvalidArgument { what, problem }) => assert!(
+                    what != "URL scheme" && !problem.contains("not a known store"),
+                    "{url}: {what}: {problem}"
+                ),
+                Err(_) => {}
+                Ok(_) => panic!("{url}: connected to nothing"),
+            }
+        }
+    }
+
     /// Each store's URL grammar as seen through the facade: malformed parts and unknown
     /// parameters are named, without any server being contacted.
     #[tokio::test]
@@ -157,16 +232,16 @@ mod tests {
     async fn schemes_without_their_feature_name_it() {
         #[cfg(not(feature = "redis"))]
         assert!(invalid(connect("redis://127.0.0.1:6379").await)
-            .contains("enable the `redis` feature of tumbler"));
+            .contains("enable the `redis` feature of tumbler-locks"));
         #[cfg(not(feature = "zookeeper"))]
         assert!(invalid(connect("zk://127.0.0.1:2181").await)
             .contains("backend zookeeper is not compiled in; enable the `zookeeper` feature"));
         #[cfg(not(feature = "etcd"))]
         assert!(invalid(connect("etcd://127.0.0.1:2379").await)
-            .contains("enable the `etcd` feature of tumbler"));
+            .contains("enable the `etcd` feature of tumbler-locks"));
         #[cfg(not(feature = "consul"))]
         assert!(invalid(connect("consul://127.0.0.1:8500").await)
-            .contains("enable the `consul` feature of tumbler"));
+            .contains("enable the `consul` feature of tumbler-locks"));
         // With every feature on, the same URLs reach their backends: an unreachable server is
         // a connection error, not a missing feature.
         #[cfg(feature = "all")]

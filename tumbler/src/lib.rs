@@ -6,8 +6,8 @@
 //! and a URL:
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler::Result<()> {
-//! let locks = tumbler::connect("memory://docs").await?;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler_locks::Result<()> {
+//! let locks = tumbler_locks::connect("memory://docs").await?;
 //! let guard = locks.mutex("jobs/nightly")?.lock().await?;
 //! println!("token {}", guard.fencing_token());
 //! guard.release().await?;
@@ -17,6 +17,8 @@
 //! See [`connect`] for the URL grammar of each store.
 
 mod connect;
+mod query;
+mod scheme;
 
 pub use connect::connect;
-pub use lockcore::*;
+pub use tumbler_core::*;

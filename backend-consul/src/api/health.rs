@@ -1,6 +1,6 @@
 //! [`Health`]: turns request outcomes and session loss into connection events.
 
-use lockcore::{ConnectionEvent, ConnectionEvents, ConnectionMonitor};
+use tumbler_core::{ConnectionEvent, ConnectionEvents, ConnectionMonitor};
 
 /// The connection state of one backend instance, fed by every request.
 #[derive(Debug, Default)]
@@ -16,17 +16,16 @@ impl Health {
         }
     }
 
-    /// A request reached the agent and got an answer.
+    /// A request reached the agent and got an answer: a suspension ends (the session was
+    /// kept). After [`Health::session_lost`] only [`Health::session_restored`] reconnects.
     pub(crate) fn reachable(&self) {
-        if matches!(
-            self.monitor.current(),
-            ConnectionEvent::Suspended | ConnectionEvent::Lost
-        ) {
+        if self.monitor.current() == ConnectionEvent::Suspended {
             self.monitor.emit(ConnectionEvent::Reconnected);
         }
     }
 
-    /// A request could not reach the agent (refused, reset, timed out).
+    /// A request could not reach the agent (refused, reset, timed out, stalled, or answered
+    /// "not now").
     pub(crate) fn unreachable(&self) {
         if matches!(
             self.monitor.current(),
@@ -39,6 +38,13 @@ impl Health {
     /// The backend's session is gone: every hold on it has been lost.
     pub(crate) fn session_lost(&self) {
         self.monitor.emit(ConnectionEvent::Lost);
+    }
+
+    /// The backend has a usable session again after it was lost.
+    pub(crate) fn session_restored(&self) {
+        if self.monitor.current() == ConnectionEvent::Lost {
+            self.monitor.emit(ConnectionEvent::Reconnected);
+        }
     }
 
     /// A subscription to the events.

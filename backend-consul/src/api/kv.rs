@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use lockcore::{Error, Result};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
+use tumbler_core::{Error, Result};
 
-use super::{Api, BACKEND};
+use super::{Api, Call, BACKEND};
 
 /// One KV entry as Consul returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,8 +133,12 @@ impl Api {
         }
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let req = self.request(Method::GET, &format!("/v1/kv/{key}"), &query, timeout);
-        let resp = self.send(req, &what).await?;
-        let body = self.body(resp, &what).await?;
+        let call = if block.is_some() {
+            Call::Blocking
+        } else {
+            Call::Ordinary
+        };
+        let body = self.call(req, &what, call).await?;
         let index = body.index.unwrap_or(0);
         match body.status {
             StatusCode::NOT_FOUND => Ok(Queried {
@@ -247,8 +251,7 @@ impl Api {
 
     /// Sends a write that answers `true` or `false`.
     async fn put_bool(&self, req: reqwest::RequestBuilder, what: &str) -> Result<bool> {
-        let resp = self.send(req, what).await?;
-        let body = self.body(resp, what).await?;
+        let body = self.call(req, what, Call::Ordinary).await?;
         if body.status != StatusCode::OK {
             return Err(self.status_error(what, body.status, &body.bytes));
         }

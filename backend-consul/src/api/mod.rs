@@ -10,8 +10,10 @@ mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockcore::{Error, Result};
+use tokio::time::Instant;
+
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tumbler_core::{Error, Result};
 
 use crate::config::ConsulConfig;
 
@@ -24,6 +26,18 @@ pub(crate) const BACKEND: &str = "consul";
 
 /// Consul adds up to `wait / 16` of jitter to a blocking query's wait.
 const JITTER_DIVISOR: u32 = 16;
+
+/// The longest an ordinary request goes unanswered before the connection counts as suspended.
+const STALL_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether a request is an ordinary one or a blocking query (which may legitimately wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// Answered at once by a healthy agent.
+    Ordinary,
+    /// `?index=&wait=`: answered when something changes or the wait ends.
+    Blocking,
+}
 
 /// The HTTP client of one backend instance.
 pub(crate) struct Api {
@@ -125,34 +139,53 @@ impl Api {
         wait + wait / JITTER_DIVISOR + self.request_timeout
     }
 
-    /// Sends a request; maps transport failures and reports them to [`Health`].
-    async fn send(&self, req: RequestBuilder, what: &str) -> Result<Response> {
-        match req.send().await {
-            Ok(resp) => {
-                self.health.reachable();
-                Ok(resp)
-            }
-            Err(e) => {
-                self.health.unreachable();
-                Err(self.transport_error(e, what))
-            }
-        }
+    /// Sends a request; maps transport failures and reports them to [`Health`]. An ordinary
+    /// (non-blocking) request that has not been answered after [`Api::stall_after`] reports
+    /// the connection suspended at once, while it goes on waiting for its own timeout: a
+    /// stalled agent is visible before the timeout runs out.
+    async fn send(&self, req: RequestBuilder, what: &str, call: Call) -> Result<Response> {
+        let started = Instant::now();
+        let pending = req.send();
+        tokio::pin!(pending);
+        let outcome = match call {
+            Call::Blocking => pending.await,
+            Call::Ordinary => tokio::select! {
+                outcome = &mut pending => outcome,
+                () = tokio::time::sleep(self.stall_after()) => {
+                    tracing::debug!(what, "consul request stalled; connection suspended");
+                    self.health.unreachable();
+                    pending.await
+                }
+            },
+        };
+        outcome.map_err(|e| {
+            self.health.unreachable();
+            self.transport_error(e, what, started.elapsed())
+        })
     }
 
-    fn transport_error(&self, e: reqwest::Error, what: &str) -> Error {
+    /// How long an ordinary request may go unanswered before the connection counts as
+    /// suspended: half the request timeout, at most 1 s.
+    fn stall_after(&self) -> Duration {
+        (self.request_timeout / 2).min(STALL_AFTER)
+    }
+
+    fn transport_error(&self, e: reqwest::Error, what: &str, elapsed: Duration) -> Error {
         if e.is_timeout() {
             Error::Timeout {
                 operation: format!("consul {what}"),
                 addr: self.base.clone(),
-                after: self.request_timeout,
+                after: elapsed,
             }
         } else {
             Error::connection(BACKEND, &self.base, format!("{what}: {}", error_chain(&e)))
+                .with_source(e)
         }
     }
 
-    /// Reads a body; a failure while reading is a transport failure.
-    async fn body(&self, resp: Response, what: &str) -> Result<Body> {
+    /// Reads a body; a failure while reading is a transport failure. An answer that means
+    /// "not now" (see [`unavailable`]) counts as unreachable, any other as reachable.
+    async fn body(&self, resp: Response, what: &str, started: Instant) -> Result<Body> {
         let status = resp.status();
         let index = resp
             .headers()
@@ -160,16 +193,30 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         match resp.bytes().await {
-            Ok(bytes) => Ok(Body {
-                status,
-                index,
-                bytes: bytes.to_vec(),
-            }),
+            Ok(bytes) => {
+                if unavailable(status, &String::from_utf8_lossy(&bytes)) {
+                    self.health.unreachable();
+                } else {
+                    self.health.reachable();
+                }
+                Ok(Body {
+                    status,
+                    index,
+                    bytes: bytes.to_vec(),
+                })
+            }
             Err(e) => {
                 self.health.unreachable();
-                Err(self.transport_error(e, what))
+                Err(self.transport_error(e, what, started.elapsed()))
             }
         }
+    }
+
+    /// Sends a request and reads its answer to the end.
+    async fn call(&self, req: RequestBuilder, what: &str, call: Call) -> Result<Body> {
+        let started = Instant::now();
+        let resp = self.send(req, what, call).await?;
+        self.body(resp, what, started).await
     }
 
     /// The error for an answer that is not what the endpoint promises.

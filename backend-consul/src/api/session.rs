@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use lockcore::{Error, Result};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
+use tumbler_core::{Error, Result};
 
 use super::kv::go_duration;
-use super::{Api, BACKEND};
+use super::{Api, Call, BACKEND};
 
 /// What Consul does with a session's keys when the session is invalidated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +68,7 @@ impl Api {
         let req = self
             .request(Method::PUT, "/v1/session/create", &[], self.request_timeout)
             .json(&body);
-        let resp = self.send(req, what).await?;
-        let body = self.body(resp, what).await?;
+        let body = self.call(req, what, Call::Ordinary).await?;
         match body.status {
             StatusCode::OK => {
                 let created: Created = serde_json::from_slice(&body.bytes).map_err(|e| {
@@ -83,9 +82,9 @@ impl Api {
                 Err(Error::invalid(
                     "consul session ttl",
                     format!(
-                        "the agent refused TTL {:?}: {}; use a TTL within the agent's limits \
+                        "the agent refused TTL {}: {}; use a TTL within the agent's limits \
                          (10s..=24h unless session_ttl_min is lowered)",
-                        spec.ttl,
+                        tumbler_core::params::format_duration(spec.ttl),
                         String::from_utf8_lossy(&body.bytes).trim()
                     ),
                 ))
@@ -103,8 +102,7 @@ impl Api {
             &[],
             self.request_timeout,
         );
-        let resp = self.send(req, what).await?;
-        let body = self.body(resp, what).await?;
+        let body = self.call(req, what, Call::Ordinary).await?;
         match body.status {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -122,8 +120,7 @@ impl Api {
             &[],
             self.request_timeout,
         );
-        let resp = self.send(req, what).await?;
-        let body = self.body(resp, what).await?;
+        let body = self.call(req, what, Call::Ordinary).await?;
         match body.status {
             StatusCode::OK => Ok(()),
             status => Err(self.status_error(what, status, &body.bytes)),

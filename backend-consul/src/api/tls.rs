@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use lockcore::{Error, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tumbler_core::{Error, Result};
 
 use crate::config::ConsulConfig;
 

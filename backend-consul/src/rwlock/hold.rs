@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lockcore::{hold_signals, Error, HeldLock, Hold, HoldNotifier, LockName, LostReason, Result};
 use tokio::time::Instant;
+use tumbler_core::keeper::HoldTicket;
+use tumbler_core::{hold_signals, Error, HeldLock, Hold, LockName, LostReason, Result};
 
 use super::view::RwView;
 use super::{Admitted, RwLease};
@@ -14,7 +15,9 @@ use crate::backend::Inner;
 use crate::layout::{Folder, RWLOCK_FLAGS};
 use crate::record::{encode, RwRecord};
 use crate::session::Session;
-use crate::watch::{monitor, next_index, watch_hold, Backoff, Check, Target, Watcher};
+use crate::watch::{
+    backoff, monitor, next_index, register, sleep_next, watch_hold, Check, Target, Watcher,
+};
 
 /// Builds the hold and starts watching it.
 pub(super) fn grant(
@@ -25,7 +28,7 @@ pub(super) fn grant(
     admitted: Admitted,
 ) -> Hold {
     let (notifier, signals) = hold_signals();
-    let notifier = Arc::new(notifier);
+    let ticket = register(&who.session, notifier);
     let watcher = start_watch(
         inner,
         name,
@@ -33,7 +36,7 @@ pub(super) fn grant(
         write,
         admitted.index,
         admitted.revoke,
-        &notifier,
+        &ticket,
     );
     Hold {
         token: admitted.token,
@@ -44,7 +47,7 @@ pub(super) fn grant(
             who,
             write,
             token: admitted.token,
-            notifier,
+            ticket,
             watcher: Some(watcher),
             left_record: false,
             not_owner: false,
@@ -61,7 +64,7 @@ fn start_watch(
     write: bool,
     index: u64,
     revoke: Option<String>,
-    notifier: &Arc<HoldNotifier>,
+    ticket: &Arc<HoldTicket>,
 ) -> Watcher {
     let folder = who.folder.clone();
     let lease = who.lease.clone();
@@ -82,16 +85,10 @@ fn start_watch(
         inner.api.clone(),
         Target::Prefix(who.folder.rw_prefix()),
         index,
-        notifier.clone(),
+        ticket.clone(),
         check,
     );
-    watch_hold(
-        name,
-        notifier.clone(),
-        who.session.clone(),
-        store_side,
-        || {},
-    )
+    watch_hold(name, ticket.clone(), who.session.clone(), store_side, || {})
 }
 
 /// A held read or write side.
@@ -102,7 +99,7 @@ struct RwHold {
     who: RwLease,
     write: bool,
     token: u64,
-    notifier: Arc<HoldNotifier>,
+    ticket: Arc<HoldTicket>,
     watcher: Option<Watcher>,
     left_record: bool,
     not_owner: bool,
@@ -167,7 +164,7 @@ impl HeldLock for RwHold {
         self.released = true;
         self.watcher = None;
         if self.not_owner {
-            self.notifier.lost(LostReason::Deleted);
+            self.ticket.notifier().lost(LostReason::Deleted);
             return Err(Error::NotOwner {
                 name: self.name.clone(),
             });
@@ -195,7 +192,7 @@ impl HeldLock for RwHold {
         })
         .await?;
         if !held {
-            self.notifier.lost(LostReason::Deleted);
+            self.ticket.notifier().lost(LostReason::Deleted);
             return Err(Error::NotOwner {
                 name: self.name.clone(),
             });
@@ -214,7 +211,7 @@ impl HeldLock for RwHold {
             Err(_) => (1, None),
         };
         let (notifier, signals) = hold_signals();
-        let notifier = Arc::new(notifier);
+        let ticket = register(&self.who.session, notifier);
         let watcher = start_watch(
             &self.inner,
             &self.name,
@@ -222,7 +219,7 @@ impl HeldLock for RwHold {
             false,
             index,
             revoke,
-            &notifier,
+            &ticket,
         );
         Ok(Hold {
             token: self.token,
@@ -233,7 +230,7 @@ impl HeldLock for RwHold {
                 who: self.who.clone(),
                 write: false,
                 token: self.token,
-                notifier,
+                ticket,
                 watcher: Some(watcher),
                 left_record: false,
                 not_owner: false,
@@ -258,7 +255,7 @@ fn remove_lease(record: &mut RwRecord, lease: &str) {
 pub(super) async fn leave(api: Arc<Api>, folder: Folder, lease: String, session: Arc<Session>) {
     let record_key = folder.rw_record_key();
     let contender = folder.rw_contender_key(&lease);
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     while session.is_live() {
         let step: Result<bool> = async {
             let read = api.kv_get(&record_key, None).await?;
@@ -285,13 +282,13 @@ pub(super) async fn leave(api: Arc<Api>, folder: Folder, lease: String, session:
         match step {
             Ok(true) => break,
             Ok(false) => continue,
-            Err(_) => backoff.wait().await,
+            Err(_) => sleep_next(&mut backoff).await,
         }
     }
     while session.is_live() {
         match api.kv_delete(&contender).await {
             Ok(()) => break,
-            Err(_) => backoff.wait().await,
+            Err(_) => sleep_next(&mut backoff).await,
         }
     }
     let until = Instant::now() + api.request_timeout();
@@ -312,7 +309,7 @@ pub(super) async fn leave(api: Arc<Api>, folder: Folder, lease: String, session:
                 }
                 index = next_index(index, read.index);
             }
-            Err(_) => backoff.wait().await,
+            Err(_) => sleep_next(&mut backoff).await,
         }
     }
 }

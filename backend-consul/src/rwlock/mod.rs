@@ -37,16 +37,19 @@ mod view;
 
 use std::sync::Arc;
 
-use lockcore::cleanup::CancelCleanup;
-use lockcore::{Error, Hold, LockName, Result};
+use tokio::time::Instant;
+use tumbler_core::{Error, Hold, LockName, LostReason, Result};
 
 use crate::api::{Acquire, Block};
 use crate::backend::Inner;
+use crate::kinds::{self, Kind};
 use crate::layout::{Folder, RWLOCK_FLAGS};
+use crate::queue::DEAD_WAITER_GRACE;
 use crate::record::encode;
 use crate::session::Session;
-use crate::watch::Backoff;
+use crate::watch::{backoff, sleep_next};
 use hold::{grant, leave};
+use tumbler_core::cleanup::RestartableCleanup as Cleanup;
 pub(crate) use view::RwView;
 
 /// How many lost CAS races a one-attempt acquire tolerates before it reports "busy".
@@ -64,14 +67,22 @@ pub(crate) async fn acquire(
     let contender = folder.rw_contender_key(&lease);
     for _ in 0..3 {
         let session = inner.sessions.main().await?;
-        let cleanup = CancelCleanup::new(
+        let (api, left_folder, left_lease, held_by) = (
+            inner.api.clone(),
+            folder.clone(),
+            lease.clone(),
+            session.clone(),
+        );
+        let cleanup = Cleanup::new(
             "leave a cancelled Consul read-write lock acquisition",
-            leave(
-                inner.api.clone(),
-                folder.clone(),
-                lease.clone(),
-                session.clone(),
-            ),
+            move || {
+                leave(
+                    api.clone(),
+                    left_folder.clone(),
+                    left_lease.clone(),
+                    held_by.clone(),
+                )
+            },
         );
         match inner
             .api
@@ -93,7 +104,19 @@ pub(crate) async fn acquire(
         }
         let outcome = tokio::select! {
             outcome = admit(inner, name, &folder, &lease, write, wait) => outcome?,
-            _ = session.lost() => return Err(Error::SessionExpired { name: name.clone() }),
+            reason = session.lost() => {
+                inner.sessions.check_open()?;
+                // Waiting with the backend's session, which was lost: an agent that stopped
+                // answering is a connection error, an expired session an expiry.
+                return Err(match reason {
+                    LostReason::RenewalFailed => Error::connection(
+                        crate::api::BACKEND,
+                        inner.api.address(),
+                        "the agent did not answer before the session's validity ran out",
+                    ),
+                    _ => Error::SessionExpired { name: name.clone() },
+                });
+            }
         };
         return match outcome {
             Some(admitted) => {
@@ -150,17 +173,21 @@ async fn admit(
 ) -> Result<Option<Admitted>> {
     let mut block = None;
     let mut cas_rounds = 0;
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
+    // A waiting writer that has not taken the free lock, and since when.
+    let mut idle: Option<(String, Instant)> = None;
     loop {
-        let listed = match inner.api.kv_list(&folder.rw_prefix(), block).await {
+        // The whole folder, to see the other kinds' keys too.
+        let listed = match inner.api.kv_list(folder.base(), block).await {
             Ok(listed) => listed,
             Err(e) if wait && e.is_transient() => {
-                backoff.wait().await;
+                sleep_next(&mut backoff).await;
                 continue;
             }
             Err(e) => return Err(e),
         };
         backoff.reset();
+        kinds::check(Kind::RwLock, name, folder, &listed.value)?;
         let view = RwView::read(folder, name, &listed.value)?;
         if view.holds(lease, write) {
             return Ok(Some(Admitted {
@@ -170,15 +197,51 @@ async fn admit(
             }));
         }
         if !view.alive(lease) {
+            inner.sessions.check_open()?;
             return Err(Error::SessionExpired { name: name.clone() });
         }
         let Some(record) = view.decide(lease, write, wait) else {
             if !wait {
                 return Ok(None);
             }
+            // The lock is free but reserved for a waiting writer ahead that does not take it:
+            // it was killed (its contender key lives until the agent invalidates its session).
+            // After the grace, take it off the waiting list; a live one would put itself back.
+            let wait_for = match view.idle_first_writer(lease) {
+                None => {
+                    idle = None;
+                    inner.api.query_wait()
+                }
+                Some(first) => {
+                    let since = match &idle {
+                        Some((w, since)) if *w == first => *since,
+                        _ => idle.insert((first.to_string(), Instant::now())).1,
+                    };
+                    let left =
+                        (since + DEAD_WAITER_GRACE).saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        let mut record = view.record.clone();
+                        record.waiting.retain(|w| w != first);
+                        tracing::debug!(writer = first, "waiting writer did not take the free lock; dropped from the waiting list");
+                        inner
+                            .api
+                            .kv_cas(
+                                &folder.rw_record_key(),
+                                RWLOCK_FLAGS,
+                                encode(&record),
+                                view.record_index,
+                            )
+                            .await?;
+                        idle = None;
+                        block = None;
+                        continue;
+                    }
+                    left
+                }
+            };
             block = Some(Block {
                 index: listed.index,
-                wait: inner.api.query_wait(),
+                wait: wait_for,
             });
             continue;
         };

@@ -1,10 +1,10 @@
 //! [`RwView`]: a read-write lock as one listing shows it, and the grant rules.
 
-use lockcore::{Error, LockName, Result};
+use tumbler_core::{Error, LockName, Result};
 
 use crate::api::KvPair;
 use crate::layout::{Entry, Folder, RWLOCK_FLAGS};
-use crate::record::RwRecord;
+use crate::record::{decode_record, RwRecord};
 
 /// A read-write lock as one listing of `NAME/.rw` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,19 +33,13 @@ impl RwView {
                             name: name.clone(),
                             problem: format!(
                                 "the Consul key {} has flags {:#x}, not tumbler's read-write \
-                                 lock flags; use another name",
+                                 lock flags: it holds data tumbler did not write; delete the key \
+                                 if nothing uses it, or use another name",
                                 pair.key, pair.flags
                             ),
                         });
                     }
-                    if !pair.value.is_empty() {
-                        view.record = serde_json::from_slice(&pair.value).map_err(|e| {
-                            Error::backend(
-                                crate::api::BACKEND,
-                                format!("the read-write record {} does not decode: {e}", pair.key),
-                            )
-                        })?;
-                    }
+                    view.record = decode_record(name, pair, "a read-write lock's record")?;
                     view.record_index = pair.modify_index;
                 }
                 Entry::RwContender(lease) if pair.is_held() => view.live.push(lease.to_string()),
@@ -83,6 +77,15 @@ impl RwView {
             .map(String::as_str)
             .filter(|w| self.alive(w))
             .collect()
+    }
+
+    /// The first waiting writer, if it is not `lease` and the lock is free (no live writer, no
+    /// live reader): it should be taking the lock.
+    pub(super) fn idle_first_writer(&self, lease: &str) -> Option<&str> {
+        if self.writer().is_some() || !self.readers().is_empty() {
+            return None;
+        }
+        self.waiting().first().copied().filter(|w| *w != lease)
     }
 
     /// Live contenders that hold nothing (waiting readers and writers).

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lockcore::{hold_signals, Error, HeldLock, Hold, HoldNotifier, LockName, LostReason, Result};
+use tumbler_core::keeper::HoldTicket;
+use tumbler_core::{hold_signals, Error, HeldLock, Hold, LockName, LostReason, Result};
 
 use super::view::View;
 use super::Admitted;
@@ -12,7 +13,7 @@ use crate::backend::Inner;
 use crate::layout::{Folder, SEMAPHORE_FLAGS};
 use crate::record::encode;
 use crate::session::Session;
-use crate::watch::{monitor, watch_hold, Check, Target, Watcher};
+use crate::watch::{monitor, register, watch_hold, Check, Target, Watcher};
 
 /// Builds the lease's hold and starts watching it.
 pub(super) fn grant(
@@ -23,7 +24,7 @@ pub(super) fn grant(
     admitted: Admitted,
 ) -> Hold {
     let (notifier, signals) = hold_signals();
-    let notifier = Arc::new(notifier);
+    let ticket = register(&lease, notifier);
     let lid = lease.id().to_string();
     let mut seen = admitted.revoke;
     let watch_folder = folder.clone();
@@ -43,10 +44,10 @@ pub(super) fn grant(
         inner.api.clone(),
         Target::Prefix(folder.base().to_string()),
         admitted.index,
-        notifier.clone(),
+        ticket.clone(),
         check,
     );
-    let watcher = watch_hold(name, notifier.clone(), lease.clone(), store_side, || {});
+    let watcher = watch_hold(name, ticket.clone(), lease.clone(), store_side, || {});
     Hold {
         token: admitted.token,
         held: Box::new(SemaphoreHold {
@@ -55,7 +56,7 @@ pub(super) fn grant(
             base: folder.base().to_string(),
             folder,
             lease,
-            notifier,
+            ticket,
             watcher: Some(watcher),
             left_record: false,
             not_owner: false,
@@ -72,7 +73,7 @@ struct SemaphoreHold {
     folder: Folder,
     base: String,
     lease: Arc<Session>,
-    notifier: Arc<HoldNotifier>,
+    ticket: Arc<HoldTicket>,
     watcher: Option<Watcher>,
     /// Our entry is out of the record (a retried release skips that step).
     left_record: bool,
@@ -134,7 +135,7 @@ impl HeldLock for SemaphoreHold {
         self.released = true;
         self.watcher = None;
         if self.not_owner {
-            self.notifier.lost(LostReason::Deleted);
+            self.ticket.notifier().lost(LostReason::Deleted);
             return Err(Error::NotOwner {
                 name: self.name.clone(),
             });

@@ -18,14 +18,15 @@ mod view;
 
 use std::sync::Arc;
 
-use lockcore::{Error, Hold, LockName, Result};
+use tumbler_core::{Error, Hold, LockName, Result};
 
 use crate::api::{Acquire, Block};
 use crate::backend::Inner;
+use crate::kinds::{self, Kind};
 use crate::layout::{Folder, SEMAPHORE_FLAGS};
 use crate::record::{encode, ContenderValue};
 use crate::session::Session;
-use crate::watch::Backoff;
+use crate::watch::{backoff, sleep_next};
 use hold::grant;
 pub(crate) use view::View;
 
@@ -61,8 +62,16 @@ pub(crate) async fn acquire(
         // From here on, dropping `lease` (a cancelled acquisition) destroys the session: Consul
         // deletes the contender key, and a holder entry without it is dead for everyone.
         let outcome = tokio::select! {
-            outcome = admit(inner, name, &folder, &lease, limit, count, wait) => outcome?,
+            outcome = admit(inner, name, &folder, &lease, limit, count, wait) => outcome,
             _ = lease.lost() => continue,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Refused (a conflict) or failed: the contender key goes with the session.
+                let _ = lease.destroy().await;
+                return Err(e);
+            }
         };
         return match outcome {
             Some(admitted) => Ok(Some(grant(inner, name, folder, lease, admitted))),
@@ -87,17 +96,18 @@ async fn admit(
 ) -> Result<Option<Admitted>> {
     let mut block = None;
     let mut cas_rounds = 0;
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         let listed = match inner.api.kv_list(folder.base(), block).await {
             Ok(listed) => listed,
             Err(e) if wait && e.is_transient() => {
-                backoff.wait().await;
+                sleep_next(&mut backoff).await;
                 continue;
             }
             Err(e) => return Err(e),
         };
         backoff.reset();
+        kinds::check(Kind::Semaphore, name, folder, &listed.value)?;
         let view = View::read(folder, name, &listed.value, Some(limit))?;
         if view.holds(lease.id()) {
             return Ok(Some(Admitted {

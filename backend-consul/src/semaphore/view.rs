@@ -1,11 +1,11 @@
 //! [`View`]: a semaphore as one listing of its folder shows it, with api.Semaphore's rule for
 //! dead holders.
 
-use lockcore::{Error, LockName, Result};
+use tumbler_core::{Error, LockName, Result};
 
 use crate::api::KvPair;
-use crate::layout::{Entry, Folder, SEMAPHORE_FLAGS};
-use crate::record::{ContenderValue, SemaphoreRecord};
+use crate::layout::{Entry, Folder, LOCK_FLAGS, SEMAPHORE_FLAGS};
+use crate::record::{decode_record, ContenderValue, SemaphoreRecord};
 
 /// A semaphore as one listing of its folder shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +25,10 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Reads the listing of `folder`. With `limit`, a record with another limit, or a record
-    /// key that is not a semaphore's, is a conflict.
+    /// Reads the listing of `folder`. With `limit` (an acquisition), a record in use with
+    /// another limit is a conflict; a record nobody uses any more is taken over with `limit`.
+    /// A record key that is neither a semaphore's nor an unheld mutex key, or a record that
+    /// does not decode, is a conflict naming the key.
     pub(crate) fn read(
         folder: &Folder,
         name: &LockName,
@@ -36,50 +38,34 @@ impl View {
         let lock_pair = pairs
             .iter()
             .find(|p| folder.classify(&p.key) == Entry::Lock);
-        let (record, lock_index) = match lock_pair {
-            None => (
-                SemaphoreRecord {
-                    limit: limit.map_or(0, i64::from),
-                    ..SemaphoreRecord::default()
-                },
-                0,
-            ),
-            Some(pair) => {
-                if pair.flags != SEMAPHORE_FLAGS {
-                    return Err(Error::Conflict {
-                        name: name.clone(),
-                        problem: format!(
-                            "the Consul key {} has flags {:#x}, not api.Semaphore's \
-                             {SEMAPHORE_FLAGS:#x}: a mutex of the same name uses it; use another name",
-                            pair.key, pair.flags
-                        ),
-                    });
-                }
-                let record = if pair.value.is_empty() {
-                    SemaphoreRecord::default()
-                } else {
-                    serde_json::from_slice(&pair.value).map_err(|e| {
-                        Error::backend(
-                            crate::api::BACKEND,
-                            format!("the semaphore record {} does not decode: {e}", pair.key),
-                        )
-                    })?
-                };
-                (record, pair.modify_index)
-            }
+        let fresh = || SemaphoreRecord {
+            limit: limit.map_or(0, i64::from),
+            ..SemaphoreRecord::default()
         };
-        if let Some(limit) = limit {
-            if lock_pair.is_some() && record.limit != i64::from(limit) {
+        let (mut record, lock_index, recorded) = match lock_pair {
+            None => (fresh(), 0, false),
+            Some(pair) if pair.flags == SEMAPHORE_FLAGS => (
+                decode_record(name, pair, "a semaphore's holders record")?,
+                pair.modify_index,
+                true,
+            ),
+            // A mutex key nobody holds (`kinds::check` refuses a held one): the semaphore takes
+            // it over with a CAS on its index.
+            Some(pair) if pair.flags == LOCK_FLAGS && !pair.is_held() => {
+                (fresh(), pair.modify_index, false)
+            }
+            Some(pair) => {
                 return Err(Error::Conflict {
                     name: name.clone(),
                     problem: format!(
-                        "the semaphore's limit is {} on the store, but this handle uses {limit}; \
-                         every client must use the same limit",
-                        record.limit
+                        "the Consul key {} has flags {:#x}, not api.Semaphore's \
+                         {SEMAPHORE_FLAGS:#x}: a mutex uses it, or it holds data tumbler did not \
+                         write; use another name",
+                        pair.key, pair.flags
                     ),
-                });
+                })
             }
-        }
+        };
         // api.Semaphore's rule: a holder is alive while its session holds any key listed.
         let alive = |session: &str| pairs.iter().any(|p| p.held_by(session));
         let contender = |session: &str| {
@@ -113,6 +99,23 @@ impl View {
             .filter(|s| !holders.iter().any(|(h, _)| h.eq_ignore_ascii_case(s)))
             .cloned()
             .collect();
+        if let Some(limit) = limit.map(i64::from) {
+            if recorded && record.limit != limit {
+                // In use: every client must agree on the limit. Unused (no live holder, no
+                // contender but the asking one): the record is rewritten with this limit.
+                if !holders.is_empty() || contenders.len() > 1 {
+                    return Err(Error::Conflict {
+                        name: name.clone(),
+                        problem: format!(
+                            "the semaphore's limit is {} on the store, but this handle uses \
+                             {limit}; every client must use the same limit",
+                            record.limit
+                        ),
+                    });
+                }
+                record.limit = limit;
+            }
+        }
         Ok(View {
             record,
             lock_index,

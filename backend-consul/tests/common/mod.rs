@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_consul::{ConsulBackend, ConsulConfig};
-use lockcore::SharedBackend;
 use serde_json::{json, Value};
 use testkit::consul::{ConsulServer, ConsulServerOptions};
+use tumbler_consul::{ConsulBackend, ConsulConfig};
+use tumbler_core::{Checked, SharedBackend};
 
 /// api.Lock's `LockFlagValue`.
 pub const GO_LOCK_FLAGS: u64 = 0x2ddccbc058a50c18;
@@ -34,10 +34,11 @@ pub fn url(addr: impl std::fmt::Display, params: &str) -> String {
     format!("consul://{addr}/?{params}")
 }
 
-/// A client of our backend: the concrete backend and the same as a shared one.
+/// A client of our backend: the concrete backend (behind lockcore's `Checked` layer, as
+/// `connect` returns it) and the same as a shared one.
 pub struct Client {
-    /// For backend-specific calls (`session_id`, `mutex_key`).
-    pub backend: Arc<ConsulBackend>,
+    /// For backend-specific calls (`session_id`, `mutex_key`), through `Checked`'s `Deref`.
+    pub backend: Arc<Checked<ConsulBackend>>,
     /// For lockcore's handles (`mutex`, `semaphore`, `rwlock`, `state`).
     pub locks: SharedBackend,
 }
@@ -50,7 +51,7 @@ pub async fn client(server: &ConsulServer, params: &str) -> Client {
 /// A client of our backend at `addr` (e.g. a fault proxy) with `params`.
 pub async fn client_at(addr: impl std::fmt::Display, params: &str) -> Client {
     let config = ConsulConfig::from_url(&url(addr, params)).unwrap();
-    let backend = Arc::new(ConsulBackend::connect(config).await.unwrap());
+    let backend = Arc::new(Checked::new(ConsulBackend::connect(config).await.unwrap()));
     Client {
         locks: backend.clone() as SharedBackend,
         backend,

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_redis::{RedisBackend, RedisConfig};
-use lockcore::SharedBackend;
 use testkit::redis::Redis;
+use tumbler_core::SharedBackend;
+use tumbler_redis::{RedisBackend, RedisConfig};
 
 /// The lock TTL the tests use.
 pub const TTL: Duration = Duration::from_secs(2);
@@ -68,4 +68,37 @@ pub fn logs() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A Sentinel URL of `deployment` with the test TTL and short timeouts, then `params`
+/// (`&key=value…`).
+pub fn sentinel_url(deployment: &testkit::redis_sentinel::RedisSentinel, params: &str) -> String {
+    format!(
+        "redis+sentinel://{}/{}?ttl=2s&connect_timeout=1s{params}",
+        deployment.sentinel_hosts(),
+        deployment.master_name()
+    )
+}
+
+/// A client through the sentinels at `url` (taken as it is).
+pub async fn sentinel_backend(url: &str) -> Arc<RedisBackend> {
+    RedisConfig::from_url(url)
+        .expect("sentinel URL")
+        .connect_backend()
+        .await
+        .expect("connect through the sentinels")
+}
+
+/// A Sentinel deployment whose master counts as fresh (no restart delay for the first
+/// grants).
+pub async fn fresh_sentinel() -> testkit::redis_sentinel::RedisSentinel {
+    let deployment = testkit::redis_sentinel::RedisSentinel::start()
+        .await
+        .expect("start Redis Sentinel");
+    let admin = sentinel_backend(&sentinel_url(&deployment, "")).await;
+    admin
+        .declare_fresh_servers()
+        .await
+        .expect("declare the master fresh");
+    deployment
 }

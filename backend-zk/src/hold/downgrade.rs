@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use lockcore::{Error, Hold, Result};
+use tumbler_core::{Error, Hold, Result};
 use uuid::Uuid;
 use zookeeper_client as zk;
 
@@ -19,7 +19,7 @@ pub(super) async fn downgrade(held: &mut ZkHeld) -> Result<Hold> {
             "only the write side of a read-write lock can be downgraded",
         ));
     };
-    if held.status != Status::Held || held.shared.notifier.is_lost() {
+    if held.status != Status::Held || held.shared.notifier().is_lost() {
         return Err(held.not_owner());
     }
     let session = held.shared.session.clone();

@@ -6,15 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lockcore::{hold_signals, Error, HeldLock, Hold, HoldNotifier, LockName, LostReason, Result};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
+use tumbler_core::keeper::HoldTicket;
+use tumbler_core::retry::Backoff;
+use tumbler_core::{
+    hold_signals, Error, HeldLock, Hold, HoldNotifier, LockName, LostReason, Result,
+};
 use zookeeper_client as zk;
 
 use crate::error::{convert, limited, outcome_unknown, session_gone};
 use crate::nodes::{delete_in_background, AclPolicy};
-use crate::session::{OnRetire, Session};
+use crate::session::Session;
 
 mod downgrade;
 mod watch;
@@ -36,15 +40,15 @@ struct Shared {
     name: LockName,
     /// Full paths of the hold's nodes (one, or one per permit); the first is watched.
     nodes: Vec<String>,
-    notifier: HoldNotifier,
+    /// The hold's place among the session's holds (deadline and loss fan-out); its notifier
+    /// reports this hold's own events (deletion, revocation).
+    ticket: HoldTicket,
     releasing: AtomicBool,
 }
 
-impl OnRetire for Shared {
-    fn session_retired(&self, reason: &LostReason) {
-        if !self.releasing.load(Ordering::SeqCst) && self.notifier.lost(reason.clone()) {
-            tracing::warn!(name = %self.name, node = %self.nodes[0], %reason, "lock lost");
-        }
+impl Shared {
+    fn notifier(&self) -> &HoldNotifier {
+        self.ticket.notifier()
     }
 }
 
@@ -77,15 +81,14 @@ pub(crate) fn grant(
     write_dir: Option<String>,
 ) -> Hold {
     let (notifier, signals) = hold_signals();
+    let ticket = session.register(notifier);
     let shared = Arc::new(Shared {
         session,
         name: name.clone(),
         nodes,
-        notifier,
+        ticket,
         releasing: AtomicBool::new(false),
     });
-    let weak: std::sync::Weak<dyn OnRetire> = Arc::downgrade(&shared) as _;
-    shared.session.register(weak);
     let span = tracing::info_span!("zk_hold", name = %name, node = %shared.nodes[0]);
     let watcher = tokio::spawn(watch(shared.clone()).instrument(span));
     Hold {
@@ -136,18 +139,32 @@ impl HeldLock for ZkHeld {
 }
 
 impl ZkHeld {
+    /// The answer to a release once the session was retired for `reason`, at once: no request
+    /// waits for a timeout on a session that cannot vouch for the hold any more.
+    fn retired(&mut self, reason: LostReason) -> Result<()> {
+        self.status = Status::Released;
+        if reason == LostReason::SessionExpired {
+            // Ephemeral nodes die with their session.
+            return Err(Error::SessionExpired {
+                name: self.shared.name.clone(),
+            });
+        }
+        // Cut off past its validity, or closed. If the session comes back, the nodes are
+        // deleted then (see `watch`), and in the background here.
+        delete_in_background(self.shared.session.clone(), self.shared.nodes.clone());
+        Err(self.not_owner())
+    }
+
     /// Deletes the hold's nodes and reports what the store confirmed.
     async fn delete_nodes(&mut self) -> Result<()> {
-        let session = &self.shared.session;
-        if session.retired_reason() == Some(LostReason::SessionExpired) {
-            // Ephemeral nodes die with their session.
-            self.status = Status::Released;
-            return Err(self.not_owner());
+        if let Some(reason) = self.shared.session.retired_reason() {
+            return self.retired(reason);
         }
+        let session = &self.shared.session;
         // A delete whose reply was lost (a failover) is sent again while the session lives,
         // within the request time limit; a node then already gone was deleted by us.
         let deadline = Instant::now() + session.request_limit();
-        let mut pause = Duration::from_millis(20);
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
         loop {
             let Ok(client) = session.client() else {
                 self.status = Status::Released;
@@ -156,8 +173,22 @@ impl ZkHeld {
                 });
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = delete_paths(&client, &self.shared.nodes, left).await;
+            let sent = Instant::now();
+            let outcome = tokio::select! {
+                outcome = delete_paths(&client, &self.shared.nodes, left) => Ok(outcome),
+                reason = session.retired() => Err(reason),
+            };
             drop(client);
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                // Retired meanwhile: answer now.
+                Err(reason) => return self.retired(reason),
+            };
+            match &outcome {
+                Ok(_) => session.heard(sent),
+                Err(error) if outcome_unknown(error) => session.doubt(),
+                Err(_) => {}
+            }
             return match outcome {
                 Ok(0) => {
                     self.status = Status::Released;
@@ -173,21 +204,26 @@ impl ZkHeld {
                 }
                 Err(error) if session_gone(&error) => {
                     self.status = Status::Released;
-                    Err(self.not_owner())
-                }
-                Err(error)
-                    if outcome_unknown(&error)
-                        && Instant::now() + pause < deadline
-                        && session.retired_reason().is_none() =>
-                {
-                    self.status = Status::Unconfirmed;
-                    tracing::debug!(%error, "release reply lost; sending it again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                    continue;
+                    Err(match error {
+                        zk::Error::SessionExpired | zk::Error::SessionMoved => {
+                            Error::SessionExpired {
+                                name: self.shared.name.clone(),
+                            }
+                        }
+                        _ => self.not_owner(),
+                    })
                 }
                 Err(error) => {
                     self.status = Status::Unconfirmed;
+                    let pause = backoff.next_delay();
+                    if outcome_unknown(&error)
+                        && session.retired_reason().is_none()
+                        && Instant::now() + pause < deadline
+                    {
+                        tracing::debug!(%error, "release reply lost; sending it again");
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
                     Err(convert(
                         error,
                         &self.env.addr,

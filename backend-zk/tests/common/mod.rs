@@ -7,8 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_zk::{ZkBackend, ZkConfig};
-use lockcore::SharedBackend;
+use tumbler_core::SharedBackend;
+use tumbler_zookeeper::{ZkBackend, ZkConfig};
 use zookeeper_client as zk;
 
 /// How long a condition that should hold soon may take on a loaded machine.
@@ -25,6 +25,19 @@ pub async fn server() -> testkit::zk::ZooKeeper {
 pub async fn backend(hosts: &str, session: Duration) -> Arc<ZkBackend> {
     let config = ZkConfig::new(hosts)
         .and_then(|c| c.session_timeout(session))
+        .unwrap_or_else(|e| panic!("config for {hosts}: {e}"));
+    ZkBackend::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {hosts}: {e}"))
+}
+
+/// A backend on `hosts` with session timeout `session` and request (and connect) timeout
+/// `request`.
+pub async fn configured(hosts: &str, session: Duration, request: Duration) -> Arc<ZkBackend> {
+    let config = ZkConfig::new(hosts)
+        .and_then(|c| c.session_timeout(session))
+        .and_then(|c| c.request_timeout(request))
+        .and_then(|c| c.connect_timeout(request))
         .unwrap_or_else(|e| panic!("config for {hosts}: {e}"));
     ZkBackend::connect(config)
         .await
@@ -71,6 +84,18 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {PROMPT:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits for the connection event `wanted`, failing the test after [`PROMPT`].
+pub async fn next_event(
+    events: &mut tumbler_core::ConnectionEvents,
+    wanted: tumbler_core::ConnectionEvent,
+) {
+    tokio::time::timeout(PROMPT, async {
+        while events.next().await != Some(wanted) {}
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {wanted:?} event within {PROMPT:?}"));
 }
 
 /// Whether `name` is a Curator protected node `_c_<uuid>-<marker><10 digits>`.

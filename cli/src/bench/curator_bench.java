@@ -2,6 +2,8 @@ import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
 import org.apache.curator.retry.ExponentialBackoffRetry;
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -18,6 +20,11 @@ public class CuratorBench {
             c.blockUntilConnected();
             frameworks.add(c);
         }
+        // The bench reads the server's counters between READY and its answer.
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
+        System.out.println("READY");
+        System.out.flush();
+        in.readLine();
         final long deadline = System.nanoTime() + millis * 1_000_000L;
         final StringBuffer out = new StringBuffer();
         List<Thread> threads = new ArrayList<>();
@@ -50,6 +57,8 @@ public class CuratorBench {
         System.out.print(out);
         System.out.println("DONE " + elapsed);
         System.out.flush();
+        // Wait until the bench has read the counters again (it closes our stdin).
+        in.readLine();
         for (CuratorFramework c : frameworks) c.close();
         System.exit(0);
     }

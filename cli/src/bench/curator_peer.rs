@@ -2,14 +2,15 @@
 //!
 //! A small Java program (`curator_bench.java`, compiled with javac against Debian's
 //! libcurator-recipes-java on first use) runs the contention loop in one JVM with one
-//! CuratorFramework per client and prints every acquisition; the numbers go through the same
-//! histograms as tumbler's.
+//! CuratorFramework per client and prints every acquisition (see [`super::peer_process`]);
+//! the numbers go through the same histograms and server counters as tumbler's.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::scenarios::{handoffs_from, Event, Measured, Scenario};
-use super::stats::Latency;
+use super::peer_process::PeerRun;
+use super::scenarios::{Measured, Scenario};
+use super::server_stats::ServerStats;
 
 const SOURCE: &str = include_str!("curator_bench.java");
 const JARS: [&str; 8] = [
@@ -86,95 +87,38 @@ impl Curator {
     }
 
     /// Runs `scenario` if Curator can (single and contend-N).
-    pub async fn measure(&self, scenario: Scenario, duration: Duration) -> Option<Measured> {
-        let clients = match scenario {
-            Scenario::Single => 1,
-            Scenario::Contend(n) => n,
-            _ => return None,
-        };
-        Some(match self.run(clients, duration).await {
-            Ok(mut m) => {
-                m.scenario = scenario.name();
-                m
-            }
-            Err(why) => Measured::failed(self.label(), &self.url, scenario, why),
-        })
+    pub async fn measure(
+        &self,
+        scenario: Scenario,
+        duration: Duration,
+        stats: Option<&dyn ServerStats>,
+    ) -> Option<Measured> {
+        PeerRun {
+            label: self.label(),
+            url: &self.url,
+            duration,
+            stats,
+        }
+        .measure(scenario, |clients| self.command(clients, duration))
+        .await
     }
 
-    async fn run(&self, clients: usize, duration: Duration) -> Result<Measured, String> {
+    /// The peer's program for `clients` clients and `duration`.
+    async fn command(
+        &self,
+        clients: usize,
+        duration: Duration,
+    ) -> Result<tokio::process::Command, String> {
         let dir = Self::compiled().await?;
         let classpath = format!("{}:{}", Self::classpath()?, dir.display());
-        let path = format!("/bench/curator-{}", std::process::id());
-        let out = tokio::time::timeout(
-            duration + Duration::from_secs(120),
-            tokio::process::Command::new("java")
-                .args(["-Xmx512m", "-cp", &classpath, "CuratorBench"])
-                .arg(&self.connect)
-                .arg(clients.to_string())
-                .arg(duration.as_millis().to_string())
-                .arg(&path)
-                .output(),
-        )
-        .await
-        .map_err(|_| "the Curator bench did not finish".to_owned())?
-        .map_err(|e| format!("cannot run java: {e}"))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let base = Instant::now();
-        let at = |nanos: &str| -> Result<Instant, String> {
-            nanos
-                .parse::<u64>()
-                .map(|n| base + Duration::from_nanos(n))
-                .map_err(|e| format!("bad number {nanos:?}: {e}"))
-        };
-        let mut latency = Latency::new();
-        let mut events = Vec::new();
-        let mut elapsed = None;
-        for line in text.lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["A", client, asked, got] => {
-                    let client: usize = client.parse().map_err(|e| format!("{e}"))?;
-                    let (asked, got) = (at(asked)?, at(got)?);
-                    latency.record(got - asked);
-                    events.push((got, Event::Acquired { client }));
-                }
-                ["R", client, rel] => {
-                    let client: usize = client.parse().map_err(|e| format!("{e}"))?;
-                    events.push((at(rel)?, Event::Releasing { client }));
-                }
-                ["DONE", nanos] => {
-                    elapsed = Some(Duration::from_nanos(
-                        nanos.parse().map_err(|e| format!("{e}"))?,
-                    ))
-                }
-                ["E", ..] => return Err(format!("Curator failed: {line}")),
-                _ => {}
-            }
-        }
-        let elapsed = elapsed.ok_or_else(|| {
-            format!(
-                "the Curator bench printed no result: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
-        let ops = latency.count();
-        Ok(Measured {
-            subject: self.label(),
-            url: self.url.clone(),
-            scenario: String::new(),
-            clients,
-            ops,
-            seconds: elapsed.as_secs_f64(),
-            ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
-            acquire: latency.summary(),
-            handoff: if clients > 1 {
-                handoffs_from(&mut events).summary()
-            } else {
-                None
-            },
-            requests_per_op: None,
-            errors: 0,
-            skipped: None,
-        })
+        let path = format!("/bench/curator-{}-{clients}", std::process::id());
+        let mut command = tokio::process::Command::new("java");
+        command
+            .args(["-Xmx512m", "-cp", &classpath, "CuratorBench"])
+            .arg(&self.connect)
+            .arg(clients.to_string())
+            .arg(duration.as_millis().to_string())
+            .arg(&path);
+        Ok(command)
     }
 }

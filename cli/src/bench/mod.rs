@@ -1,7 +1,9 @@
 //! `tumbler bench`: speed of every store, measured the same way, side by side.
 
 mod curator_peer;
+mod go_mutex_peer;
 mod local;
+mod peer_process;
 mod progress;
 mod report;
 mod rslock_peer;
@@ -56,25 +58,36 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 subjects.push(Box::new(peer));
             }
         }
-        let counter = server_stats::for_url(url);
-        let curator = if args.peers {
-            curator_peer::Curator::new(url)
+        let stats = server_stats::for_url(url, local.consul_at(url));
+        let (curator, go_mutex) = if args.peers {
+            (
+                curator_peer::Curator::new(url),
+                go_mutex_peer::GoMutex::new(url),
+            )
         } else {
-            None
+            (None, None)
         };
         for scenario in &args.scenarios {
-            if let Some(m) = match &curator {
-                Some(curator) => curator.measure(*scenario, args.duration).await,
-                None => None,
-            } {
-                results.push(m);
+            if let Some(curator) = &curator {
+                results.extend(
+                    curator
+                        .measure(*scenario, args.duration, stats.as_deref())
+                        .await,
+                );
+            }
+            if let Some(go_mutex) = &go_mutex {
+                results.extend(
+                    go_mutex
+                        .measure(*scenario, args.duration, stats.as_deref())
+                        .await,
+                );
             }
             for subject in &subjects {
                 let m = measure(
                     subject.as_ref(),
                     *scenario,
                     args.duration,
-                    counter.as_deref(),
+                    stats.as_deref(),
                     &progress,
                 )
                 .await;

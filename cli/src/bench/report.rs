@@ -13,7 +13,7 @@ pub fn table(results: &[Measured]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<18} {:>7} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}",
+        "{:<18} {:<18} {:>7} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}  delivered/op",
         "store",
         "scenario",
         "clients",
@@ -23,11 +23,11 @@ pub fn table(results: &[Measured]) -> String {
         "acq p999",
         "handoff50",
         "handoff99",
-        "req/op"
+        "req/op",
     );
     for m in results {
         if let Some(why) = &m.skipped {
-            let _ = writeln!(out, "{:<16} {:<18} skipped: {why}", m.subject, m.scenario);
+            let _ = writeln!(out, "{:<18} {:<18} skipped: {why}", m.subject, m.scenario);
             continue;
         }
         let pct = |p: Option<super::stats::Percentiles>,
@@ -38,7 +38,7 @@ pub fn table(results: &[Measured]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<18} {:>7} {:>10.0} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}{}",
+            "{:<18} {:<18} {:>7} {:>10.0} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}  {}{}",
             m.subject,
             m.scenario,
             m.clients,
@@ -51,6 +51,7 @@ pub fn table(results: &[Measured]) -> String {
             m.requests_per_op
                 .map(|r| format!("{r:.1}"))
                 .unwrap_or_else(|| "-".into()),
+            delivered(m),
             if m.errors > 0 {
                 format!("  ({} errors)", m.errors)
             } else {
@@ -59,6 +60,18 @@ pub fn table(results: &[Measured]) -> String {
         );
     }
     out
+}
+
+/// The delivered-per-acquisition cell: `2.0ev`, `1.1kB 1.0pub`, or `-`.
+pub fn delivered(m: &Measured) -> String {
+    if m.delivered_per_op.is_empty() {
+        return "-".into();
+    }
+    m.delivered_per_op
+        .iter()
+        .map(|d| d.what.short(d.per_op))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Writes `throughput.svg` and `latency.svg` into `dir`.
@@ -156,6 +169,10 @@ mod tests {
             acquire: None,
             handoff: None,
             requests_per_op: Some(2.0),
+            delivered_per_op: vec![super::super::server_stats::PerOp {
+                what: super::super::server_stats::Delivery::WatchEvents,
+                per_op: 2.25,
+            }],
             errors: 0,
             skipped: None,
         }
@@ -166,7 +183,11 @@ mod tests {
         let rows = vec![sample("memory", 1000.0), sample("redis<", 500.0)];
         let text = table(&rows);
         assert!(
-            text.contains("memory") && text.contains("1000") && text.contains("2.0"),
+            text.contains("memory")
+                && text.contains("1000")
+                && text.contains("2.0")
+                && text.contains("delivered/op")
+                && text.contains("2.2ev"),
             "{text}"
         );
         let dir = std::env::temp_dir().join(format!("tumbler-svg-{}", std::process::id()));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::progress::Progress;
-use super::server_stats::RequestCounter;
+use super::server_stats::{PerOp, ServerStats, Snapshot};
 use super::stats::{Latency, Percentiles};
 use super::subject::{Op, Subject};
 
@@ -80,6 +80,8 @@ pub struct Measured {
     pub acquire: Option<Percentiles>,
     pub handoff: Option<Percentiles>,
     pub requests_per_op: Option<f64>,
+    /// What the server delivered per acquisition (see [`super::server_stats`]).
+    pub delivered_per_op: Vec<PerOp>,
     pub errors: u64,
     pub skipped: Option<String>,
 }
@@ -98,6 +100,7 @@ impl Measured {
             acquire: None,
             handoff: None,
             requests_per_op: None,
+            delivered_per_op: Vec::new(),
             errors: 1,
             skipped: Some(format!("failed: {why}")),
         }
@@ -115,6 +118,7 @@ impl Measured {
             acquire: None,
             handoff: None,
             requests_per_op: None,
+            delivered_per_op: Vec::new(),
             errors: 0,
             skipped: Some(why),
         }
@@ -133,7 +137,7 @@ pub async fn measure(
     subject: &dyn Subject,
     scenario: Scenario,
     duration: Duration,
-    counter: Option<&dyn RequestCounter>,
+    stats: Option<&dyn ServerStats>,
     progress: &Progress,
 ) -> Measured {
     if let Some(why) = scenario
@@ -145,14 +149,14 @@ pub async fn measure(
     }
     let label = format!("{} {}", subject.label(), scenario.name());
     let result = match scenario {
-        Scenario::Names(n) => names(subject, n, counter, progress, &label).await,
+        Scenario::Names(n) => names(subject, n, stats, progress, &label).await,
         Scenario::Single | Scenario::Contend(_) => {
             let clients = match scenario {
                 Scenario::Contend(n) => n,
                 _ => 1,
             };
             let mix = [Op::Mutex];
-            contend(subject, clients, duration, &mix, counter, progress, &label).await
+            contend(subject, clients, duration, &mix, stats, progress, &label).await
         }
         Scenario::Semaphore => {
             contend(
@@ -160,7 +164,7 @@ pub async fn measure(
                 8,
                 duration,
                 &scenario.ops(),
-                counter,
+                stats,
                 progress,
                 &label,
             )
@@ -168,7 +172,7 @@ pub async fn measure(
         }
         Scenario::ReadHeavy => {
             let mix = [[Op::Read; 9].as_slice(), &[Op::Write]].concat();
-            contend(subject, 8, duration, &mix, counter, progress, &label).await
+            contend(subject, 8, duration, &mix, stats, progress, &label).await
         }
     };
     match result {
@@ -198,7 +202,7 @@ async fn contend(
     clients: usize,
     duration: Duration,
     mix: &[Op],
-    counter: Option<&dyn RequestCounter>,
+    stats: Option<&dyn ServerStats>,
     progress: &Progress,
     label: &str,
 ) -> Result<Measured, String> {
@@ -207,10 +211,7 @@ async fn contend(
     for _ in 0..clients {
         connected.push(Arc::new(subject.client().await?));
     }
-    let before = match counter {
-        Some(c) => Some(c.total().await?),
-        None => None,
-    };
+    let before = snapshot(stats).await?;
     let events = Arc::new(Mutex::new(Vec::<(Instant, Event)>::new()));
     let started = Instant::now();
     let deadline = started + duration;
@@ -262,10 +263,7 @@ async fn contend(
     }
     let elapsed = started.elapsed();
     progress.finish(ticker);
-    let after = match counter {
-        Some(c) => Some(c.total().await?),
-        None => None,
-    };
+    let after = snapshot(stats).await?;
     for client in &connected {
         client.close().await;
     }
@@ -281,7 +279,8 @@ async fn contend(
         ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
         acquire: acquire.summary(),
         handoff: if clients > 1 { handoff.summary() } else { None },
-        requests_per_op: per_op(before, after, ops),
+        requests_per_op: after.requests_per_op(&before, ops),
+        delivered_per_op: after.delivered_per_op(&before, ops),
         errors,
         skipped: None,
     })
@@ -314,10 +313,11 @@ pub fn handoffs_from(events: &mut [(Instant, Event)]) -> Latency {
     latency
 }
 
-fn per_op(before: Option<u64>, after: Option<u64>, ops: u64) -> Option<f64> {
-    match (before, after) {
-        (Some(b), Some(a)) if ops > 0 && a >= b => Some((a - b) as f64 / ops as f64),
-        _ => None,
+/// The store's counters now (empty when it has none we can read).
+pub async fn snapshot(stats: Option<&dyn ServerStats>) -> Result<Snapshot, String> {
+    match stats {
+        Some(stats) => stats.snapshot().await,
+        None => Ok(Snapshot::default()),
     }
 }
 
@@ -325,16 +325,13 @@ fn per_op(before: Option<u64>, after: Option<u64>, ops: u64) -> Option<f64> {
 async fn names(
     subject: &dyn Subject,
     n: usize,
-    counter: Option<&dyn RequestCounter>,
+    stats: Option<&dyn ServerStats>,
     progress: &Progress,
     label: &str,
 ) -> Result<Measured, String> {
     let client = subject.client().await?;
     let prefix = unique("names");
-    let before = match counter {
-        Some(c) => Some(c.total().await?),
-        None => None,
-    };
+    let before = snapshot(stats).await?;
     let ops_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let ticker = progress.start(label, Duration::ZERO, ops_done.clone());
     let started = Instant::now();
@@ -354,10 +351,7 @@ async fn names(
     }
     let elapsed = started.elapsed();
     progress.finish(ticker);
-    let after = match counter {
-        Some(c) => Some(c.total().await?),
-        None => None,
-    };
+    let after = snapshot(stats).await?;
     client.close().await;
     Ok(Measured {
         subject: subject.label(),
@@ -369,7 +363,8 @@ async fn names(
         ops_per_sec: n as f64 / elapsed.as_secs_f64(),
         acquire: latency.summary(),
         handoff: None,
-        requests_per_op: per_op(before, after, n as u64),
+        requests_per_op: after.requests_per_op(&before, n as u64),
+        delivered_per_op: after.delivered_per_op(&before, n as u64),
         errors,
         skipped: None,
     })

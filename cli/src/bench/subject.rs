@@ -1,7 +1,7 @@
 //! What a benchmark measures: tumbler on a store, or a peer library on the same store.
 
 use async_trait::async_trait;
-use tumbler::{Guard, SharedBackend};
+use tumbler_locks::{Guard, SharedBackend};
 
 /// One kind of acquisition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,12 +44,14 @@ pub trait Held: Send + Sync {
 pub struct Tumbler {
     pub url: String,
     pub label: String,
-    pub caps: tumbler::Capabilities,
+    pub caps: tumbler_locks::Capabilities,
 }
 
 impl Tumbler {
     pub async fn new(url: &str) -> Result<Self, String> {
-        let probe = tumbler::connect(url).await.map_err(|e| e.to_string())?;
+        let probe = tumbler_locks::connect(url)
+            .await
+            .map_err(|e| e.to_string())?;
         let caps = probe.capabilities();
         let _ = probe.shutdown().await;
         Ok(Tumbler {
@@ -79,7 +81,7 @@ impl Subject for Tumbler {
     }
 
     async fn client(&self) -> Result<Box<dyn BenchClient>, String> {
-        let locks = tumbler::connect(&self.url)
+        let locks = tumbler_locks::connect(&self.url)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Box::new(TumblerClient { locks }))
@@ -102,7 +104,7 @@ impl Held for TumblerHeld {
 #[async_trait]
 impl BenchClient for TumblerClient {
     async fn acquire(&self, name: &str, op: Op) -> Result<Box<dyn Held>, String> {
-        let e = |e: tumbler::Error| e.to_string();
+        let e = |e: tumbler_locks::Error| e.to_string();
         let guard: Box<dyn Guard> = match op {
             Op::Mutex => Box::new(self.locks.mutex(name).map_err(e)?.lock().await.map_err(e)?),
             Op::Read => Box::new(

@@ -7,9 +7,11 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tumbler_locks::params::format_duration;
 
 use super::deploy::{Deployment, Fault, Store, TTL};
 use super::resources::Fenced;
+use super::trials::TrialPlan;
 
 /// Which worker said something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,6 +44,10 @@ pub enum EventKind {
     Failed {
         message: String,
     },
+    /// A transient failure the worker retries (the store unreachable).
+    Retry {
+        message: String,
+    },
 }
 
 /// What one cell measured.
@@ -49,6 +55,8 @@ pub enum EventKind {
 pub struct CellResult {
     pub store: &'static str,
     pub fault: &'static str,
+    /// The trial's number and drawn timing.
+    pub plan: TrialPlan,
     /// Writes the unfenced resource accepted from the old holder after the rival held the lock.
     pub unfenced_violations: u64,
     /// Writes the fenced resource rejected as stale.
@@ -116,8 +124,8 @@ impl Worker {
     }
 }
 
-/// Runs the cell.
-pub async fn run(store: Store, fault: Fault) -> Result<CellResult, String> {
+/// Runs one trial of the cell.
+pub async fn run(store: Store, fault: Fault, plan: TrialPlan) -> Result<CellResult, String> {
     let deployment = Deployment::start(store, fault).await?;
     let name = format!(
         "lab/{}-{}",
@@ -144,20 +152,28 @@ pub async fn run(store: Store, fault: Fault) -> Result<CellResult, String> {
         Duration::from_secs(20),
     )
     .await?;
-    let rival = Worker::spawn(&deployment.rival_url, &name, Who::Rival, false, tx.clone())?;
-    // Let the victim work undisturbed for a moment (and the rival queue up).
-    collect_for(&mut rx, &mut log, Duration::from_millis(400)).await;
+    let mut rival = Worker::spawn(&deployment.rival_url, &name, Who::Rival, false, tx.clone())?;
+    // Let the victim work undisturbed for the drawn time (and the rival queue up); 0 puts the
+    // fault right after the grant, before any renewal.
+    collect_for(&mut rx, &mut log, Duration::from_millis(plan.settle_ms)).await;
 
+    if fault == Fault::WaiterCrash {
+        // The waiting rival dies; a new one queues behind whatever it left.
+        rival.child.kill().await.map_err(|e| e.to_string())?;
+        rival = Worker::spawn(&deployment.rival_url, &name, Who::Rival, false, tx.clone())?;
+    }
     let fault_at = Instant::now();
     match fault {
-        Fault::Crash => victim.child.kill().await.map_err(|e| e.to_string())?,
+        Fault::Crash | Fault::WaiterCrash => {
+            victim.child.kill().await.map_err(|e| e.to_string())?
+        }
         Fault::Pause => victim.signal(libc::SIGSTOP),
         _ => deployment.inject(fault).await?,
     }
-    // Pauses and partitions last twice the TTL, then end.
+    // Pauses, partitions, stalls and slow links last twice the TTL, then end.
     let lift_at = fault_at + TTL * 2;
     let deadline = fault_at + TTL * 6 + Duration::from_secs(10);
-    let mut lifted = !matches!(fault, Fault::Pause | Fault::Partition);
+    let mut lifted = !fault.is_lifted();
     let mut rival_at: Option<Instant> = None;
     while Instant::now() < deadline {
         if !lifted && Instant::now() >= lift_at {
@@ -194,13 +210,16 @@ pub async fn run(store: Store, fault: Fault) -> Result<CellResult, String> {
     drop(victim);
     drop(deployment);
 
-    Ok(score(store, fault, &log, t0, fault_at, rival_at, end, ms))
+    Ok(score(
+        store, fault, plan, &log, t0, fault_at, rival_at, end, ms,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn score(
     store: Store,
     fault: Fault,
+    plan: TrialPlan,
     log: &[(Instant, Who, String)],
     t0: Instant,
     fault_at: Instant,
@@ -250,6 +269,9 @@ fn score(
                     stale,
                 }
             }
+            (Some("RETRY"), _) => EventKind::Retry {
+                message: line.trim_start_matches("RETRY").trim().to_owned(),
+            },
             (Some("LOST"), _) => {
                 if *who == Who::Victim && victim_lost_at.is_none() {
                     victim_lost_at = Some(*at);
@@ -286,6 +308,7 @@ fn score(
     CellResult {
         store: store.name(),
         fault: fault.name(),
+        plan,
         unfenced_violations,
         fenced_rejected,
         fenced_stale_accepted,
@@ -323,7 +346,8 @@ async fn wait_for(
             Ok(None) => return Err("workers went away".into()),
             Err(_) => {
                 return Err(format!(
-                    "{who:?} worker did not report {prefix} within {limit:?}"
+                    "{who:?} worker did not report {prefix} within {}",
+                    format_duration(limit)
                 ))
             }
         }

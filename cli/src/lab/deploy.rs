@@ -33,6 +33,18 @@ impl Store {
         Store::Consul,
     ];
 
+    /// How `--store` names it.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Store::Redis => "redis",
+            Store::NaiveRedis => "naive-redis",
+            Store::Redlock => "redlock",
+            Store::Zk => "zk",
+            Store::Etcd => "etcd",
+            Store::Consul => "consul",
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Store::Redis => "redis",
@@ -58,16 +70,51 @@ pub enum Fault {
     Restart,
     /// The leader of a 3-node ZooKeeper ensemble or 3-member etcd cluster is killed.
     LeaderKill,
+    /// Every server of the store is stopped (SIGSTOP) past the TTL, then continued.
+    StoreStall,
+    /// The holder's link to the store delays every byte by 3/4 of the TTL each way (a
+    /// renewal's answer comes 1.5 TTL after it was sent), past the TTL, then heals.
+    SlowNetwork,
+    /// A waiter is killed while it waits; then the holder is killed, and a new waiter's wait
+    /// shows how long the dead waiter kept the free lock unusable.
+    WaiterCrash,
+    /// The holder's ZooKeeper server (a follower of a 3-node ensemble, the only one the holder
+    /// knows) is cut off from the other two, past the TTL; the rival talks to the majority.
+    MinorityPartition,
+    /// The server's clock jumps forward past the TTL (ZooKeeper under libfaketime): the store
+    /// expires the holder's session early, which no client-side drift bound covers.
+    ClockJump,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Crash,
         Fault::Pause,
         Fault::Partition,
         Fault::Restart,
         Fault::LeaderKill,
+        Fault::StoreStall,
+        Fault::SlowNetwork,
+        Fault::WaiterCrash,
+        Fault::MinorityPartition,
+        Fault::ClockJump,
     ];
+
+    /// How `--fault` names it.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::Pause => "paused",
+            Fault::Partition => "partition",
+            Fault::Restart => "restart",
+            Fault::LeaderKill => "leader-kill",
+            Fault::StoreStall => "store-stalled",
+            Fault::SlowNetwork => "slow-network",
+            Fault::WaiterCrash => "waiter-crash",
+            Fault::MinorityPartition => "minority-partition",
+            Fault::ClockJump => "clock-jump",
+        }
+    }
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -76,7 +123,24 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::Restart => "store restart",
             Fault::LeaderKill => "leader kill",
+            Fault::StoreStall => "store stalled",
+            Fault::SlowNetwork => "slow network",
+            Fault::WaiterCrash => "waiter crash",
+            Fault::MinorityPartition => "minority partition",
+            Fault::ClockJump => "clock jump",
         }
+    }
+
+    /// Whether the fault lasts (2 × TTL) and is then lifted.
+    pub fn is_lifted(&self) -> bool {
+        matches!(
+            self,
+            Fault::Pause
+                | Fault::Partition
+                | Fault::StoreStall
+                | Fault::SlowNetwork
+                | Fault::MinorityPartition
+        )
     }
 }
 
@@ -86,20 +150,30 @@ pub const TTL: Duration = Duration::from_secs(2);
 enum Servers {
     Redis(testkit::redis::Redis),
     RedisMany(Vec<testkit::redis::Redis>),
-    /// Kept only to stop the server when the cell ends.
-    Zk {
-        _server: testkit::zk::ZooKeeper,
-    },
+    Zk(testkit::zk::ZooKeeper),
     ZkEnsemble(testkit::zk::ZkEnsemble),
-    /// Kept only to stop the server when the cell ends.
-    Etcd {
-        _server: testkit::etcd::Etcd,
-    },
+    Etcd(testkit::etcd::Etcd),
     EtcdCluster(testkit::etcd::EtcdCluster),
-    /// Kept only to stop the server when the cell ends.
-    Consul {
-        _server: testkit::consul::ConsulServer,
-    },
+    Consul(testkit::consul::ConsulServer),
+}
+
+impl Servers {
+    /// Stops (`true`) or continues (`false`) every server.
+    fn stall(&self, stopped: bool) -> Result<(), String> {
+        let servers: Vec<&dyn testkit::Pausable> = match self {
+            Servers::Redis(r) => vec![r],
+            Servers::RedisMany(many) => many.iter().map(|r| r as _).collect(),
+            Servers::Zk(zk) => vec![zk],
+            Servers::ZkEnsemble(ens) => ens.nodes().iter().map(|n| n as _).collect(),
+            Servers::Etcd(etcd) => vec![etcd],
+            Servers::EtcdCluster(c) => c.members().iter().map(|m| m as _).collect(),
+            Servers::Consul(consul) => vec![consul],
+        };
+        servers
+            .into_iter()
+            .try_for_each(|s| if stopped { s.pause() } else { s.resume() })
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Running servers for one cell.
@@ -108,6 +182,10 @@ pub struct Deployment {
     proxy: Option<FaultProxy>,
     pub victim_url: String,
     pub rival_url: String,
+    /// The ensemble member a minority partition cuts off (the victim's server).
+    isolated: Option<usize>,
+    /// The server's movable clock, for a clock jump.
+    clock: Option<std::sync::Arc<testkit::clock::FakeClock>>,
 }
 
 /// Whether `fault` applies to `store` at all.
@@ -115,6 +193,10 @@ pub fn applies(store: Store, fault: Fault) -> bool {
     match fault {
         Fault::Restart => matches!(store, Store::Redis | Store::NaiveRedis | Store::Redlock),
         Fault::LeaderKill => matches!(store, Store::Zk | Store::Etcd),
+        Fault::MinorityPartition => store == Store::Zk,
+        // libfaketime moves the JVM's clocks; Debian's redis-server (jemalloc) does not start
+        // under it, and Go (etcd) reads the clock without the C library.
+        Fault::ClockJump => store == Store::Zk,
         _ => !matches!(store, Store::Redlock | Store::NaiveRedis),
     }
 }
@@ -153,6 +235,44 @@ impl Deployment {
                 let hosts = many.iter().map(|r| r.addr().to_string()).collect();
                 (Servers::RedisMany(many), hosts, "redis+redlock", query)
             }
+            (Store::Zk, Fault::MinorityPartition) => {
+                let ens = testkit::zk::ZkEnsemble::start_partitionable(3)
+                    .await
+                    .map_err(e)?;
+                let lonely = (ens.leader().await.map_err(e)? + 1) % 3;
+                let victim = url("zk", &[ens.node(lonely).addr().to_string()], &query);
+                let majority: Vec<String> = (0..3)
+                    .filter(|i| *i != lonely)
+                    .map(|i| ens.node(i).addr().to_string())
+                    .collect();
+                let rival = url("zk", &majority, &query);
+                return Ok(Deployment {
+                    servers: Servers::ZkEnsemble(ens),
+                    proxy: None,
+                    victim_url: victim,
+                    rival_url: rival,
+                    isolated: Some(lonely),
+                    clock: None,
+                });
+            }
+            (Store::Zk, Fault::ClockJump) => {
+                let clock = std::sync::Arc::new(testkit::clock::FakeClock::new().map_err(e)?);
+                let zk = testkit::zk::ZooKeeper::start_with(testkit::zk::ZkOptions {
+                    clock: Some(clock.clone()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(e)?;
+                let url = url("zk", &[zk.addr().to_string()], &query);
+                return Ok(Deployment {
+                    servers: Servers::Zk(zk),
+                    proxy: None,
+                    victim_url: url.clone(),
+                    rival_url: url,
+                    isolated: None,
+                    clock: Some(clock),
+                });
+            }
             (Store::Zk, Fault::LeaderKill) => {
                 let ens = testkit::zk::ZkEnsemble::start(3).await.map_err(e)?;
                 let hosts = ens.nodes().iter().map(|n| n.addr().to_string()).collect();
@@ -161,7 +281,7 @@ impl Deployment {
             (Store::Zk, _) => {
                 let zk = testkit::zk::ZooKeeper::start().await.map_err(e)?;
                 let hosts = vec![zk.addr().to_string()];
-                (Servers::Zk { _server: zk }, hosts, "zk", query)
+                (Servers::Zk(zk), hosts, "zk", query)
             }
             (Store::Etcd, Fault::LeaderKill) => {
                 let cluster = testkit::etcd::EtcdCluster::start(3).await.map_err(e)?;
@@ -175,7 +295,7 @@ impl Deployment {
             (Store::Etcd, _) => {
                 let etcd = testkit::etcd::Etcd::start().await.map_err(e)?;
                 let hosts = vec![etcd.addr().to_string()];
-                (Servers::Etcd { _server: etcd }, hosts, "etcd", query)
+                (Servers::Etcd(etcd), hosts, "etcd", query)
             }
             (Store::Consul, _) => {
                 let options = testkit::consul::ConsulServerOptions::default()
@@ -185,7 +305,7 @@ impl Deployment {
                     .map_err(|e| e.to_string())?;
                 let hosts = vec![consul.http_addr()];
                 (
-                    Servers::Consul { _server: consul },
+                    Servers::Consul(consul),
                     hosts,
                     "consul",
                     format!("{query}&lock_delay=1s"),
@@ -193,7 +313,7 @@ impl Deployment {
             }
         };
         let rival_url = url(scheme, &hosts, &query);
-        let (proxy, victim_url) = if fault == Fault::Partition {
+        let (proxy, victim_url) = if matches!(fault, Fault::Partition | Fault::SlowNetwork) {
             let upstream = hosts[0]
                 .parse()
                 .map_err(|e| format!("bad server address {}: {e}", hosts[0]))?;
@@ -208,6 +328,8 @@ impl Deployment {
             proxy,
             victim_url,
             rival_url,
+            isolated: None,
+            clock: None,
         })
     }
 
@@ -233,14 +355,37 @@ impl Deployment {
             (Fault::LeaderKill, Servers::EtcdCluster(c)) => {
                 c.kill_leader().await.map(|_| ()).map_err(e)
             }
+            (Fault::StoreStall, servers) => servers.stall(true),
+            (Fault::ClockJump, _) => match &self.clock {
+                Some(clock) => clock.jump(TTL * 10).map_err(e),
+                None => Err("this store runs on the real clock".into()),
+            },
+            (Fault::MinorityPartition, Servers::ZkEnsemble(ens)) => match self.isolated {
+                Some(i) => ens.isolate(i).map_err(e),
+                None => Err("no ensemble member to cut off".into()),
+            },
+            (Fault::SlowNetwork, _) => {
+                if let Some(proxy) = &self.proxy {
+                    proxy.set_mode(ProxyMode::Latency(TTL * 3 / 4));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 
-    /// Ends a partition.
+    /// Ends a partition, a slow link or a store stall.
     pub fn heal(&self) {
         if let Some(proxy) = &self.proxy {
             proxy.set_mode(ProxyMode::Pass);
+        }
+        if let Err(error) = self.servers.stall(false) {
+            eprintln!("lab: continuing the store: {error}");
+        }
+        if let (Some(i), Servers::ZkEnsemble(ens)) = (self.isolated, &self.servers) {
+            if let Err(error) = ens.rejoin(i) {
+                eprintln!("lab: ending the minority partition: {error}");
+            }
         }
     }
 }

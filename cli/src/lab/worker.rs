@@ -1,6 +1,7 @@
 //! `tumbler lab-worker URL NAME`: the lab's workload process. It takes the lock, then writes to
 //! the lab's two resources (by printing `WRITE <token> <seq>` lines the lab applies) until its
-//! `lost()` fires, when it prints `LOST <reason>` and stops writing.
+//! `lost()` fires, when it prints `LOST <reason>` and stops writing. A connection or lock
+//! attempt that fails for a transient reason (the store unreachable) is retried.
 //!
 //! Like a real service, it checks `lost_reason()` before each write, and a write it already
 //! decided to make still goes out: that is the window fencing tokens exist for.
@@ -22,9 +23,28 @@ pub async fn run(url: &str, name: &str, every: Duration, ignore_lost: bool) -> i
     }
 }
 
-async fn work(url: &str, name: &str, every: Duration, ignore_lost: bool) -> tumbler::Result<()> {
-    let locks = tumbler::connect(url).await?;
-    let guard = locks.mutex(name)?.lock().await?;
+async fn work(
+    url: &str,
+    name: &str,
+    every: Duration,
+    ignore_lost: bool,
+) -> tumbler_locks::Result<()> {
+    // Like a service, it retries what a store outage causes (each retry says `RETRY <why>`).
+    let locks = loop {
+        match tumbler_locks::connect(url).await {
+            Ok(locks) => break locks,
+            Err(e) if e.is_transient() => retry_later(&e).await,
+            Err(e) => return Err(e),
+        }
+    };
+    let mutex = locks.mutex(name)?;
+    let guard = loop {
+        match mutex.lock().await {
+            Ok(guard) => break guard,
+            Err(e) if e.is_transient() => retry_later(&e).await,
+            Err(e) => return Err(e),
+        }
+    };
     let token = guard.fencing_token();
     say(&format!("ACQUIRED {token}"));
     let mut seq = 0u64;
@@ -43,6 +63,11 @@ async fn work(url: &str, name: &str, every: Duration, ignore_lost: bool) -> tumb
             }
         }
     }
+}
+
+async fn retry_later(error: &tumbler_locks::Error) {
+    say(&format!("RETRY {error}"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 fn say(line: &str) {

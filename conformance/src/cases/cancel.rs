@@ -3,14 +3,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lockcore::SharedBackend;
+use tumbler_core::SharedBackend;
 
 use super::semaphore::wait_until_queued;
 use crate::util::{lock, unique_name, CaseResult, Context, Verdict, PROMPT};
 use crate::{ensure, Harness};
 
 /// Waits until the store shows `name` free with no waiters (where it can tell).
-async fn wait_until_idle(locks: &SharedBackend, name: &lockcore::LockName) -> Result<(), String> {
+async fn wait_until_idle(
+    locks: &SharedBackend,
+    name: &tumbler_core::LockName,
+) -> Result<(), String> {
     let deadline = Instant::now() + PROMPT;
     loop {
         let state = locks.state(name).await.ctx("state")?;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::history::{check_exclusive, History};
 use crate::util::{
-    exclusive_rounds, lock, needs_strict_fencing, unique_name, CaseResult, Context, Exclusive,
-    Verdict, Wait, PROMPT,
+    answered, exclusive_rounds, lock, needs_strict_fencing, unique_name, CaseResult, Context,
+    Exclusive, Verdict, Wait, PROMPT,
 };
 use crate::{ensure, hook, Harness};
 
@@ -69,19 +69,20 @@ pub async fn try_lock_sees_busy(h: Arc<dyn Harness>, adapter: Exclusive) -> Case
         .await
         .ctx("A's try on a free lock")?
         .ok_or("A's try on a free lock returned busy")?;
-    let tried = adapter
-        .acquire(&b.locks, &name, Wait::No)
+    // A store request that meets a leader election is no answer about the lock: ask again.
+    let tried = answered(|| adapter.acquire(&b.locks, &name, Wait::No))
         .await
         .ctx("B's try")?;
     ensure!(tried.is_none(), "B's try succeeded while A held the lock");
-    let waited = adapter
-        .acquire(
+    let waited = answered(|| {
+        adapter.acquire(
             &b.locks,
             &name,
             Wait::For(std::time::Duration::from_millis(300)),
         )
-        .await
-        .ctx("B's timed wait")?;
+    })
+    .await
+    .ctx("B's timed wait")?;
     ensure!(
         waited.is_none(),
         "B's timed wait succeeded while A held the lock"

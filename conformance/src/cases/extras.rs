@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockcore::{ConnectionEvent, LockSpec, MultiLock};
+use tumbler_core::{ConnectionEvent, LockSpec, MultiLock};
 
 use super::semaphore::wait_until_queued;
 use crate::util::{lock, unique_name, CaseResult, Context, Verdict, PROMPT};
@@ -60,7 +60,7 @@ pub async fn fifo_order_when_promised(h: Arc<dyn Harness>) -> CaseResult {
             if let Some(guard) = guard {
                 guard.release().await?;
             }
-            Ok::<(), lockcore::Error>(())
+            Ok::<(), tumbler_core::Error>(())
         }));
         wait_until_queued(&a.locks, &name, position).await?;
     }

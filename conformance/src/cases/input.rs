@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockcore::Error;
+use tumbler_core::Error;
 
 use crate::util::{unique_name, CaseResult, Context, Verdict};
 use crate::{ensure, hook, Harness};
@@ -11,7 +11,7 @@ use crate::{ensure, hook, Harness};
 /// Every handle constructor rejects each kind of bad name with `InvalidName`.
 pub async fn bad_names_rejected(h: Arc<dyn Harness>) -> CaseResult {
     let a = h.client().await?;
-    let long = "x".repeat(lockcore::MAX_NAME_LEN + 1);
+    let long = "x".repeat(tumbler_core::MAX_NAME_LEN + 1);
     for bad in [
         "",
         "/lead",

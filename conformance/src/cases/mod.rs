@@ -1,13 +1,21 @@
 //! Every case of the suite, grouped by promise.
 
 mod cancel;
+mod config;
+mod events;
 mod exclusion;
 mod extras;
+mod foreign;
 mod input;
+mod kinds;
+mod lifetime;
 mod liveness;
 mod release;
 mod rwlock;
 pub(crate) mod semaphore;
+mod unreachable;
+mod validity;
+mod waiters;
 
 use crate::runner::Case;
 use crate::util::Exclusive;
@@ -168,6 +176,91 @@ pub fn all() -> Vec<Case> {
             "connection_events_report_cut",
             6,
             extras::connection_events_report_cut
+        ),
+        // Issue 12 A.1: validity starts at the grant.
+        case!(
+            "validity_starts_at_grant",
+            6,
+            validity::validity_starts_at_grant
+        ),
+        // A.2: a waiter that stops stops blocking.
+        case!(
+            "killed_waiter_stops_blocking",
+            7,
+            waiters::killed_waiter_stops_blocking
+        ),
+        case!(
+            "timed_out_waiter_leaves_nothing",
+            7,
+            waiters::timed_out_waiter_leaves_nothing
+        ),
+        // A.3: unreachable is an error, never busy.
+        case!(
+            "unreachable_is_error_not_busy",
+            9,
+            unreachable::unreachable_is_error_not_busy
+        ),
+        case!(
+            "stalled_store_is_error_within_deadline",
+            9,
+            unreachable::stalled_store_is_error_within_deadline
+        ),
+        // A.4: one name, one kind.
+        case!("one_name_one_kind", 1, kinds::one_name_one_kind),
+        case!(
+            "nested_names_independent",
+            1,
+            kinds::nested_names_independent
+        ),
+        case!(
+            "semaphore_limit_mismatch_conflict",
+            3,
+            kinds::semaphore_limit_mismatch_conflict
+        ),
+        // A.5: foreign or damaged data is a typed error.
+        case!(
+            "foreign_data_is_conflict",
+            2,
+            foreign::foreign_data_is_conflict
+        ),
+        // A.6: guards outlive nothing silently.
+        case!(
+            "drop_outside_runtime_does_not_panic",
+            8,
+            lifetime::drop_outside_runtime_does_not_panic
+        ),
+        case!(
+            "drop_in_other_runtime_releases",
+            8,
+            lifetime::drop_in_other_runtime_releases
+        ),
+        case!(
+            "shutdown_releases_holds_and_waiters",
+            8,
+            lifetime::shutdown_releases_holds_and_waiters
+        ),
+        // A.7: the same event has the same name everywhere.
+        case!(
+            "session_expiry_is_session_expired",
+            6,
+            events::session_expiry_is_session_expired
+        ),
+        case!(
+            "connection_events_follow_sequence",
+            6,
+            events::connection_events_follow_sequence
+        ),
+        case!(
+            "cut_past_ttl_reports_lost",
+            6,
+            events::cut_past_ttl_reports_lost
+        ),
+        // A.8 and A.11: bad configuration and names are refused up front.
+        case!("bad_config_refused", 9, config::bad_config_refused),
+        case!(
+            "names_a_store_cannot_hold",
+            9,
+            config::names_a_store_cannot_hold
         ),
     ]
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lockcore::{AcquireRequest, LockKind};
+use tumbler_core::{AcquireRequest, LockKind};
 
 use crate::util::{lock, needs_strict_fencing, unique_name, CaseResult, Context, Verdict, PROMPT};
 use crate::{ensure, hook, Harness};

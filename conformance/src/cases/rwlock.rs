@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lockcore::Error;
+use tumbler_core::Error;
 
 use super::semaphore::wait_until_queued;
 use crate::history::{check_read_write, History, Interval, Mode};
@@ -113,7 +113,7 @@ pub async fn mixed_history(h: Arc<dyn Harness>) -> CaseResult {
                     (
                         g.fencing_token(),
                         Instant::now(),
-                        Box::new(g) as Box<dyn lockcore::Guard>,
+                        Box::new(g) as Box<dyn tumbler_core::Guard>,
                     )
                 } else {
                     let g = rw
@@ -124,7 +124,7 @@ pub async fn mixed_history(h: Arc<dyn Harness>) -> CaseResult {
                     (
                         g.fencing_token(),
                         Instant::now(),
-                        Box::new(g) as Box<dyn lockcore::Guard>,
+                        Box::new(g) as Box<dyn tumbler_core::Guard>,
                     )
                 };
                 tokio::time::sleep(Duration::from_millis(3)).await;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lockcore::memory::MemoryStore;
-use lockcore::{
+use tumbler_core::memory::MemoryStore;
+use tumbler_core::{
     hold_signals, AcquireRequest, Capabilities, ConnectionEvents, ConnectionMonitor, Hold,
     LockBackend, LockKind, LockName, LockState, Result, SharedBackend,
 };
@@ -82,11 +82,29 @@ impl MutantBackend {
             (Mutant::PartialSemaphore, LockKind::Permits { limit, count }) if count > 1 => {
                 return self.piecemeal(request, limit, count).await;
             }
+            (Mutant::KindsCoexist, LockKind::Read | LockKind::Write) => {
+                request.name = LockName::new(format!("{}-rwlock", request.name))?;
+            }
+            (Mutant::KindsCoexist, LockKind::Permits { .. }) => {
+                request.name = LockName::new(format!("{}-semaphore", request.name))?;
+            }
+            (Mutant::LimitMismatchOverGrants, LockKind::Permits { limit, .. }) => {
+                request.name = LockName::new(format!("{}-limit-{limit}", request.name))?;
+            }
+            (Mutant::BusyWhenUnreachable, _) => {
+                let wait = request.wait;
+                return match self.inner.acquire(request).await {
+                    Err(e) if e.is_transient() && !wait => Ok(None),
+                    // A waiter treats the outage as "still busy" and keeps waiting.
+                    Err(e) if e.is_transient() => std::future::pending().await,
+                    other => other,
+                };
+            }
             (Mutant::LeakyCancel, _) => {
                 let inner = self.inner.clone();
                 return tokio::spawn(async move { inner.acquire(request).await })
                     .await
-                    .map_err(|e| lockcore::Error::backend("mutant", e.to_string()))?;
+                    .map_err(|e| tumbler_core::Error::backend("mutant", e.to_string()))?;
             }
             _ => {}
         }
@@ -95,7 +113,28 @@ impl MutantBackend {
         };
         match self.mutant {
             Mutant::RepeatingTokens => hold.token = 7,
-            Mutant::TokensResetOnRestart => hold.token = self.tokens.report(hold.token),
+            Mutant::TokensResetOnRestart | Mutant::TokenLowerAfterDamage => {
+                hold.token = self.tokens.report(hold.token)
+            }
+            Mutant::ValidityAfterRenewal => {
+                // The holder's signals learn of a loss only through a forwarding task: no
+                // deadline travels with the grant.
+                let (notifier, signals) = hold_signals();
+                let notifier = Arc::new(notifier);
+                let real = hold.signals.clone();
+                let forward = notifier.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        reason = real.lost() => { forward.lost(reason); }
+                        () = forward.closed() => {}
+                    }
+                });
+                hold.signals = signals;
+                hold.held = Box::new(Muffled {
+                    inner: hold.held,
+                    _notifier: notifier,
+                });
+            }
             Mutant::ReleaseHangs => hold.held = Box::new(HangingRelease { inner: hold.held }),
             Mutant::SecondReleaseFails => {
                 hold.held = Box::new(GrudgingRelease {
@@ -150,7 +189,7 @@ impl MutantBackend {
         count: u32,
     ) -> Result<Option<Hold>> {
         let mut parts = Vec::new();
-        let mut first: Option<(u64, lockcore::HoldSignals)> = None;
+        let mut first: Option<(u64, tumbler_core::HoldSignals)> = None;
         for _ in 0..count {
             let one = AcquireRequest {
                 name: request.name.clone(),
@@ -164,7 +203,7 @@ impl MutantBackend {
                 }
                 None => {
                     let mut pieces = Pieces { parts };
-                    let _ = lockcore::HeldLock::release(&mut pieces).await;
+                    let _ = tumbler_core::HeldLock::release(&mut pieces).await;
                     return Ok(None);
                 }
             }
@@ -215,5 +254,9 @@ impl LockBackend for MutantBackend {
             return self.silent.subscribe();
         }
         self.inner.connection_events()
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.inner.shutdown().await
     }
 }

@@ -1,8 +1,8 @@
 //! Broken [`HeldLock`] wrappers used by the mutants.
 
 use async_trait::async_trait;
-use lockcore::memory::MemoryStore;
-use lockcore::{
+use tumbler_core::memory::MemoryStore;
+use tumbler_core::{
     AcquireRequest, HeldLock, Hold, HoldNotifier, LockKind, LockName, Result, SharedBackend,
 };
 
@@ -64,7 +64,7 @@ impl HeldLock for GappyDowngrade {
             wait: true,
         };
         self.backend.acquire(request).await?.ok_or_else(|| {
-            lockcore::Error::backend("mutant", "read acquire after downgrade returned busy")
+            tumbler_core::Error::backend("mutant", "read acquire after downgrade returned busy")
         })
     }
 }
@@ -135,7 +135,7 @@ impl HeldLock for GrudgingRelease {
     async fn release(&mut self) -> Result<()> {
         self.releases += 1;
         if self.releases > 1 {
-            return Err(lockcore::Error::NotOwner {
+            return Err(tumbler_core::Error::NotOwner {
                 name: self.name.clone(),
             });
         }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lockcore::memory::MemoryOptions;
-use lockcore::{LockName, SharedBackend};
+use tumbler_core::memory::MemoryOptions;
+use tumbler_core::{LockName, SharedBackend};
 
-use crate::harness::{Harness, Holder, HookResult, TestClient};
-use crate::memory::MemoryHarness;
+use crate::harness::{Foreign, Harness, Holder, HookError, HookResult, TestClient};
+use crate::memory::{MemoryHarness, MemoryWaiter};
 pub use backend::{MutantBackend, TokenShift};
 
 /// One deliberate defect.
@@ -56,11 +56,24 @@ pub enum Mutant {
     ReleaseHangs,
     /// Releasing a hold a second time reports an error.
     SecondReleaseFails,
+    /// A hold's validity deadline is not published with the grant: the holder learns of the
+    /// loss only from a background task, which a stalled runtime never runs.
+    ValidityAfterRenewal,
+    /// A killed waiter's queue entry stays until its session TTL runs out.
+    WaiterLeakedOnExit,
+    /// `try_lock` says busy (`Ok(None)`) when the store cannot be reached.
+    BusyWhenUnreachable,
+    /// A mutex, a read-write lock and a semaphore of one name are separate locks.
+    KindsCoexist,
+    /// After the fencing counter is damaged, tokens start again from 1.
+    TokenLowerAfterDamage,
+    /// Semaphore handles with different limits on one name are separate semaphores.
+    LimitMismatchOverGrants,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 19] = [
+    pub const ALL: [Mutant; 25] = [
         Mutant::NoOwnerCheck,
         Mutant::NeverExpires,
         Mutant::RepeatingTokens,
@@ -80,6 +93,12 @@ impl Mutant {
         Mutant::TokensResetOnRestart,
         Mutant::ReleaseHangs,
         Mutant::SecondReleaseFails,
+        Mutant::ValidityAfterRenewal,
+        Mutant::WaiterLeakedOnExit,
+        Mutant::BusyWhenUnreachable,
+        Mutant::KindsCoexist,
+        Mutant::TokenLowerAfterDamage,
+        Mutant::LimitMismatchOverGrants,
     ];
 
     /// A short name for reports.
@@ -104,6 +123,12 @@ impl Mutant {
             Mutant::TokensResetOnRestart => "tokens-reset-on-restart",
             Mutant::ReleaseHangs => "release-hangs",
             Mutant::SecondReleaseFails => "second-release-fails",
+            Mutant::ValidityAfterRenewal => "validity-after-renewal",
+            Mutant::WaiterLeakedOnExit => "waiter-leaked-on-exit",
+            Mutant::BusyWhenUnreachable => "busy-when-unreachable",
+            Mutant::KindsCoexist => "kinds-coexist",
+            Mutant::TokenLowerAfterDamage => "token-lower-after-damage",
+            Mutant::LimitMismatchOverGrants => "limit-mismatch-over-grants",
         }
     }
 
@@ -156,6 +181,52 @@ impl Harness for MutantHarness {
         self.base.crash_release_bound()
     }
 
+    fn hold_ttl(&self) -> Duration {
+        self.base.hold_ttl()
+    }
+
+    fn killed_waiter_bound(&self) -> Duration {
+        self.base.killed_waiter_bound()
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.base.request_timeout()
+    }
+
+    async fn spawn_waiter(&self, name: &LockName, ttl: Duration) -> HookResult<Box<dyn Holder>> {
+        if self.mutant != Mutant::WaiterLeakedOnExit {
+            return self.base.spawn_waiter(name, ttl).await;
+        }
+        let options = MemoryOptions::default()
+            .session_ttl(Some(ttl))
+            .map_err(|e| HookError::Failed(e.to_string()))?;
+        let (client, backend) = self
+            .base
+            .connect_with(options)
+            .await
+            .map_err(HookError::Failed)?;
+        Ok(Box::new(LeakyWaiter(MemoryWaiter::start(
+            client, backend, name,
+        )?)))
+    }
+
+    async fn pause_server(&self) -> HookResult {
+        self.base.pause_server().await
+    }
+
+    async fn resume_server(&self) -> HookResult {
+        self.base.resume_server().await
+    }
+
+    async fn write_foreign(&self, name: &LockName, what: Foreign) -> HookResult {
+        if self.mutant == Mutant::TokenLowerAfterDamage && what != Foreign::WrongType {
+            // The damaged counter is taken as zero: tokens start again from 1.
+            self.tokens.restart();
+            return Ok(());
+        }
+        self.base.write_foreign(name, what).await
+    }
+
     async fn expire_session(&self, client: &TestClient) -> HookResult {
         self.base.expire_session(client).await
     }
@@ -179,14 +250,47 @@ impl Harness for MutantHarness {
         self.base.restart_server().await
     }
 
-    async fn connect_with_ttl(&self, ttl: Duration) -> HookResult<lockcore::Result<SharedBackend>> {
+    async fn connect_with_ttl(
+        &self,
+        ttl: Duration,
+    ) -> HookResult<tumbler_core::Result<SharedBackend>> {
         if self.mutant == Mutant::LenientTtl {
             return Ok(self.base.store().connect(MemoryOptions::default()).await);
         }
         self.base.connect_with_ttl(ttl).await
     }
 
-    async fn connect_unreachable(&self) -> HookResult<lockcore::Result<SharedBackend>> {
+    async fn connect_unreachable(&self) -> HookResult<tumbler_core::Result<SharedBackend>> {
         self.base.connect_unreachable().await
+    }
+}
+
+/// A waiter whose death the store never learns of ([`Mutant::WaiterLeakedOnExit`]): "killing"
+/// it only stops its renewals, so its queue entry, and the hold it is then granted, stay until
+/// its session TTL runs out.
+struct LeakyWaiter(MemoryWaiter);
+
+#[async_trait]
+impl Holder for LeakyWaiter {
+    fn token(&self) -> u64 {
+        0
+    }
+
+    async fn kill(&mut self) -> HookResult {
+        self.0.backend().pause();
+        self.0.abandon();
+        Ok(())
+    }
+
+    async fn pause(&mut self) -> HookResult {
+        self.0.pause().await
+    }
+
+    async fn resume(&mut self) -> HookResult {
+        self.0.resume().await
+    }
+
+    async fn wait_lost(&mut self, within: Duration) -> HookResult<bool> {
+        self.0.wait_lost(within).await
     }
 }

@@ -9,8 +9,10 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::store::{Attempt, Family, Grant, HoldId, SessionId, StoreState, WaiterId};
-use super::{MemoryOptions, MemoryStore};
+use super::store::{
+    Attempt, Grant, HoldId, Reply, SessionId, StoreState, WaiterId, VALIDITY_SHARE,
+};
+use super::{MemoryOptions, MemoryStore, REQUEST_TIMEOUT};
 use crate::backend::{AcquireRequest, HeldLock, Hold, LockBackend, LockKind, LockState};
 use crate::capabilities::{Capabilities, Fencing};
 use crate::error::{Error, Result};
@@ -18,15 +20,14 @@ use crate::events::{ConnectionEvent, ConnectionEvents, ConnectionMonitor};
 use crate::name::LockName;
 use crate::signals::LostReason;
 
-/// The share of the session TTL after the last successful renewal at which a client that cannot
-/// renew declares its holds lost: well before the store expires them.
-const VALIDITY_SHARE: f64 = 0.8;
-
 /// A client of a [`MemoryStore`] with its own session, like one process connected to a server.
 ///
-/// The session is renewed in the background every TTL/10; if renewal stops (paused,
-/// disconnected) for 80% of the TTL, every hold of the session is reported lost, and the store
-/// expires the session at 100%.
+/// The session is renewed in the background every TTL/10. Every hold carries a validity deadline
+/// from its grant on: 80% of the TTL after the session's last renewal was sent, moved on by each
+/// renewal. If renewal stops (paused, disconnected, store stalled), the holds' `lost()` fires at
+/// that deadline (even in a holder whose runtime was blocked), and the store expires the session
+/// at 100%. A crashed client's waiters leave the queue at once, as a server drops the waits of a
+/// closed connection; its holds stay until the session expires.
 ///
 /// The `pause`, `set_reachable`, `expire_session` and `crash` methods simulate faults for tests.
 pub struct MemoryBackend {
@@ -116,9 +117,13 @@ impl MemoryBackend {
     }
 
     /// Test hook: behave like a killed process: never renew, never release, never signal.
+    /// Its waiters leave the queue at once (its connection closed); its holds stay until the
+    /// store expires the session.
     pub fn crash(&self) {
         self.inner.flags().crashed = true;
         self.keeper.abort();
+        let session = self.inner.session();
+        self.inner.store.state().drop_waiters_of(session);
     }
 }
 
@@ -179,10 +184,41 @@ impl ClientInner {
         }
     }
 
+    /// Waits while the store is stalled, up to [`REQUEST_TIMEOUT`]; then fails with
+    /// [`Error::Timeout`] stating the time waited, and reports the connection suspended.
+    async fn reach_store(&self, operation: &str) -> Result<()> {
+        self.check_usable()?;
+        let started = Instant::now();
+        let mut stalled = self.store.stalled();
+        let answered =
+            tokio::time::timeout(REQUEST_TIMEOUT, stalled.wait_for(|stalled| !*stalled)).await;
+        match answered {
+            Ok(_) => {
+                self.check_usable()?;
+                if self.monitor.current() == ConnectionEvent::Suspended {
+                    self.reconnected();
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.monitor.emit(ConnectionEvent::Suspended);
+                Err(Error::Timeout {
+                    operation: operation.to_owned(),
+                    addr: self.address(),
+                    after: started.elapsed(),
+                })
+            }
+        }
+    }
+
     /// One keep-alive step: renew if possible; declare holds lost once validity ran out.
     fn tick(&self, now: Instant) {
         let flags = *self.flags();
         if flags.crashed {
+            return;
+        }
+        if self.store.is_stalled() {
+            // The store answers nobody: no renewal, no expiry; the holds' deadlines run out.
             return;
         }
         let mut state = self.store.state();
@@ -191,6 +227,10 @@ impl ClientInner {
         if flags.reachable && !flags.paused {
             if state.renew(session, now) {
                 self.flags().last_renewed = now;
+                if self.monitor.current() == ConnectionEvent::Suspended {
+                    // The store answers again (after a stall) and the session is kept.
+                    self.monitor.emit(ConnectionEvent::Reconnected);
+                }
             } else {
                 self.live_session(&mut state);
             }
@@ -240,6 +280,9 @@ impl LockBackend for MemoryBackend {
             .with_revocation(true)
             .with_lists_waiters(true)
             .with_crash_release_bound(self.inner.options.session_ttl)
+            // A crashed client's waits leave the queue at once.
+            .with_waiter_release_bound(Some(Duration::ZERO))
+            .with_request_timeout(REQUEST_TIMEOUT)
     }
 
     fn address(&self) -> String {
@@ -247,8 +290,9 @@ impl LockBackend for MemoryBackend {
     }
 
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
-        self.inner.check_usable()?;
-        let family = Family::of(request.kind);
+        self.inner
+            .reach_store(&format!("acquire of {}", request.name))
+            .await?;
         let attempt = {
             let mut state = self.inner.store.state();
             state.expire_due(Instant::now());
@@ -261,7 +305,6 @@ impl LockBackend for MemoryBackend {
             Attempt::Queued(id, receiver) => {
                 let waiting = Waiting {
                     store: self.inner.store.clone(),
-                    family,
                     name: request.name.clone(),
                     id,
                     receiver,
@@ -274,14 +317,16 @@ impl LockBackend for MemoryBackend {
     }
 
     async fn state(&self, name: &LockName) -> Result<LockState> {
-        self.inner.check_usable()?;
+        self.inner.reach_store(&format!("state of {name}")).await?;
         let mut state = self.inner.store.state();
         state.expire_due(Instant::now());
         Ok(state.state(name))
     }
 
     async fn request_revoke(&self, name: &LockName) -> Result<usize> {
-        self.inner.check_usable()?;
+        self.inner
+            .reach_store(&format!("revocation of {name}"))
+            .await?;
         Ok(self.inner.store.state().revoke(name))
     }
 
@@ -290,7 +335,7 @@ impl LockBackend for MemoryBackend {
     }
 
     async fn shutdown(&self) -> Result<()> {
-        self.inner.check_usable()?;
+        self.inner.reach_store("shutdown").await?;
         let session = self.inner.session();
         self.inner
             .store
@@ -308,7 +353,6 @@ impl ClientInner {
             signals: grant.signals,
             held: Box::new(MemoryHeld {
                 client: self.clone(),
-                family: Family::of(kind),
                 name,
                 kind,
                 hold_id: grant.hold_id,
@@ -322,20 +366,16 @@ impl ClientInner {
 /// entry, or releases the hold if it was granted in the meantime.
 struct Waiting {
     store: MemoryStore,
-    family: Family,
     name: LockName,
     id: WaiterId,
-    receiver: oneshot::Receiver<Grant>,
+    receiver: oneshot::Receiver<Reply>,
     done: bool,
 }
 
 impl Waiting {
     async fn granted(mut self) -> Result<Grant> {
         loop {
-            let next_expiry = self
-                .store
-                .state()
-                .next_holder_expiry(self.family, &self.name);
+            let next_expiry = self.store.state().next_holder_expiry(&self.name);
             let wake = match next_expiry {
                 Some(at) => tokio::time::Instant::from_std(at),
                 None => tokio::time::Instant::now() + Duration::from_secs(3600),
@@ -343,7 +383,8 @@ impl Waiting {
             tokio::select! {
                 granted = &mut self.receiver => {
                     self.done = true;
-                    return granted.map_err(|_| Error::SessionExpired { name: self.name.clone() });
+                    return granted
+                        .map_err(|_| Error::SessionExpired { name: self.name.clone() })?;
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     self.store.state().expire_due(Instant::now());
@@ -360,12 +401,13 @@ impl Drop for Waiting {
         }
         let mut state = self.store.state();
         match self.receiver.try_recv() {
-            Ok(grant) => {
+            Ok(Ok(grant)) => {
                 // Granted just as the caller gave up: hand it back.
-                let _ = state.release(self.family, &self.name, grant.hold_id);
+                let _ = state.release(&self.name, grant.hold_id);
             }
+            Ok(Err(_)) => {}
             Err(oneshot::error::TryRecvError::Empty) => {
-                state.cancel_waiter(self.family, &self.name, self.id);
+                state.cancel_waiter(&self.name, self.id);
             }
             Err(oneshot::error::TryRecvError::Closed) => {}
         }
@@ -375,7 +417,6 @@ impl Drop for Waiting {
 /// The memory backend's handle on one hold.
 struct MemoryHeld {
     client: Arc<ClientInner>,
-    family: Family,
     name: LockName,
     kind: LockKind,
     hold_id: HoldId,
@@ -388,12 +429,10 @@ impl HeldLock for MemoryHeld {
         if self.released {
             return Ok(());
         }
-        self.client.check_usable()?;
-        let outcome = self
-            .client
-            .store
-            .state()
-            .release(self.family, &self.name, self.hold_id);
+        self.client
+            .reach_store(&format!("release of {}", self.name))
+            .await?;
+        let outcome = self.client.store.state().release(&self.name, self.hold_id);
         self.released = true;
         outcome
     }
@@ -405,7 +444,9 @@ impl HeldLock for MemoryHeld {
                 "only the write side of a read-write lock can be downgraded",
             ));
         }
-        self.client.check_usable()?;
+        self.client
+            .reach_store(&format!("downgrade of {}", self.name))
+            .await?;
         let grant = self
             .client
             .store

@@ -7,8 +7,8 @@
 //! (`memory://name`), never across processes.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> lockcore::Result<()> {
-//! use lockcore::memory::{MemoryOptions, MemoryStore};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> tumbler_core::Result<()> {
+//! use tumbler_core::memory::{MemoryOptions, MemoryStore};
 //! use std::time::Duration;
 //!
 //! let store = MemoryStore::new();
@@ -33,11 +33,27 @@ use store::StoreState;
 use crate::backend::SharedBackend;
 use crate::error::{Error, Result};
 use crate::name::IntoLockName;
+use crate::params::format_duration;
 
 /// The shortest session TTL accepted.
 pub const MIN_SESSION_TTL: Duration = Duration::from_millis(50);
 /// The longest session TTL accepted.
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a client waits for a [stalled](MemoryStore::stall) store before an operation fails
+/// with [`Error::Timeout`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Data tumbler did not write, put into a store by [`MemoryStore::write_foreign`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForeignData {
+    /// The lock's record holds something else.
+    Record,
+    /// The lock's fencing counter holds text that is not a number.
+    GarbageCounter,
+    /// The lock's fencing counter is at its largest value.
+    OverflowingCounter,
+}
 
 /// Settings of one memory client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +80,10 @@ impl MemoryOptions {
                 return Err(Error::invalid(
                     "session ttl",
                     format!(
-                        "{ttl:?} is out of range; use {MIN_SESSION_TTL:?} to {MAX_SESSION_TTL:?}"
+                        "{} is out of range; use {} to {}",
+                        format_duration(ttl),
+                        format_duration(MIN_SESSION_TTL),
+                        format_duration(MAX_SESSION_TTL)
                     ),
                 ));
             }
@@ -88,6 +107,7 @@ pub struct MemoryStore {
 struct StoreInner {
     name: String,
     state: StdMutex<StoreState>,
+    stalled: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -120,6 +140,7 @@ impl MemoryStore {
             inner: Arc::new(StoreInner {
                 name,
                 state: StdMutex::new(StoreState::default()),
+                stalled: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -164,6 +185,29 @@ impl MemoryStore {
     /// counters are kept, so tokens still increase across the restart.
     pub fn restart(&self) {
         self.state().reset();
+    }
+
+    /// Test hook: stall (`true`) or continue (`false`) the store, as a server stopped with
+    /// SIGSTOP: while stalled, every operation of every client waits and fails after
+    /// [`REQUEST_TIMEOUT`] with [`Error::Timeout`], and no session is renewed or expired.
+    pub fn stall(&self, stalled: bool) {
+        self.inner.stalled.send_replace(stalled);
+    }
+
+    /// Test hook: puts data tumbler did not write where `name` keeps its records. Every later
+    /// acquisition of `name` fails with [`Error::Conflict`] naming it.
+    pub fn write_foreign(&self, name: impl IntoLockName, what: ForeignData) -> Result<()> {
+        let name = name.into_lock_name()?;
+        self.state().write_foreign(&name, what);
+        Ok(())
+    }
+
+    pub(crate) fn is_stalled(&self) -> bool {
+        *self.inner.stalled.borrow()
+    }
+
+    pub(crate) fn stalled(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.stalled.subscribe()
     }
 
     pub(crate) fn state(&self) -> StdMutexGuard<'_, StoreState> {

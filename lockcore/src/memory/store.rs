@@ -1,13 +1,20 @@
 //! The memory store's state: sessions, holders, FIFO queues and fencing counters.
 //!
 //! Pure synchronous logic under one mutex; the async parts live in `client.rs`.
+//!
+//! One name is one lock of one primitive: while a name is held or waited on as a mutex, a
+//! read-write lock or a semaphore, asking for it as another primitive is a
+//! [`Error::Conflict`] naming both, and a semaphore's limit is recorded with it. Nested names
+//! (`a`, `a/b`) are unrelated locks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::ForeignData;
 use crate::backend::{HoldMode, HolderInfo, LockKind, LockState};
 use crate::error::{Error, Result};
 use crate::name::LockName;
@@ -17,24 +24,37 @@ pub(crate) type SessionId = u64;
 pub(crate) type HoldId = u64;
 pub(crate) type WaiterId = u64;
 
-/// Mutexes and read-write locks share one lock per name (a mutex is a writer); semaphores of
-/// the same name are separate.
+/// The share of the session TTL, counted from the last renewal, for which a client vouches for
+/// its holds: well before the store expires the session at 100%.
+pub(crate) const VALIDITY_SHARE: f64 = 0.8;
+
+/// The primitive a name is in use by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Family {
-    Lock,
+pub(crate) enum Primitive {
+    Mutex,
+    RwLock,
     Semaphore,
 }
 
-impl Family {
-    pub(crate) fn of(kind: LockKind) -> Family {
+impl Primitive {
+    pub(crate) fn of(kind: LockKind) -> Primitive {
         match kind {
-            LockKind::Permits { .. } => Family::Semaphore,
-            LockKind::Exclusive | LockKind::Read | LockKind::Write => Family::Lock,
+            LockKind::Exclusive => Primitive::Mutex,
+            LockKind::Read | LockKind::Write => Primitive::RwLock,
+            LockKind::Permits { .. } => Primitive::Semaphore,
         }
     }
 }
 
-type Key = (Family, LockName);
+impl fmt::Display for Primitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Primitive::Mutex => "mutex",
+            Primitive::RwLock => "rwlock",
+            Primitive::Semaphore => "semaphore",
+        })
+    }
+}
 
 /// A hold granted by the store.
 pub(crate) struct Grant {
@@ -43,11 +63,14 @@ pub(crate) struct Grant {
     pub(crate) signals: HoldSignals,
 }
 
+/// What a queued waiter is eventually told: granted, or why not.
+pub(crate) type Reply = Result<Grant>;
+
 /// What an acquisition attempt did.
 pub(crate) enum Attempt {
     Granted(Grant),
     Busy,
-    Queued(WaiterId, oneshot::Receiver<Grant>),
+    Queued(WaiterId, oneshot::Receiver<Reply>),
 }
 
 struct HoldRecord {
@@ -62,17 +85,26 @@ struct Waiter {
     id: WaiterId,
     session: SessionId,
     kind: LockKind,
-    reply: oneshot::Sender<Grant>,
+    reply: oneshot::Sender<Reply>,
 }
 
-#[derive(Default)]
 struct Entry {
+    primitive: Primitive,
     holders: Vec<HoldRecord>,
     waiters: VecDeque<Waiter>,
     limit: Option<u32>,
 }
 
 impl Entry {
+    fn new(primitive: Primitive) -> Self {
+        Entry {
+            primitive,
+            holders: Vec::new(),
+            waiters: VecDeque::new(),
+            limit: None,
+        }
+    }
+
     fn admits(&self, kind: LockKind) -> bool {
         match kind {
             LockKind::Exclusive | LockKind::Write => self.holders.is_empty(),
@@ -99,14 +131,33 @@ impl Entry {
 struct Session {
     ttl: Option<Duration>,
     expires_at: Option<Instant>,
+    /// Until when the session's holds are vouched for (from the last renewal).
+    valid_until: Option<Instant>,
+}
+
+impl Session {
+    fn renewed(&mut self, now: Instant) {
+        self.expires_at = self.ttl.map(|ttl| now + ttl);
+        self.valid_until = self.ttl.map(|ttl| now + ttl.mul_f64(VALIDITY_SHARE));
+    }
+}
+
+/// A lock's fencing counter as the store holds it.
+#[derive(Debug, Clone)]
+enum Counter {
+    Value(u64),
+    /// Not a number (written by someone else).
+    Garbage(String),
 }
 
 /// Everything the store knows.
 #[derive(Default)]
 pub(crate) struct StoreState {
-    entries: HashMap<Key, Entry>,
+    entries: HashMap<LockName, Entry>,
     sessions: HashMap<SessionId, Session>,
-    counters: HashMap<LockName, u64>,
+    counters: HashMap<LockName, Counter>,
+    /// Names whose lock record holds data tumbler did not write (test hook).
+    foreign: HashSet<LockName>,
     next_id: u64,
 }
 
@@ -118,13 +169,13 @@ impl StoreState {
 
     pub(crate) fn open_session(&mut self, ttl: Option<Duration>, now: Instant) -> SessionId {
         let id = self.next_id();
-        self.sessions.insert(
-            id,
-            Session {
-                ttl,
-                expires_at: ttl.map(|ttl| now + ttl),
-            },
-        );
+        let mut session = Session {
+            ttl,
+            expires_at: None,
+            valid_until: None,
+        };
+        session.renewed(now);
+        self.sessions.insert(id, session);
         id
     }
 
@@ -132,15 +183,18 @@ impl StoreState {
         self.sessions.contains_key(&session)
     }
 
-    /// Extends the session's life; false if the store no longer knows it.
-    pub(crate) fn renew(&mut self, session: SessionId, now: Instant) -> bool {
-        match self.sessions.get_mut(&session) {
-            Some(s) => {
-                s.expires_at = s.ttl.map(|ttl| now + ttl);
-                true
-            }
-            None => false,
+    /// Extends the session's life (and its holds' validity); false if the store no longer
+    /// knows it. `sent` is when the renewal was sent.
+    pub(crate) fn renew(&mut self, session: SessionId, sent: Instant) -> bool {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        s.renewed(sent);
+        let valid_until = s.valid_until;
+        for notifier in self.notifiers_of(session) {
+            notifier.set_valid_until(valid_until);
         }
+        true
     }
 
     /// Expires every session whose TTL ran out.
@@ -157,12 +211,12 @@ impl StoreState {
     }
 
     /// Ends a session: its holds are lost (signalled before anyone else is granted) and its
-    /// waiters are dropped.
+    /// waiters are told why.
     pub(crate) fn end_session(&mut self, session: SessionId, reason: LostReason) {
         self.sessions.remove(&session);
-        let keys: Vec<Key> = self.entries.keys().cloned().collect();
-        for key in keys {
-            if let Some(entry) = self.entries.get_mut(&key) {
+        let names: Vec<LockName> = self.entries.keys().cloned().collect();
+        for name in names {
+            if let Some(entry) = self.entries.get_mut(&name) {
                 entry.holders.retain(|h| {
                     if h.session == session {
                         h.notifier.lost(reason.clone());
@@ -171,9 +225,30 @@ impl StoreState {
                         true
                     }
                 });
+                let (gone, kept): (VecDeque<Waiter>, VecDeque<Waiter>) =
+                    entry.waiters.drain(..).partition(|w| w.session == session);
+                entry.waiters = kept;
+                for waiter in gone {
+                    let why = match reason {
+                        LostReason::Abandoned => Error::Closed { backend: "memory" },
+                        _ => Error::SessionExpired { name: name.clone() },
+                    };
+                    let _ = waiter.reply.send(Err(why));
+                }
+            }
+            self.grant_waiters(&name);
+        }
+    }
+
+    /// Drops every waiter of `session` at once, as a server does when the connection of a
+    /// killed process closes. Its holds stay until the session expires.
+    pub(crate) fn drop_waiters_of(&mut self, session: SessionId) {
+        let names: Vec<LockName> = self.entries.keys().cloned().collect();
+        for name in names {
+            if let Some(entry) = self.entries.get_mut(&name) {
                 entry.waiters.retain(|w| w.session != session);
             }
-            self.grant_waiters(&key);
+            self.grant_waiters(&name);
         }
     }
 
@@ -187,6 +262,83 @@ impl StoreState {
         self.entries.clear();
     }
 
+    /// Puts data tumbler did not write where `name` keeps its records (test hook).
+    pub(crate) fn write_foreign(&mut self, name: &LockName, what: ForeignData) {
+        match what {
+            ForeignData::Record => {
+                self.foreign.insert(name.clone());
+            }
+            ForeignData::GarbageCounter => {
+                self.counters
+                    .insert(name.clone(), Counter::Garbage("not-a-number".into()));
+            }
+            ForeignData::OverflowingCounter => {
+                self.counters.insert(name.clone(), Counter::Value(u64::MAX));
+            }
+        }
+    }
+
+    /// The next fencing token of `name`, without taking it; a `Conflict` if the counter is
+    /// damaged (not a number, or at its largest value).
+    fn next_token(&self, name: &LockName) -> Result<u64> {
+        let damaged = |problem: String| Error::Conflict {
+            name: name.clone(),
+            problem,
+        };
+        match self.counters.get(name) {
+            None => Ok(1),
+            Some(Counter::Value(n)) => n.checked_add(1).ok_or_else(|| {
+                damaged(format!(
+                    "its fencing counter is at {n} and cannot grow, so no larger token can be \
+                     issued; an operator must move the lock to a new name"
+                ))
+            }),
+            Some(Counter::Garbage(text)) => Err(damaged(format!(
+                "its fencing counter holds {text:?}, which tumbler did not write; remove it \
+                 only if no holder relies on its tokens"
+            ))),
+        }
+    }
+
+    /// Refuses names whose records are foreign or in use by another primitive or limit.
+    fn check_use(&self, name: &LockName, kind: LockKind) -> Result<()> {
+        if self.foreign.contains(name) {
+            return Err(Error::Conflict {
+                name: name.clone(),
+                problem: "its lock record holds data tumbler did not write; use another name or \
+                          remove the record"
+                    .into(),
+            });
+        }
+        self.next_token(name)?;
+        let Some(entry) = self.entries.get(name) else {
+            return Ok(());
+        };
+        let asked = Primitive::of(kind);
+        if entry.primitive != asked {
+            return Err(Error::Conflict {
+                name: name.clone(),
+                problem: format!(
+                    "it is in use as a {}, so it cannot be used as a {asked}; use one primitive \
+                     per name",
+                    entry.primitive
+                ),
+            });
+        }
+        if let (LockKind::Permits { limit, .. }, Some(existing)) = (kind, entry.limit) {
+            if existing != limit {
+                return Err(Error::Conflict {
+                    name: name.clone(),
+                    problem: format!(
+                        "the semaphore is in use with limit {existing}, not {limit}; use the \
+                         same limit in every client"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn attempt(
         &mut self,
         session: SessionId,
@@ -194,32 +346,24 @@ impl StoreState {
         kind: LockKind,
         enqueue: bool,
     ) -> Result<Attempt> {
-        let key = (Family::of(kind), name.clone());
-        let entry = self.entries.entry(key.clone()).or_default();
+        self.check_use(name, kind)?;
+        let entry = self
+            .entries
+            .entry(name.clone())
+            .or_insert_with(|| Entry::new(Primitive::of(kind)));
         if let LockKind::Permits { limit, .. } = kind {
-            match entry.limit {
-                Some(existing) if existing != limit => {
-                    return Err(Error::Conflict {
-                        name: name.clone(),
-                        problem: format!(
-                            "the semaphore is in use with limit {existing}, not {limit}; use the \
-                             same limit in every client"
-                        ),
-                    });
-                }
-                _ => entry.limit = Some(limit),
-            }
+            entry.limit = Some(limit);
         }
         if entry.waiters.is_empty() && entry.admits(kind) {
-            return Ok(Attempt::Granted(self.grant(&key, session, kind)));
+            return Ok(Attempt::Granted(self.grant(name, session, kind)?));
         }
         if !enqueue {
-            self.drop_if_empty(&key);
+            self.drop_if_empty(name);
             return Ok(Attempt::Busy);
         }
         let id = self.next_id();
         let (reply, receiver) = oneshot::channel();
-        if let Some(entry) = self.entries.get_mut(&key) {
+        if let Some(entry) = self.entries.get_mut(name) {
             entry.waiters.push_back(Waiter {
                 id,
                 session,
@@ -230,13 +374,14 @@ impl StoreState {
         Ok(Attempt::Queued(id, receiver))
     }
 
-    fn grant(&mut self, key: &Key, session: SessionId, kind: LockKind) -> Grant {
+    fn grant(&mut self, name: &LockName, session: SessionId, kind: LockKind) -> Result<Grant> {
+        let token = self.next_token(name)?;
+        self.counters.insert(name.clone(), Counter::Value(token));
         let id = self.next_id();
-        let counter = self.counters.entry(key.1.clone()).or_insert(0);
-        *counter += 1;
-        let token = *counter;
         let (notifier, signals) = hold_signals();
-        if let Some(entry) = self.entries.get_mut(key) {
+        // The hold is vouched for as long as the session is, from the grant on.
+        notifier.set_valid_until(self.sessions.get(&session).and_then(|s| s.valid_until));
+        if let Some(entry) = self.entries.get_mut(name) {
             entry.holders.push(HoldRecord {
                 id,
                 session,
@@ -245,17 +390,17 @@ impl StoreState {
                 notifier: Arc::new(notifier),
             });
         }
-        Grant {
+        Ok(Grant {
             hold_id: id,
             token,
             signals,
-        }
+        })
     }
 
     /// Grants queued waiters in arrival order while the head is admissible.
-    fn grant_waiters(&mut self, key: &Key) {
+    fn grant_waiters(&mut self, name: &LockName) {
         loop {
-            let Some(entry) = self.entries.get_mut(key) else {
+            let Some(entry) = self.entries.get_mut(name) else {
                 return;
             };
             let Some(head) = entry.waiters.front() else {
@@ -271,17 +416,23 @@ impl StoreState {
             let Some(waiter) = entry.waiters.pop_front() else {
                 break;
             };
-            let grant = self.grant(key, waiter.session, waiter.kind);
-            let hold_id = grant.hold_id;
-            if waiter.reply.send(grant).is_err() {
-                self.remove_hold(key, hold_id);
+            match self.grant(name, waiter.session, waiter.kind) {
+                Ok(grant) => {
+                    let hold_id = grant.hold_id;
+                    if waiter.reply.send(Ok(grant)).is_err() {
+                        self.remove_hold(name, hold_id);
+                    }
+                }
+                Err(error) => {
+                    let _ = waiter.reply.send(Err(error));
+                }
             }
         }
-        self.drop_if_empty(key);
+        self.drop_if_empty(name);
     }
 
-    fn remove_hold(&mut self, key: &Key, hold_id: HoldId) -> bool {
-        let Some(entry) = self.entries.get_mut(key) else {
+    fn remove_hold(&mut self, name: &LockName, hold_id: HoldId) -> bool {
+        let Some(entry) = self.entries.get_mut(name) else {
             return false;
         };
         let before = entry.holders.len();
@@ -289,62 +440,51 @@ impl StoreState {
         before != entry.holders.len()
     }
 
-    fn drop_if_empty(&mut self, key: &Key) {
-        if self.entries.get(key).is_some_and(Entry::is_empty) {
-            self.entries.remove(key);
+    fn drop_if_empty(&mut self, name: &LockName) {
+        if self.entries.get(name).is_some_and(Entry::is_empty) {
+            self.entries.remove(name);
         }
     }
 
     /// Removes a waiter that gave up. True if it was still queued.
-    pub(crate) fn cancel_waiter(&mut self, family: Family, name: &LockName, id: WaiterId) -> bool {
-        let key = (family, name.clone());
-        let Some(entry) = self.entries.get_mut(&key) else {
+    pub(crate) fn cancel_waiter(&mut self, name: &LockName, id: WaiterId) -> bool {
+        let Some(entry) = self.entries.get_mut(name) else {
             return false;
         };
         let before = entry.waiters.len();
         entry.waiters.retain(|w| w.id != id);
         let removed = before != entry.waiters.len();
-        self.grant_waiters(&key);
+        self.grant_waiters(name);
         removed
     }
 
     /// Owner-checked release: only the hold with this id, only if it is still there.
-    pub(crate) fn release(
-        &mut self,
-        family: Family,
-        name: &LockName,
-        hold_id: HoldId,
-    ) -> Result<()> {
-        let key = (family, name.clone());
-        if !self.remove_hold(&key, hold_id) {
+    pub(crate) fn release(&mut self, name: &LockName, hold_id: HoldId) -> Result<()> {
+        if !self.remove_hold(name, hold_id) {
             return Err(Error::NotOwner { name: name.clone() });
         }
-        self.grant_waiters(&key);
+        self.grant_waiters(name);
         Ok(())
     }
 
     /// Removes every holder of `name` regardless of owner (an administrator's "break lock").
     pub(crate) fn force_release(&mut self, name: &LockName) -> usize {
         let mut removed = 0;
-        for family in [Family::Lock, Family::Semaphore] {
-            let key = (family, name.clone());
-            if let Some(entry) = self.entries.get_mut(&key) {
-                removed += entry.holders.len();
-                for holder in entry.holders.drain(..) {
-                    holder.notifier.lost(LostReason::Deleted);
-                }
+        if let Some(entry) = self.entries.get_mut(name) {
+            removed += entry.holders.len();
+            for holder in entry.holders.drain(..) {
+                holder.notifier.lost(LostReason::Deleted);
             }
-            self.grant_waiters(&key);
         }
+        self.grant_waiters(name);
         removed
     }
 
     /// Turns a write hold into a read hold in place and admits readers queued behind it.
     pub(crate) fn downgrade(&mut self, name: &LockName, hold_id: HoldId) -> Result<Grant> {
-        let key = (Family::Lock, name.clone());
         let record = self
             .entries
-            .get_mut(&key)
+            .get_mut(name)
             .and_then(|entry| entry.holders.iter_mut().find(|h| h.id == hold_id))
             .ok_or_else(|| Error::NotOwner { name: name.clone() })?;
         if record.kind != LockKind::Write {
@@ -359,7 +499,7 @@ impl StoreState {
             token: record.token,
             signals: record.notifier.subscribe(),
         };
-        self.grant_waiters(&key);
+        self.grant_waiters(name);
         Ok(grant)
     }
 
@@ -374,8 +514,8 @@ impl StoreState {
     }
 
     /// When the earliest-expiring holder of this lock will expire, if ever.
-    pub(crate) fn next_holder_expiry(&self, family: Family, name: &LockName) -> Option<Instant> {
-        let entry = self.entries.get(&(family, name.clone()))?;
+    pub(crate) fn next_holder_expiry(&self, name: &LockName) -> Option<Instant> {
+        let entry = self.entries.get(name)?;
         entry
             .holders
             .iter()
@@ -385,40 +525,38 @@ impl StoreState {
 
     pub(crate) fn state(&self, name: &LockName) -> LockState {
         let mut state = LockState::free(name.clone());
-        let mut waiters = 0;
-        for family in [Family::Lock, Family::Semaphore] {
-            if let Some(entry) = self.entries.get(&(family, name.clone())) {
-                waiters += entry
+        if let Some(entry) = self.entries.get(name) {
+            state.waiters = Some(
+                entry
                     .waiters
                     .iter()
                     .filter(|w| !w.reply.is_closed())
-                    .count();
-                state
-                    .holders
-                    .extend(entry.holders.iter().map(|h| HolderInfo {
-                        id: format!("session-{}/hold-{}", h.session, h.id),
-                        mode: match h.kind {
-                            LockKind::Exclusive => HoldMode::Exclusive,
-                            LockKind::Read => HoldMode::Read,
-                            LockKind::Write => HoldMode::Write,
-                            LockKind::Permits { count, .. } => HoldMode::Permits(count),
-                        },
-                        token: Some(h.token),
-                    }));
-            }
+                    .count(),
+            );
+            state.holders = entry
+                .holders
+                .iter()
+                .map(|h| HolderInfo {
+                    id: format!("session-{}/hold-{}", h.session, h.id),
+                    mode: match h.kind {
+                        LockKind::Exclusive => HoldMode::Exclusive,
+                        LockKind::Read => HoldMode::Read,
+                        LockKind::Write => HoldMode::Write,
+                        LockKind::Permits { count, .. } => HoldMode::Permits(count),
+                    },
+                    token: Some(h.token),
+                })
+                .collect();
         }
-        state.waiters = Some(waiters);
         state
     }
 
     pub(crate) fn revoke(&self, name: &LockName) -> usize {
         let mut notified = 0;
-        for family in [Family::Lock, Family::Semaphore] {
-            if let Some(entry) = self.entries.get(&(family, name.clone())) {
-                for holder in &entry.holders {
-                    holder.notifier.revoke_requested();
-                    notified += 1;
-                }
+        if let Some(entry) = self.entries.get(name) {
+            for holder in &entry.holders {
+                holder.notifier.revoke_requested();
+                notified += 1;
             }
         }
         notified

@@ -1,12 +1,19 @@
-//! One watcher per lock name, shared by every acquisition and hold of that name in this
-//! backend instance, and kept a while after its last user leaves.
+//! Server watchers shared by every acquisition and hold of this backend instance that follows
+//! the same keys, each kept a while after its last user leaves if its owner asks.
 //!
-//! Every key of a lock lives under `NAME/`, so one watcher of the deletions under that prefix
-//! tells a waiter that its predecessor went, and a holder that its own key was deleted or that
-//! a revocation marker came and went. (Puts are filtered out on the server: nobody needs them.) Sharing it
-//! (instead of a watcher per acquisition) saves two stream messages per acquisition, and since a
-//! lingering watcher already exists when the next acquisition starts, nobody has to read the
-//! store again to cover the moment the watcher was being created.
+//! Who watches what (see [`crate::acquire`] for why this keeps the events a release delivers
+//! flat in the number of contenders):
+//! - a contender follows the deletions of **its own keys** (`NAME/<lease hex>…`, or
+//!   `NAME/#read/<lease hex>_…` and so on: this instance's keys of the lock in that folder)
+//!   and of **revocation markers** (`NAME/#revoke/`); these two linger, so the next
+//!   acquisition of the name by this instance finds them already synced and need not read the
+//!   store again to cover the moment a watcher was being created;
+//! - a waiter follows **what it waits for** (one other key, or for the first semaphore waiter
+//!   the semaphore's folder); that watcher is retired as soon as its last user leaves, so no
+//!   instance keeps hearing about keys it no longer waits for.
+//!
+//! Sharing a watcher (instead of one per acquisition) also saves two stream messages per
+//! acquisition.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,17 +25,20 @@ use tokio::time::{sleep, Instant};
 
 use crate::watch::{Note, Target, Watches};
 
-/// How long a name's watcher stays after its last user left.
-const LINGER: Duration = Duration::from_secs(10);
+/// How long a watcher of our own keys (or of revocation markers) stays after its last user
+/// left.
+pub(crate) const LINGER: Duration = Duration::from_secs(10);
 
-/// The shared watchers of one backend instance, by lock prefix.
+type Table = Arc<StdMutex<HashMap<Target, Arc<Shared>>>>;
+
+/// The shared watchers of one backend instance, by target.
 #[derive(Clone)]
-pub(crate) struct NameWatches {
+pub(crate) struct SharedWatches {
     watches: Watches,
-    table: Arc<StdMutex<HashMap<String, Arc<Shared>>>>,
+    table: Table,
 }
 
-/// One subscriber's view of a name's watcher: every note, in order, from the moment it
+/// One subscriber's view of a shared watcher: every note, in order, from the moment it
 /// subscribed. Dropping it unsubscribes.
 pub(crate) struct Subscription {
     id: u64,
@@ -40,27 +50,34 @@ struct Shared {
     state: StdMutex<State>,
     idle: Notify,
     next_id: AtomicU64,
+    /// How long the watcher stays once unused.
+    linger: Duration,
 }
 
 struct State {
     subscribers: HashMap<u64, mpsc::UnboundedSender<Note>>,
-    /// The revision the server watcher was created at, while it exists.
+    /// While the server watcher exists: the revision it was created at, or of the latest
+    /// change it reported if later. A new subscriber is told this revision as the watcher's
+    /// `Created`, since it does not see what was published before it came: it must look at the
+    /// store itself for what happened before then.
     created: Option<i64>,
     idle_since: Option<Instant>,
 }
 
-impl NameWatches {
+impl SharedWatches {
     pub(crate) fn new(watches: Watches) -> Self {
-        NameWatches {
+        SharedWatches {
             watches,
             table: Arc::new(StdMutex::new(HashMap::new())),
         }
     }
 
-    /// Subscribes to the deletions under `prefix` (a lock's `NAME/`).
-    pub(crate) fn subscribe(&self, prefix: &str) -> Subscription {
+    /// Subscribes to `target`'s notes. A watcher created for it stays `linger` after its last
+    /// subscriber left (zero: it is cancelled at once); a later subscriber within that time
+    /// shares it.
+    pub(crate) fn subscribe(&self, target: Target, linger: Duration) -> Subscription {
         let mut table = lock(&self.table);
-        let shared = match table.get(prefix) {
+        let shared = match table.get(&target) {
             Some(shared) => shared.clone(),
             None => {
                 let shared = Arc::new(Shared {
@@ -71,12 +88,13 @@ impl NameWatches {
                     }),
                     idle: Notify::new(),
                     next_id: AtomicU64::new(1),
+                    linger,
                 });
-                table.insert(prefix.to_owned(), shared.clone());
+                table.insert(target.clone(), shared.clone());
                 tokio::spawn(pump(
                     self.watches.clone(),
                     self.table.clone(),
-                    prefix.to_owned(),
+                    target,
                     shared.clone(),
                 ));
                 shared
@@ -86,7 +104,8 @@ impl NameWatches {
         let (tx, notes) = mpsc::unbounded_channel();
         {
             let mut state = lock(&shared.state);
-            // A subscriber of an existing watcher sees everything after its creation.
+            // A subscriber of an existing watcher sees every change after the latest one it
+            // published.
             if let Some(revision) = state.created {
                 let _ = tx.send(Note::Created { revision });
             }
@@ -117,31 +136,28 @@ impl Drop for Subscription {
     }
 }
 
-/// Feeds one server watcher's notes to the subscribers of its name, re-registers it if the
-/// server cancels it, and retires it once it has been unused for [`LINGER`].
-async fn pump(
-    watches: Watches,
-    table: Arc<StdMutex<HashMap<String, Arc<Shared>>>>,
-    prefix: String,
-    shared: Arc<Shared>,
-) {
-    let mut registration = watches.register(Target::deletions_under(&prefix));
+/// Feeds one server watcher's notes to its subscribers, re-registers it if the server cancels
+/// it, and retires it once it has been unused for its linger time.
+async fn pump(watches: Watches, table: Table, target: Target, shared: Arc<Shared>) {
+    let mut registration = watches.register(target.clone());
     loop {
-        let idle_until = lock(&shared.state).idle_since.map(|since| since + LINGER);
+        let idle_until = lock(&shared.state)
+            .idle_since
+            .map(|since| since + shared.linger);
         tokio::select! {
             note = registration.next() => {
                 let Some(note) = note else {
                     // The backend is gone: end every subscription.
-                    lock(&table).remove(&prefix);
+                    lock(&table).remove(&target);
                     lock(&shared.state).subscribers.clear();
                     return;
                 };
                 match &note {
                     Note::Canceled(reason) => {
-                        tracing::debug!(%prefix, %reason, "etcd cancelled a lock watcher; watching again");
+                        tracing::debug!(?target, %reason, "etcd cancelled a lock watcher; watching again");
                         shared.publish(Note::Reset, Some(None));
                         sleep(Duration::from_millis(100)).await;
-                        registration = watches.register(Target::deletions_under(&prefix));
+                        registration = watches.register(target.clone());
                     }
                     Note::Created { revision } => shared.publish(note.clone(), Some(Some(*revision))),
                     Note::Reset => shared.publish(Note::Reset, Some(None)),
@@ -153,9 +169,9 @@ async fn pump(
                 let mut table = lock(&table);
                 let state = lock(&shared.state);
                 let expired = state.subscribers.is_empty()
-                    && state.idle_since.is_some_and(|since| since.elapsed() >= LINGER);
+                    && state.idle_since.is_some_and(|since| since.elapsed() >= shared.linger);
                 if expired {
-                    table.remove(&prefix);
+                    table.remove(&target);
                     return;
                 }
             }
@@ -177,6 +193,9 @@ impl Shared {
         let mut state = lock(&self.state);
         if let Some(created) = created {
             state.created = created;
+        }
+        if let (Some(shown), Some(revision)) = (state.created, note.change_revision()) {
+            state.created = Some(shown.max(revision));
         }
         state
             .subscribers

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::Error as EtcdError;
-use lockcore::Error;
 use tonic::{Code, Status};
+use tumbler_core::Error;
 
 /// The backend name used in errors.
 pub(crate) const BACKEND: &str = "etcd";
@@ -14,8 +14,10 @@ pub(crate) const BACKEND: &str = "etcd";
 pub(crate) fn map(addr: &str, error: EtcdError) -> Error {
     match error {
         EtcdError::GRpcStatus(status) => map_status(addr, &status),
-        EtcdError::TransportError(e) => Error::connection(BACKEND, addr, describe_chain(&e)),
-        EtcdError::IoError(e) => Error::connection(BACKEND, addr, e),
+        EtcdError::TransportError(e) => {
+            Error::connection(BACKEND, addr, describe_chain(&e)).with_source(e)
+        }
+        EtcdError::IoError(e) => Error::connection(BACKEND, addr, &e).with_source(e),
         EtcdError::InvalidUri(e) => Error::invalid("etcd endpoint", e.to_string()),
         EtcdError::InvalidArgs(e) => Error::invalid("etcd client setting", e),
         EtcdError::WatchError(e) | EtcdError::LeaseKeepAliveError(e) => {
@@ -41,7 +43,8 @@ fn map_status(addr: &str, status: &Status) -> Error {
         | Code::Aborted
         | Code::ResourceExhausted => Error::connection(BACKEND, addr, message),
         Code::Unknown if is_transient_message(message) => Error::connection(BACKEND, addr, message),
-        _ => Error::backend(BACKEND, format!("{:?}: {message}", status.code())),
+        // Keep the status itself as the source: its code and message stay inspectable.
+        _ => Error::backend(BACKEND, status.clone()),
     }
 }
 
@@ -113,7 +116,7 @@ pub(crate) async fn call<T>(
     operation: impl FnOnce() -> String,
     timeout: Duration,
     request: impl Future<Output = Result<T, EtcdError>>,
-) -> lockcore::Result<T> {
+) -> tumbler_core::Result<T> {
     match tokio::time::timeout(timeout, request).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(map(addr, error)),
@@ -122,5 +125,39 @@ pub(crate) async fn call<T>(
             addr: addr.to_owned(),
             after: timeout,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_keep_the_status_as_their_source() {
+        let status = Status::new(Code::NotFound, "etcdserver: requested lease not found");
+        let error = map("etcd://h:2379/", EtcdError::GRpcStatus(status));
+        assert!(says_lease_gone(&error), "{error:?}");
+        let source = std::error::Error::source(&error).expect("a source");
+        let kept = source.downcast_ref::<Status>().expect("the tonic status");
+        assert_eq!(kept.code(), Code::NotFound);
+    }
+
+    #[test]
+    fn elections_and_timeouts_are_transient() {
+        for status in [
+            Status::new(Code::Unavailable, "etcdserver: no leader"),
+            Status::new(Code::Unknown, "etcdserver: leader changed"),
+            Status::new(Code::DeadlineExceeded, "context deadline exceeded"),
+        ] {
+            assert!(
+                map("a", EtcdError::GRpcStatus(status.clone())).is_transient(),
+                "{status:?}"
+            );
+        }
+        let denied = Status::new(Code::PermissionDenied, "etcdserver: permission denied");
+        assert!(matches!(
+            map("a", EtcdError::GRpcStatus(denied)),
+            Error::Auth { .. }
+        ));
     }
 }

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
-use lockcore::{ConnectionEvent, ConnectionMonitor, Error, Result};
 use tokio::time::Instant;
+use tumbler_core::retry::{retry, Backoff};
+use tumbler_core::{ConnectionEvent, ConnectionMonitor, Error, Result};
 use zookeeper_client as zk;
 
 use crate::config::ZkConfig;
@@ -24,6 +25,8 @@ pub(crate) struct Sessions {
     opening: tokio::sync::Mutex<()>,
     monitor: Arc<ConnectionMonitor>,
     closed: AtomicBool,
+    /// Set by `shutdown`: ends a connect attempt under way at once.
+    closing: tokio::sync::watch::Sender<bool>,
     me: Weak<Sessions>,
 }
 
@@ -37,6 +40,7 @@ impl Sessions {
             opening: tokio::sync::Mutex::new(()),
             monitor: Arc::new(ConnectionMonitor::new()),
             closed: AtomicBool::new(false),
+            closing: tokio::sync::watch::channel(false).0,
             me: me.clone(),
         });
         sessions.current().await?;
@@ -76,13 +80,18 @@ impl Sessions {
     }
 
     /// Closes the current session (its ephemeral nodes go with it) and refuses new work.
+    ///
+    /// Returns at once when the session was already lost (nobody can confirm its close) and
+    /// ends a connect attempt under way; otherwise waits up to the request timeout for the
+    /// servers to confirm the close.
     pub(crate) async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let _opening = self.opening.lock().await;
+        self.closing.send_replace(true);
         let session = self.lock_current().take();
         if let Some(session) = session {
+            let connected = session.usable();
             session.close();
-            if !session.closed_within(self.config.request_limit()).await {
+            if connected && !session.closed_within(self.config.request_limit()).await {
                 tracing::warn!(
                     session = %session.id(),
                     "the zookeeper session did not confirm its close in time; the servers will expire it"
@@ -105,63 +114,62 @@ impl Sessions {
     /// Opens a session, trying every host in turn until one serves or the connect timeout
     /// passes (servers in an election refuse for a moment, so one round is not enough).
     async fn open(&self) -> Result<Arc<Session>> {
-        let config = &self.config;
-        let mut connector = zk::Client::connector()
-            .with_session_timeout(config.session_timeout)
-            .with_connection_timeout(config.session_timeout / 3)
-            .with_fail_eagerly();
-        if let Some((user, password)) = &config.credentials {
-            connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+        let mut closing = self.closing.subscribe();
+        tokio::select! {
+            opened = self.open_now() => opened,
+            _ = closing.wait_for(|closing| *closing) => Err(Error::Closed { backend: BACKEND }),
         }
-        let hosts = config.connect_string();
-        let deadline = Instant::now() + config.connect_timeout;
-        let mut pause = Duration::from_millis(50);
-        let client = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let error = match tokio::time::timeout(left, connector.clone().connect(&hosts)).await {
-                Ok(Ok(client)) => break client,
-                Ok(Err(error)) => error,
-                Err(_) => zk::Error::Timeout,
-            };
-            let retry = matches!(
-                error,
-                zk::Error::NoHosts
-                    | zk::Error::Timeout
-                    | zk::Error::ConnectionLoss
-                    | zk::Error::Custom(_)
-            );
-            if !retry {
-                return Err(convert(error, &self.addr, "connecting"));
-            }
-            if Instant::now() + pause >= deadline {
-                return Err(match error {
-                    zk::Error::Timeout => Error::Timeout {
-                        operation: "connecting to zookeeper".into(),
-                        addr: self.addr.clone(),
-                        after: config.connect_timeout,
-                    },
-                    _ => Error::connection(
+    }
+
+    async fn open_now(&self) -> Result<Arc<Session>> {
+        let config = &self.config;
+        let connector = config.connector()?;
+        let hosts = config.client_hosts();
+        let started = Instant::now();
+        let deadline = started + config.connect_timeout;
+        let addr = self.addr.as_str();
+        // Servers in an election refuse for a moment, so one round over the hosts is not enough.
+        let attempt = || {
+            let connector = connector.clone();
+            let hosts = hosts.as_str();
+            async move {
+                let sent = Instant::now();
+                let left = deadline.saturating_duration_since(sent);
+                match tokio::time::timeout(left, connector.connect(hosts)).await {
+                    Ok(Ok(client)) => Ok((client, sent)),
+                    Ok(Err(
+                        error @ (zk::Error::NoHosts
+                        | zk::Error::Timeout
+                        | zk::Error::ConnectionLoss
+                        | zk::Error::Custom(_)),
+                    )) => Err(Error::connection(
                         BACKEND,
-                        &self.addr,
+                        addr,
                         format!(
-                            "no server accepted a session within {:?} ({error}); check the host list and that ZooKeeper runs there",
-                            config.connect_timeout
+                            "no server accepted a session within {} ({error}); check the host list and that ZooKeeper runs there",
+                            tumbler_core::params::format_duration(config.connect_timeout)
                         ),
-                    ),
-                });
+                    )),
+                    Ok(Err(error)) => Err(convert(error, addr, "connecting")),
+                    Err(_) => Err(Error::Timeout {
+                        operation: "connecting to zookeeper".into(),
+                        addr: addr.to_owned(),
+                        after: started.elapsed(),
+                    }),
+                }
             }
-            tracing::debug!(%error, "no zookeeper server serves yet; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
         };
+        let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        let (client, sent) = retry(backoff, Some(deadline), attempt).await?;
         tracing::info!(session = %client.session_id(), timeout = ?client.session_timeout(), "zookeeper session opened");
         let me = self.me.clone();
         Ok(Session::start(
             client,
+            sent,
             config.request_limit(),
             self.monitor.clone(),
             move |reason| {
-                if reason != lockcore::LostReason::Abandoned {
+                if reason != tumbler_core::LostReason::Abandoned {
                     reopen_in_background(me);
                 }
             },
@@ -173,7 +181,7 @@ impl Sessions {
 /// `Reconnected` without waiting for the next operation.
 fn reopen_in_background(sessions: Weak<Sessions>) {
     tokio::spawn(async move {
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_RECONNECT_PAUSE);
         loop {
             let Some(live) = sessions.upgrade() else {
                 return;
@@ -183,8 +191,7 @@ fn reopen_in_background(sessions: Weak<Sessions>) {
                 Err(error) => tracing::warn!(%error, "cannot open a new zookeeper session yet"),
             }
             drop(live);
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     });
 }

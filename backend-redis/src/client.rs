@@ -1,13 +1,16 @@
-//! Building the redis crate's client for one node: address, RESP3, credentials, TLS.
+//! Building the redis crate's client of one node: address, RESP3, credentials and TLS (CA file,
+//! insecure mode) in one place.
 
-use lockcore::{Error, Result};
 use redis::{ConnectionAddr, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo};
+use tumbler_core::{Error, Result};
 
 use crate::config::{RedisConfig, RedisNode};
 
 /// The TLS settings shared by every node of a backend.
 #[derive(Clone, Default)]
 pub(crate) struct TlsSettings {
+    /// Read only by the `tls` feature's client (without it, TLS URLs are refused).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     ca_pem: Option<Vec<u8>>,
     insecure: bool,
 }
@@ -102,4 +105,42 @@ fn tls_client(
         redis::ErrorKind::InvalidClientConfig,
         "TLS needs the `tls` feature of backend-redis",
     )))
+}
+
+/// The redis crate's connection settings for a server reached through Sentinel: RESP3 and
+/// the master's database and credentials.
+pub(crate) fn sentinel_node_info(
+    master: &RedisNode,
+) -> redis::sentinel::SentinelNodeConnectionInfo {
+    let mut redis_info = RedisConnectionInfo::default()
+        .set_protocol(ProtocolVersion::RESP3)
+        .set_db(master.db);
+    if let Some(user) = &master.username {
+        redis_info = redis_info.set_username(user);
+    }
+    if let Some(password) = &master.password {
+        redis_info = redis_info.set_password(password);
+    }
+    redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(redis_info)
+}
+
+/// The redis crate's Sentinel client over `sentinels` (RESP2: a sentinel needs nothing more).
+pub(crate) fn sentinel(sentinels: &[RedisNode]) -> Result<redis::sentinel::Sentinel> {
+    let infos = sentinels
+        .iter()
+        .map(|node| {
+            let mut redis_info = RedisConnectionInfo::default();
+            if let Some(user) = &node.username {
+                redis_info = redis_info.set_username(user);
+            }
+            if let Some(password) = &node.password {
+                redis_info = redis_info.set_password(password);
+            }
+            ConnectionAddr::Tcp(node.host.clone(), node.port)
+                .into_connection_info()
+                .map(|info| info.set_redis_settings(redis_info))
+        })
+        .collect::<redis::RedisResult<Vec<_>>>()
+        .and_then(redis::sentinel::Sentinel::build);
+    infos.map_err(|e| Error::invalid("redis+sentinel sentinels", e.to_string()))
 }

@@ -1,0 +1,128 @@
+//! One kind per name: while a name is used (held or waited on) by a mutex, a semaphore or a
+//! read-write lock, the other two kinds are refused with [`Error::Conflict`] naming both; and a
+//! key of the name holding data that neither tumbler nor Consul's own lock clients wrote is a
+//! [`Error::Conflict`] naming the key.
+//!
+//! Each acquisition first puts its own key (the mutex key, a semaphore contender, a read-write
+//! contender), then lists the name's folder and looks for the other kinds. Of two acquisitions
+//! of different kinds, the one that lists last sees the other's key, so they never both hold
+//! (both may be refused). A mutex checks again right after its `?acquire=`, since its key is
+//! the one it acquires. Keys of longer names (`NAME/sub/…`) are not looked at: nested names
+//! are independent locks.
+
+use std::fmt;
+
+use tumbler_core::{Error, LockName, Result};
+
+use crate::api::KvPair;
+use crate::layout::{Entry, Folder, LOCK_FLAGS, RWLOCK_FLAGS, SEMAPHORE_FLAGS};
+use crate::record::{decode_record, RwRecord, SemaphoreRecord};
+
+/// The primitives that can use a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A mutex (api.Lock's key `NAME/.lock` and tumbler's queue `NAME/.queue/…`).
+    Mutex,
+    /// A semaphore (api.Semaphore's contenders `NAME/<session>` and record `NAME/.lock`).
+    Semaphore,
+    /// A read-write lock (`NAME/.rwlock`, `NAME/.rw/…`).
+    RwLock,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Mutex => "mutex",
+            Kind::Semaphore => "semaphore",
+            Kind::RwLock => "read-write lock",
+        })
+    }
+}
+
+/// Fails with [`Error::Conflict`] if the listing of `folder` shows foreign data at one of the
+/// name's keys, or the name in use by a kind other than `mine`.
+pub(crate) fn check(mine: Kind, name: &LockName, folder: &Folder, pairs: &[KvPair]) -> Result<()> {
+    check_foreign(name, folder, pairs)?;
+    if let Some((other, key)) = users(folder, pairs).find(|(kind, _)| *kind != mine) {
+        return Err(Error::Conflict {
+            name: name.clone(),
+            problem: format!(
+                "it is in use as a {other} (Consul key {key}), so it cannot be used as a {mine} \
+                 at the same time; use another name for the {mine}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Fails with [`Error::Conflict`] naming the key if a key of the name holds data that is not
+/// a lock's: unknown flags at `NAME/.lock` or `NAME/.rwlock`, or a record that does not decode.
+pub(crate) fn check_foreign(name: &LockName, folder: &Folder, pairs: &[KvPair]) -> Result<()> {
+    for pair in pairs {
+        match folder.classify(&pair.key) {
+            Entry::Lock => match pair.flags {
+                LOCK_FLAGS => {}
+                SEMAPHORE_FLAGS => {
+                    decode_record::<SemaphoreRecord>(name, pair, "a semaphore's holders record")?;
+                }
+                flags => return Err(foreign(name, pair, flags, "api.Lock's or api.Semaphore's")),
+            },
+            Entry::RwRecord => {
+                if pair.flags != RWLOCK_FLAGS {
+                    return Err(foreign(
+                        name,
+                        pair,
+                        pair.flags,
+                        "tumbler's read-write lock's",
+                    ));
+                }
+                decode_record::<RwRecord>(name, pair, "a read-write lock's record")?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn foreign(name: &LockName, pair: &KvPair, flags: u64, expected: &str) -> Error {
+    Error::Conflict {
+        name: name.clone(),
+        problem: format!(
+            "the Consul key {} holds data tumbler did not write (flags {flags:#x}, not {expected}); \
+             delete the key if nothing uses it, or use another name",
+            pair.key
+        ),
+    }
+}
+
+/// The live uses of the name shown by a listing of its folder, with the key that shows each.
+fn users<'a>(folder: &Folder, pairs: &'a [KvPair]) -> impl Iterator<Item = (Kind, &'a str)> {
+    let folder = folder.clone();
+    pairs.iter().filter_map(move |pair| {
+        let kind = match folder.classify(&pair.key) {
+            Entry::Lock if pair.flags == LOCK_FLAGS && pair.is_held() => Kind::Mutex,
+            Entry::Lock if pair.flags == SEMAPHORE_FLAGS && has_live_holder(pair, pairs) => {
+                Kind::Semaphore
+            }
+            Entry::Queued(_) if pair.is_held() => Kind::Mutex,
+            Entry::Contender(session) if pair.flags == SEMAPHORE_FLAGS && pair.held_by(session) => {
+                Kind::Semaphore
+            }
+            Entry::RwContender(_) if pair.is_held() => Kind::RwLock,
+            _ => return None,
+        };
+        Some((kind, pair.key.as_str()))
+    })
+}
+
+/// Whether a semaphore record lists a holder that is alive (api.Semaphore's rule: its session
+/// holds a key of the listing).
+fn has_live_holder(record: &KvPair, pairs: &[KvPair]) -> bool {
+    let Ok(record) = serde_json::from_slice::<SemaphoreRecord>(&record.value) else {
+        return false;
+    };
+    record
+        .holders
+        .keys()
+        .any(|holder| pairs.iter().any(|p| p.held_by(holder)))
+}
