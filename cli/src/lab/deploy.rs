@@ -82,7 +82,8 @@ pub enum Fault {
     /// knows) is cut off from the other two, past the TTL; the rival talks to the majority.
     MinorityPartition,
     /// The server's clock jumps forward past the TTL (ZooKeeper under libfaketime): the store
-    /// expires the holder's session early, which no client-side drift bound covers.
+    /// expires the holder's session early unless a ping reaches it first, which no client-side
+    /// drift bound covers.
     ClockJump,
 }
 
