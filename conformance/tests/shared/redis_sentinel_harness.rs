@@ -176,8 +176,9 @@ impl Harness for RedisSentinelHarness {
     }
 
     fn bad_urls(&self) -> HookResult<Vec<(String, &'static str)>> {
-        Err(HookError::Unsupported(
-            "the tumbler facade does not route redis+sentinel:// URLs yet; the backend's URL tests cover them".into(),
+        Ok(redis_hooks::bad_sentinel_urls(
+            &self.deployment.sentinel_hosts(),
+            self.deployment.master_name(),
         ))
     }
 
