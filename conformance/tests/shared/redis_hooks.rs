@@ -54,35 +54,6 @@ pub async fn write_foreign(servers: &[Redis], name: &LockName, what: Foreign) ->
     Ok(())
 }
 
-/// Sentinel URLs that `tumbler_locks::connect` must refuse, built on the live sentinels'
-/// `hosts` (`H1:P1,H2:P2,...`) and the monitored `master` name.
-pub fn bad_sentinel_urls(hosts: &str, master: &str) -> Vec<(String, &'static str)> {
-    let first = hosts.split(',').next().unwrap_or("127.0.0.1:26379");
-    vec![
-        (format!("redis+sentinel://{hosts}"), "no master name"),
-        (
-            format!("redis+sentinel://{hosts},127.0.0.1:0/{master}"),
-            "port 0 among the sentinels",
-        ),
-        (
-            format!("redis+sentinel://{hosts},{first}/{master}"),
-            "one sentinel listed twice",
-        ),
-        (
-            format!("redis+sentinel://{hosts}/{master}/x"),
-            "a database that is not a number",
-        ),
-        (
-            format!("redis+sentinel://{hosts}/{master}?sentinel_user=u"),
-            "a sentinel user without a password",
-        ),
-        (
-            format!("redis+sentinel://alice:secret@{hosts}/{master}?user=bob"),
-            "credentials given twice",
-        ),
-    ]
-}
-
 /// URLs `tumbler_locks::connect` must refuse (issue 12 A.8): port 0, credentials both in the
 /// userinfo and as `?user=`, and for Redlock one master listed twice, also under an alias.
 pub fn bad_urls(scheme: &str, servers: &[SocketAddr]) -> Vec<(String, &'static str)> {
