@@ -49,7 +49,13 @@ pub(crate) async fn acquire(
     } else {
         match inner.gates.try_enter(&key) {
             Some(pass) => pass,
-            None => return Ok(None),
+            None => {
+                // Another task of this backend holds the key or is taking it. That is "busy"
+                // only if the agent can be reached: one read asks it, so that an unreachable
+                // agent is an error here as it is for every other attempt.
+                inner.api.kv_get(&key, None).await?;
+                return Ok(None);
+            }
         }
     };
     let slot: PassSlot = Arc::new(StdMutex::new(Some(pass)));

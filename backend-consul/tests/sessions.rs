@@ -131,6 +131,39 @@ async fn lost_fires_before_the_agent_invalidates() {
     );
 }
 
+/// A key held by another task of the same backend (one session) is "busy" for a `try_lock`
+/// only while the agent answers; with the agent stalled, the attempt is an error within the
+/// request timeout, as for every other attempt (found by the explorer: Consul seed 27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_this_backend_holds_is_busy_only_while_the_agent_answers() {
+    let server = server().await;
+    let a = client(&server, "ttl=2s&request_timeout=1s").await;
+    let mutex = a.locks.mutex("own").unwrap();
+    let held = mutex.lock().await.unwrap();
+    assert!(
+        mutex.try_lock().await.unwrap().is_none(),
+        "a second try_lock of one backend on a key it holds is busy"
+    );
+    server.pause();
+    let tried = Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), mutex.try_lock()).await;
+    let took = tried.elapsed();
+    server.resume();
+    match outcome {
+        Ok(Err(e)) => assert!(e.is_transient(), "{e}"),
+        Ok(Ok(got)) => panic!(
+            "try_lock with the agent stalled said {:?} instead of an error",
+            got.map(|_| "granted").unwrap_or("busy")
+        ),
+        Err(_) => panic!("try_lock with the agent stalled hung for 5s"),
+    }
+    assert!(
+        took <= Duration::from_millis(1500),
+        "the error took {took:?}"
+    );
+    drop(held);
+}
+
 /// After the agent invalidates the backend's session, its holds are lost, events say Lost,
 /// and the next acquisition gets a new session (and a Reconnected event).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -341,3 +341,38 @@ async fn regression_redis_seed_22() {
     let settings = real(&*harness);
     replay(harness, settings, 22).await;
 }
+
+/// Found on memory (a 30-minute run): a holder stalled past its validity saw `lost_reason()`
+/// say `RenewalFailed`, and then `None` again once a renewal sent after the stall succeeded.
+/// A deadline that has passed is now final (lockcore's `HoldNotifier::set_valid_until`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_memory_seed_156() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let harness = Arc::new(MemoryHarness::new());
+    let settings = Settings::memory(&*harness);
+    replay(harness, settings, 156).await;
+}
+
+/// Found on etcd (a 30-minute run): the store was paused and, during the pause, restarted
+/// (the paused process killed, a new one started); a release after the restart succeeded,
+/// and the checker still counted the store as paused (a false finding of the checker: a
+/// restart ends a pause of the store; unit test `a_restart_ends_a_pause_of_the_store`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_etcd_seed_89() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let harness = Arc::new(EtcdHarness::standalone().await);
+    let settings = real(&*harness);
+    replay(harness, settings, 89).await;
+}
+
+/// Found on Consul (a 30-minute run): with its connection cut, a client whose other task held
+/// `c` was told "busy" by `try_lock` in 0.1 ms, without asking the agent (one session holds
+/// every mutex of a backend, so the backend answered from its own gate). It now asks the
+/// agent first, and an unreachable agent is an error (A3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_consul_seed_27() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let harness = Arc::new(ConsulHarness::start().await);
+    let settings = real(&*harness);
+    replay(harness, settings, 27).await;
+}

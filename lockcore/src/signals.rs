@@ -188,7 +188,20 @@ impl HoldNotifier {
     /// monotonic clock, so a holder that was paused (GC, SIGSTOP) sees the loss as soon as it
     /// runs again, before it can act on a hold that has lapsed. A backend calls this after each
     /// successful renewal.
+    ///
+    /// A deadline that has passed is final: the holder may already have seen the loss, so a
+    /// renewal that succeeds afterwards does not bring the hold back (`lost_reason()` never
+    /// goes from `Some` back to `None`). The hold is marked lost with
+    /// [`LostReason::RenewalFailed`] instead, and the deadline stays where it was.
     pub fn set_valid_until(&self, deadline: Option<Instant>) {
+        let lapsed = self
+            .valid_until
+            .borrow()
+            .is_some_and(|current| Instant::now() >= current);
+        if lapsed {
+            self.lost(LostReason::RenewalFailed);
+            return;
+        }
         self.valid_until.send_replace(deadline);
     }
 
@@ -341,6 +354,21 @@ mod tests {
         // A holder that was stopped past its deadline sees the loss on its very next look.
         tx.set_valid_until(Some(Instant::now() - std::time::Duration::from_millis(1)));
         assert_eq!(rx.lost_reason(), Some(LostReason::RenewalFailed));
+        assert_eq!(rx.lost().await, LostReason::RenewalFailed);
+    }
+
+    #[tokio::test]
+    async fn a_deadline_that_passed_is_final() {
+        let (tx, rx) = hold_signals();
+        tx.set_valid_until(Some(Instant::now() - std::time::Duration::from_millis(1)));
+        assert_eq!(rx.lost_reason(), Some(LostReason::RenewalFailed));
+        // A renewal that succeeds after the deadline (the holder may have acted on the loss
+        // already) does not bring the hold back (found by the explorer: memory seed 156).
+        tx.set_valid_until(Some(Instant::now() + std::time::Duration::from_secs(60)));
+        assert_eq!(rx.lost_reason(), Some(LostReason::RenewalFailed));
+        tx.set_valid_until(None);
+        assert_eq!(rx.lost_reason(), Some(LostReason::RenewalFailed));
+        assert!(tx.is_lost());
         assert_eq!(rx.lost().await, LostReason::RenewalFailed);
     }
 

@@ -153,22 +153,6 @@ pub fn check(schedule: &Schedule, rec: &Recording, config: &CheckConfig) -> Vec<
             _ => None,
         })
         .collect();
-    // Outages as they really were: a heal or resume ends every overlapping cut or pause of
-    // the same client (or of the whole store) that began before it.
-    let cuts: Vec<Span> = rec
-        .cuts
-        .iter()
-        .map(|c| {
-            let end = rec
-                .cuts
-                .iter()
-                .filter(|o| o.client == c.client && o.end > c.start && o.end < c.end)
-                .map(|o| o.end)
-                .min()
-                .unwrap_or(c.end);
-            Span { end, ..*c }
-        })
-        .collect();
     let restarts: Vec<Span> = rec
         .faults
         .iter()
@@ -177,6 +161,26 @@ pub fn check(schedule: &Schedule, rec: &Recording, config: &CheckConfig) -> Vec<
             client: usize::MAX,
             start: f.start,
             end: f.end,
+        })
+        .collect();
+    // Outages as they really were: a heal or resume ends every overlapping cut or pause of
+    // the same client (or of the whole store) that began before it, and a restart ends a
+    // pause of the whole store (the paused process is killed; the new one runs).
+    let cuts: Vec<Span> = rec
+        .cuts
+        .iter()
+        .map(|c| {
+            let healed = rec
+                .cuts
+                .iter()
+                .filter(|o| o.client == c.client && o.end > c.start && o.end < c.end)
+                .map(|o| o.end);
+            let restarted = restarts
+                .iter()
+                .filter(|r| c.client == usize::MAX && r.start >= c.start && r.end < c.end)
+                .map(|r| r.end);
+            let end = healed.chain(restarted).min().unwrap_or(c.end);
+            Span { end, ..*c }
         })
         .collect();
     let run_end = rec
@@ -778,6 +782,40 @@ mod tests {
         assert!(rules(&rec).is_empty(), "{:?}", rules(&rec));
         // A release confirmed inside the real outage fails.
         rec.with(|r| r.calls.push(release(25, 40)));
+        assert_eq!(rules(&rec), BTreeSet::from([Rule::ReleaseUnconfirmable]));
+    }
+
+    #[test]
+    fn a_restart_ends_a_pause_of_the_store() {
+        use crate::explore::recording::{CallRec, CallResult, FaultRec};
+        let rec = Recorder::new();
+        let start = rec.with(|r| r.start);
+        let at = |ms| start + Duration::from_millis(ms);
+        let release = |from, to| CallRec {
+            client: 0,
+            kind: CallKind::Release,
+            start: at(from),
+            end: at(to),
+            result: CallResult::Done { held: false },
+        };
+        rec.with(|r| {
+            // The store paused from 0 to 2000 ms, restarted (killed and started) at 500 ms.
+            r.cuts.push(Span {
+                client: usize::MAX,
+                start: at(0),
+                end: at(2000),
+            });
+            r.faults.push(FaultRec {
+                fault: Fault::Restart,
+                start: at(500),
+                end: at(600),
+                failed: None,
+            });
+            r.calls.push(release(900, 950));
+        });
+        assert!(rules(&rec).is_empty(), "{:?}", rules(&rec));
+        // A release confirmed while the store was still paused fails.
+        rec.with(|r| r.calls.push(release(100, 200)));
         assert_eq!(rules(&rec), BTreeSet::from([Rule::ReleaseUnconfirmable]));
     }
 
