@@ -83,7 +83,8 @@
 //! api.Lock's) carries every mutex and read-write hold of that instance, so holding many locks
 //! costs one renewal every TTL/2, not one per lock. Because Consul grants `?acquire=` again to
 //! the session that already holds a key, the instance lets only one of its own tasks at a time
-//! use a given mutex key (the others wait locally). Each semaphore lease, and each queued mutex
+//! use a given mutex key (the others wait locally; a `try_lock` that finds the key taken by
+//! another task reads it from the agent once, so it says "busy" only if the agent answers). Each semaphore lease, and each queued mutex
 //! waiter, has a session of its own (`Behavior=delete`, no lock-delay), as api.Semaphore does:
 //! its keys vanish when it is destroyed, which is also how a cancelled acquisition cleans up.
 //! When the backend's session is lost, a new one is created in the background at once.

@@ -233,7 +233,8 @@ macro_rules! hold_accessors {
                 $crate::guard::lost(self.$($core)+.signals()).await
             }
 
-            /// Whether the hold has been lost, and why.
+            /// Whether the hold has been lost, and why. Once `Some`, it stays `Some` (a renewal
+            /// that succeeds after the validity deadline passed does not bring the hold back).
             pub fn lost_reason(&self) -> Option<$crate::LostReason> {
                 self.$($core)+.signals().lost_reason()
             }
