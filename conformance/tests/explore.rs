@@ -376,3 +376,21 @@ async fn regression_consul_seed_27() {
     let settings = real(&*harness);
     replay(harness, settings, 27).await;
 }
+
+/// Found on memory (a 30-minute run from seed 1001): two false findings of the explorer's
+/// bookkeeping of re-entrant holds that a MultiLock re-enters, both reported as a revocation
+/// the holder never saw. Seed 1053: the guard showed the request at once, but only watcher
+/// tasks on the client's runtime recorded it, and they got no turn (memory's calls never
+/// wait); each step boundary now records a revocation the guard shows, and a re-entrant
+/// level's watchers stay until its hold ends. Seed 1148: a MultiLock's release gave up the
+/// last level of a hold whose first level had been released before, and the hold was never
+/// marked ended; it now is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_memory_seeds_1053_1148() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    for seed in [1053, 1148] {
+        let harness = Arc::new(MemoryHarness::new());
+        let settings = Settings::memory(&*harness);
+        replay(harness, settings, seed).await;
+    }
+}

@@ -318,3 +318,27 @@ async fn bounded_waits_on_a_stalled_store_are_errors_not_busy() {
     assert!(multi.is_err(), "multi-lock: {multi:?}");
     store.stall(false);
 }
+
+/// A revocation reaches every level of a re-entrant hold, also the level a MultiLock took by
+/// re-entering it (the case of the explorer's memory seed 1053, which was a false finding).
+#[tokio::test]
+async fn revocation_reaches_a_reentrant_hold_entered_again_by_a_multilock() {
+    let (a, b) = two_clients().await;
+    let outer = a.reentrant_mutex("revoke/a/b").unwrap();
+    let level1 = outer.lock().await.unwrap();
+    let sem = a.semaphore("revoke/a", 2).unwrap();
+    let parts: Vec<tumbler_core::LockSpec> = vec![(&outer).into(), (&sem).into()];
+    let multi = MultiLock::new(parts)
+        .lock_timeout(PATIENCE)
+        .await
+        .unwrap()
+        .expect("the MultiLock re-enters the hold it already has");
+    let asked = b.request_revoke("revoke/a/b").await.unwrap();
+    assert!(asked >= 1, "the revocation reached {asked} holds");
+    tokio::time::timeout(PATIENCE, level1.revoke_requested())
+        .await
+        .expect("the first level saw the revocation");
+    assert!(multi.is_revoke_requested(), "the MultiLock's level saw it");
+    multi.release().await.unwrap();
+    level1.release().await.unwrap();
+}

@@ -765,6 +765,7 @@ impl ClientCtx {
             held: Vec::new(),
             reentrants: HashMap::new(),
             reentrant_holds: HashMap::new(),
+            lingering: HashMap::new(),
         };
         for step in std::mem::take(&mut self.steps) {
             run.boundary();
@@ -773,6 +774,9 @@ impl ClientCtx {
         run.boundary();
         while !run.held.is_empty() {
             run.release(0).await;
+        }
+        for (_, watchers) in run.lingering.drain() {
+            watchers.iter().for_each(AbortHandle::abort);
         }
         let _ = self.done.send(self.index);
         let _ = self.finish.wait_for(|f| *f).await;
@@ -792,6 +796,10 @@ struct ClientRun {
     reentrants: HashMap<usize, ReentrantMutex>,
     /// The store hold behind each re-entrant handle, by name (its levels share it).
     reentrant_holds: HashMap<usize, usize>,
+    /// The watchers of re-entrant levels given up while other levels (a MultiLock's, say)
+    /// keep the hold, by name: they go on recording its loss and revocation until the hold
+    /// ends.
+    lingering: HashMap<usize, Vec<AbortHandle>>,
 }
 
 impl ClientRun {
@@ -801,6 +809,21 @@ impl ClientRun {
         let now = Instant::now();
         let index = self.index;
         for held in &mut self.held {
+            // A revocation the guard shows counts as seen now, whether or not its watcher
+            // task has run yet (a script whose store calls never wait, as on memory, leaves
+            // the watchers on its runtime no turn until it waits).
+            if held
+                .guard
+                .signals()
+                .is_some_and(HoldSignals::is_revoke_requested)
+            {
+                let ids = held.ids.clone();
+                self.recorder.with(|r| {
+                    for id in ids {
+                        r.holds[id].revoke_seen.get_or_insert(now);
+                    }
+                });
+            }
             match held.guard.lost_reason() {
                 None => {
                     if held.seen_lost {
@@ -884,11 +907,13 @@ impl ClientRun {
                 if !self.held.is_empty() {
                     let at = slot % self.held.len();
                     let mut held = self.held.remove(at);
-                    held.stop_watching();
+                    self.retire(&mut held);
                     let now = Instant::now();
                     let reentrant = held.reentrant;
+                    let levels = std::mem::take(&mut held.levels);
                     drop(held.guard);
                     self.end(&held.ids, reentrant, now, EndHow::Drop);
+                    self.settle(&levels, now, EndHow::Drop);
                 }
             }
             Step::Downgrade { slot } => {
@@ -960,9 +985,44 @@ impl ClientRun {
         });
     }
 
+    /// Stops watching a guard given up: a re-entrant level's watchers linger while other
+    /// levels keep its hold (see [`ClientRun::settle`]).
+    fn retire(&mut self, held: &mut Held) {
+        match held.reentrant {
+            Some(name) => self
+                .lingering
+                .entry(name)
+                .or_default()
+                .append(&mut held.watchers),
+            None => held.stop_watching(),
+        }
+    }
+
+    /// For each re-entrant hold among `names` whose last level was just given up (by this
+    /// guard or by an earlier one while this guard kept a level): ends its hold in the
+    /// recording and stops its lingering watchers.
+    fn settle(&mut self, names: &[usize], at: Instant, how: EndHow) {
+        for name in names {
+            let ended = self
+                .reentrants
+                .get(name)
+                .is_none_or(|m| m.hold_count() == 0);
+            if ended {
+                if let Some(watchers) = self.lingering.remove(name) {
+                    watchers.iter().for_each(AbortHandle::abort);
+                }
+                if let Some(&id) = self.reentrant_holds.get(name) {
+                    self.recorder.with(|r| {
+                        r.holds[id].ended.get_or_insert((at, how));
+                    });
+                }
+            }
+        }
+    }
+
     async fn release(&mut self, at: usize) {
         let mut held = self.held.remove(at);
-        held.stop_watching();
+        self.retire(&mut held);
         let start = Instant::now();
         let reentrant = held.reentrant;
         let ids = held.ids.clone();
@@ -980,6 +1040,8 @@ impl ClientRun {
                     .get(name)
                     .is_none_or(|m| m.hold_count() == 0)
             });
+        let levels = std::mem::take(&mut held.levels);
+        self.settle(&levels, start, EndHow::Release);
         if asked_store {
             self.call(CallKind::Release, start, result);
         }
