@@ -37,6 +37,11 @@ pub struct RedisOptions {
     pub acl_user: Option<(String, String)>,
     /// More `redis-server` arguments, e.g. `["--notify-keyspace-events", "KEA"]`.
     pub extra_args: Vec<String>,
+    /// A Redis Cluster node: `--cluster-enabled yes`, with its cluster bus on a port of its
+    /// own from the kit's allocator (`--cluster-port`, see [`Redis::cluster_bus_port`]). Left
+    /// to Redis, the bus takes the client port + 10000, which nobody reserved and another
+    /// test process may hold.
+    pub cluster: bool,
 }
 
 /// A server's replication role, from `INFO replication`.
@@ -62,6 +67,8 @@ impl Replication {
 #[derive(Debug)]
 pub struct Redis {
     port: u16,
+    /// The cluster bus port of a cluster node.
+    bus_port: Option<u16>,
     opts: RedisOptions,
     proc: ServerProcess,
     // Declared last: dropped after the process is killed.
@@ -131,6 +138,18 @@ impl Redis {
                 "+@all".into(),
             ]);
         }
+        let bus_port = if opts.cluster {
+            let bus = crate::ports::try_free_port()?;
+            args.extend([
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-port".into(),
+                bus.to_string(),
+            ]);
+            Some(bus)
+        } else {
+            None
+        };
         args.extend(opts.extra_args.iter().cloned());
         let spec = Spec {
             name: format!(
@@ -145,6 +164,7 @@ impl Redis {
         };
         let redis = Redis {
             port,
+            bus_port,
             opts,
             proc: ServerProcess::spawn(spec)?,
             _dir: dir,
@@ -224,6 +244,11 @@ impl Redis {
     /// The TCP port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The cluster bus port of a node started with [`RedisOptions::cluster`].
+    pub fn cluster_bus_port(&self) -> Option<u16> {
+        self.bus_port
     }
 
     /// `redis://127.0.0.1:<port>`, with `user:password@` (ACL user) or `:password@`

@@ -52,9 +52,8 @@ impl RedisCluster {
     /// replica is in sync.
     pub async fn start() -> Result<RedisCluster> {
         let opts = RedisOptions {
+            cluster: true,
             extra_args: [
-                "--cluster-enabled",
-                "yes",
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
@@ -95,8 +94,13 @@ impl RedisCluster {
         }
         let first = &self.nodes[0];
         for other in &self.nodes[1..] {
+            let port = other.port().to_string();
+            let bus = other
+                .cluster_bus_port()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
             first
-                .cmd(&["CLUSTER", "MEET", "127.0.0.1", &other.port().to_string()])
+                .cmd(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus])
                 .await?
                 .expect_ok("CLUSTER MEET")?;
         }

@@ -143,3 +143,35 @@ async fn a_server_that_cannot_start_reports_its_log() {
     assert!(matches!(e, testkit::Error::Exited { .. }), "{msg}");
     assert!(msg.contains("no-such-directive"), "log tail missing: {msg}");
 }
+
+/// A cluster node's bus listens on a port the kit handed out (not the client port + 10000,
+/// which nobody reserved and another test process may hold: a CI failure).
+#[tokio::test]
+async fn a_cluster_nodes_bus_port_comes_from_the_allocator() {
+    let r = Redis::start_with(RedisOptions {
+        cluster: true,
+        ..Default::default()
+    })
+    .await
+    .expect("start a cluster node");
+    let bus = r.cluster_bus_port().expect("a cluster node has a bus port");
+    assert_ne!(u32::from(bus), u32::from(r.port()) + 10_000);
+    let reply = r
+        .cmd(&["CONFIG", "GET", "cluster-port"])
+        .await
+        .expect("CONFIG GET");
+    let Reply::Array(Some(items)) = reply else {
+        panic!("CONFIG GET cluster-port: {reply:?}")
+    };
+    assert_eq!(
+        items.get(1).and_then(Reply::as_str),
+        Some(bus.to_string().as_str())
+    );
+    std::net::TcpListener::bind(("127.0.0.1", bus))
+        .expect_err("the node's bus listens on the port it was given");
+    assert!(Redis::start()
+        .await
+        .expect("plain")
+        .cluster_bus_port()
+        .is_none());
+}
