@@ -117,13 +117,21 @@ pub(crate) fn for_name(name: &LockName) -> impl FnOnce(Error) -> Error + '_ {
 /// ("cannot reach the redis store at ...", "... did not finish within").
 pub(crate) fn brief(error: &Error) -> String {
     match error {
-        Error::Connection { addr, message, .. } => format!("{addr}: {message}"),
+        Error::Connection { addr, .. } | Error::Timeout { addr, .. } | Error::Auth { addr, .. } => {
+            format!("{addr}: {}", detail(error))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What went wrong, without the server's address: for a message that names it already.
+pub(crate) fn detail(error: &Error) -> String {
+    match error {
+        Error::Connection { message, .. } => message.clone(),
         Error::Timeout {
-            operation,
-            addr,
-            after,
-        } => format!("{addr}: {operation}: no answer within {after:.1?}"),
-        Error::Auth { addr, message, .. } => format!("{addr}: refused the credentials: {message}"),
+            operation, after, ..
+        } => format!("{operation}: no answer within {after:.1?}"),
+        Error::Auth { message, .. } => format!("refused the credentials: {message}"),
         other => other.to_string(),
     }
 }

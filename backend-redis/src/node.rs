@@ -47,6 +47,7 @@ struct Slot {
     conn: Option<MultiplexedConnection>,
     gen: u64,
     down: bool,
+    /// When the last connection attempt failed, and what went wrong (without the address).
     last_failure: Option<(Instant, String)>,
     healing: bool,
 }
@@ -382,7 +383,7 @@ impl Node {
         let (conn, (run_id, durable)) = match outcome {
             Ok(connected) => connected,
             Err(error) => {
-                self.slot().last_failure = Some((Instant::now(), error.to_string()));
+                self.slot().last_failure = Some((Instant::now(), crate::error::detail(&error)));
                 return Err(error);
             }
         };

@@ -181,3 +181,32 @@ async fn leases_and_read_holds_of_a_vanished_client_expire() {
     write.release().await.unwrap();
     drop((lease, read));
 }
+
+/// A request made while the last connection attempt has just failed repeats that failure
+/// once, not nested inside a second "cannot reach the redis store at …" (issue 12 A.11; a
+/// clean-clone failure of the Redlock conformance suite).
+#[tokio::test]
+async fn a_repeated_connection_failure_names_the_store_once() {
+    let redis = fresh_redis().await;
+    let locks = RedisConfig::from_url(&format!(
+        "redis://{}?ttl=2s&connect_timeout=500ms",
+        redis.addr()
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mutex = locks.mutex("gone").unwrap();
+    redis.kill().await;
+    // Back to back: the second comes within the retry spacing of the first's failed attempt.
+    let first = mutex.try_lock().await.expect_err("the server is gone");
+    let second = mutex.try_lock().await.expect_err("the server is gone");
+    for error in [first, second] {
+        let text = error.to_string();
+        assert_eq!(
+            text.matches("cannot reach").count(),
+            1,
+            "the store is named once: {text}"
+        );
+    }
+}
