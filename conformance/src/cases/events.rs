@@ -165,10 +165,20 @@ pub async fn connection_events_follow_sequence(h: Arc<dyn Harness>) -> CaseResul
             cut.first()
         );
     }
-    let healed = events_until(&mut events, h.crash_release_bound() + PROMPT, |e| {
+    let mut healed = events_until(&mut events, h.crash_release_bound() + PROMPT, |e| {
         e == ConnectionEvent::Reconnected
     })
     .await;
+    if healed.last() == Some(&ConnectionEvent::Lost) {
+        // The session was lost on the way back (on an ensemble whose leader was just killed,
+        // say): making a new one is a second recovery, with a bound of its own.
+        healed.extend(
+            events_until(&mut events, h.crash_release_bound() + PROMPT, |e| {
+                e == ConnectionEvent::Reconnected
+            })
+            .await,
+        );
+    }
     let after_cut: Vec<_> = cut.iter().chain(&healed).copied().collect();
     let recovery = match after_cut.split_first() {
         Some((ConnectionEvent::Suspended, rest)) if before_cut != ConnectionEvent::Suspended => {
