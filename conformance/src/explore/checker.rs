@@ -752,19 +752,30 @@ mod tests {
         assert!(rules(&rec).is_empty(), "{:?}", rules(&rec));
     }
 
-    #[test]
-    fn a_resume_ends_every_overlapping_pause() {
+    /// Times in ms from `rec`'s start, and a successful release from one such time to another.
+    fn release_at(
+        rec: &Recorder,
+    ) -> (
+        impl Fn(u64) -> Instant + Copy,
+        impl Fn(u64, u64) -> crate::explore::recording::CallRec,
+    ) {
         use crate::explore::recording::{CallRec, CallResult};
-        let rec = Recorder::new();
         let start = rec.with(|r| r.start);
-        let at = |ms| start + Duration::from_millis(ms);
-        let release = |from, to| CallRec {
+        let at = move |ms| start + Duration::from_millis(ms);
+        let release = move |from, to| CallRec {
             client: 0,
             kind: CallKind::Release,
             start: at(from),
             end: at(to),
             result: CallResult::Done { held: false },
         };
+        (at, release)
+    }
+
+    #[test]
+    fn a_resume_ends_every_overlapping_pause() {
+        let rec = Recorder::new();
+        let (at, release) = release_at(&rec);
         rec.with(|r| {
             // Two pauses of the whole store; the first one's resume (at 50 ms) resumed it.
             r.cuts.push(Span {
@@ -787,17 +798,9 @@ mod tests {
 
     #[test]
     fn a_restart_ends_a_pause_of_the_store() {
-        use crate::explore::recording::{CallRec, CallResult, FaultRec};
+        use crate::explore::recording::FaultRec;
         let rec = Recorder::new();
-        let start = rec.with(|r| r.start);
-        let at = |ms| start + Duration::from_millis(ms);
-        let release = |from, to| CallRec {
-            client: 0,
-            kind: CallKind::Release,
-            start: at(from),
-            end: at(to),
-            result: CallResult::Done { held: false },
-        };
+        let (at, release) = release_at(&rec);
         rec.with(|r| {
             // The store paused from 0 to 2000 ms, restarted (killed and started) at 500 ms.
             r.cuts.push(Span {
