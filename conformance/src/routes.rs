@@ -111,4 +111,58 @@ impl<B> ProxiedClients<B> {
         }
         Ok(())
     }
+
+    /// Cuts `client` for the length of a hook: like [`ProxiedClients::cut`], but the returned
+    /// [`SavedModes`] puts back the modes the proxies had, so that a hook's own outage does
+    /// not heal a cut the test made (an explorer's cut that outlasts an expiry, say).
+    pub fn cut_for_a_while(&self, client: &TestClient) -> HookResult<SavedModes> {
+        let proxies = self.get(client)?.1;
+        let saved = SavedModes::of(proxies.iter().cloned());
+        self.cut(client)?;
+        Ok(saved)
+    }
+}
+
+/// The modes some proxies had before a hook changed them for a while.
+#[must_use = "restore() puts the proxies back as they were"]
+pub struct SavedModes(Vec<(Arc<FaultProxy>, ProxyMode)>);
+
+impl SavedModes {
+    /// Remembers each proxy's current mode.
+    pub fn of(proxies: impl IntoIterator<Item = Arc<FaultProxy>>) -> Self {
+        SavedModes(proxies.into_iter().map(|p| (p.clone(), p.mode())).collect())
+    }
+
+    /// Sets every proxy back to the mode it had.
+    pub fn restore(self) {
+        for (proxy, mode) in self.0 {
+            proxy.set_mode(mode);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hooks_outage_gives_back_a_cut_it_did_not_make() {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let proxies = proxies_to(&[upstream.local_addr().expect("addr")])
+            .await
+            .expect("proxy");
+        let clients = ProxiedClients::new(ProxyMode::Blackhole);
+        let backend = tumbler_core::memory::MemoryStore::new()
+            .connect_client(tumbler_core::memory::MemoryOptions::default())
+            .await
+            .expect("memory backend");
+        let client = clients.add(backend, proxies.clone());
+        // Not cut: the hook's outage ends in Pass.
+        clients.cut_for_a_while(&client).expect("cut").restore();
+        assert_eq!(proxies[0].mode(), ProxyMode::Pass);
+        // Cut by the test: the hook's outage leaves it cut.
+        clients.cut(&client).expect("cut");
+        clients.cut_for_a_while(&client).expect("cut").restore();
+        assert_eq!(proxies[0].mode(), ProxyMode::Blackhole);
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conformance::routes::{hosts, proxies_to};
+use conformance::routes::{hosts, proxies_to, SavedModes};
 use conformance::{
     Foreign, Harness, Holder, HookError, HookResult, ProcessHolder, ProxiedClients, TestClient,
 };
@@ -170,16 +170,17 @@ impl Harness for ConsulHarness {
     }
 
     async fn restart_server(&self) -> HookResult {
-        for proxy in self.clients.all_proxies() {
+        let proxies = self.clients.all_proxies();
+        // Put back the modes the clients had: a cut the test made outlasts the restart.
+        let saved = SavedModes::of(proxies.iter().cloned());
+        for proxy in &proxies {
             proxy.set_mode(ProxyMode::Refuse);
             proxy.cut_all();
         }
         self.server.cut_connections();
         // The outage itself is the fault under test, not a wait for something to happen.
         tokio::time::sleep(TTL * 3).await;
-        for proxy in self.clients.all_proxies() {
-            proxy.set_mode(ProxyMode::Pass);
-        }
+        saved.restore();
         Ok(())
     }
 

@@ -19,9 +19,9 @@ pub async fn expire_session(
 ) -> HookResult {
     let backend = clients.backend(client)?;
     let mut events = backend.connection_events();
-    clients.cut(client)?;
+    let saved = clients.cut_for_a_while(client)?;
     let closed = backend.expire_session_at(hosts).await;
-    clients.heal(client)?;
+    saved.restore();
     closed.map_err(|e| HookError::Failed(format!("closing the session: {e}")))?;
     let told = tokio::time::timeout(session * 3, async {
         while events.current() != ConnectionEvent::Lost {
