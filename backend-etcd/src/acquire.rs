@@ -45,6 +45,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,7 +182,8 @@ impl Pass<'_> {
                 let key = inner
                     .layout
                     .unique_key(self.name, self.want.role(), lease, n);
-                (key, None)
+                let reservation = inner.reserve_key(key.clone());
+                (key, Some(reservation))
             }
         };
         // Follow our own keys before creating this one: then its deletion after the create is
@@ -197,6 +199,9 @@ impl Pass<'_> {
         // request already on its way, so its cleanup waits for the request's end before
         // deleting the key (deleting first would let a late create leave the key behind).
         let (finished, finished_rx) = watch::channel(false);
+        // Whether the create failed without an answer saying it was not applied: then it may
+        // still reach the store after its cleanup (see [`Instance::orphans`]).
+        let answer_lost = Arc::new(AtomicBool::new(false));
         let request = {
             let inner = inner.clone();
             let abandoned = inner.abandoned_keys(&prefix);
@@ -209,8 +214,10 @@ impl Pass<'_> {
             );
             let what = format!("enqueue on {}", self.name);
             let deadline = self.request_deadline();
+            let answer_lost = answer_lost.clone();
             tokio::spawn(async move {
                 let outcome = inner.txn_until(&what, txn, deadline).await;
+                answer_lost.store(outcome.is_err(), Ordering::SeqCst);
                 finished.send_replace(true);
                 outcome
             })
@@ -220,6 +227,8 @@ impl Pass<'_> {
             let (session, key, reservation) =
                 (self.session.clone(), key.clone(), reservation.clone());
             let mut finished = finished_rx.clone();
+            let (name, waiting, answer_lost) =
+                (self.name.clone(), self.waiting.lease(), answer_lost.clone());
             let prefix = prefix.clone();
             let owner = inner.clone();
             LeaveOnDrop::new(
@@ -230,6 +239,12 @@ impl Pass<'_> {
                     let _ = finished.wait_for(|done| *done).await;
                     owner.remove_key(&session, &key, 0).await;
                     drop(reservation);
+                    if answer_lost.load(Ordering::SeqCst) && session.is_alive() {
+                        let leases = [session.lease(), waiting];
+                        if let Err(error) = owner.sweep_orphans(&name, leases).await {
+                            tracing::debug!(%error, "could not look for a late create of ours");
+                        }
+                    }
                 },
             )
         };
@@ -437,6 +452,10 @@ impl Contender<'_> {
     /// Applies the kind rule to a fresh read of the queue and says where we stand; on a
     /// conflict, takes our key away first.
     async fn judge(&self, queue: Result<Queue>) -> Result<Verdict> {
+        let queue = match queue {
+            Ok(queue) => Ok(self.without_orphans(queue).await?),
+            Err(error) => Err(error),
+        };
         let judged = queue.and_then(|queue| {
             queue.check_kind(self.pass.want.role().kind(), Some(&self.key))?;
             queue.verdict(self.pass.want, &self.key)
@@ -450,6 +469,22 @@ impl Contender<'_> {
             }
             other => other,
         }
+    }
+
+    /// Deletes our keys in `queue` that no acquisition or hold of this instance knows (see
+    /// [`Instance::orphans`]) and judges without them: a lost create that landed late never
+    /// makes this instance wait for itself.
+    async fn without_orphans(&self, queue: Queue) -> Result<Queue> {
+        let leases = [self.pass.session.lease(), self.pass.waiting.lease()];
+        let orphans = self.pass.inner.orphans(&queue, leases);
+        if orphans.is_empty() {
+            return Ok(queue);
+        }
+        self.pass
+            .inner
+            .delete_orphans(self.pass.name, &orphans, self.pass.request_deadline())
+            .await?;
+        Ok(queue.without(&orphans))
     }
 
     fn key_text(&self) -> &str {

@@ -20,6 +20,7 @@ use crate::cleaner::Cleaner;
 use crate::error_map;
 use crate::keys::Layout;
 use crate::lease::{Lease, Leases};
+use crate::queue::Queue;
 use crate::retry::retry_until;
 use crate::shared_watchers::SharedWatches;
 
@@ -38,7 +39,8 @@ pub(crate) struct Instance {
     pub(crate) runtime: tokio::runtime::Handle,
     /// The connection for cleanups that must outlive the caller's runtime.
     cleaner: Option<Cleaner>,
-    mutex_keys: Arc<StdMutex<HashSet<String>>>,
+    /// The keys an acquisition or hold of this instance knows (see [`Reservation`]).
+    live_keys: Arc<StdMutex<HashSet<String>>>,
     /// Our keys whose deletion is under way, by lock prefix (with how many deletions each).
     cleanups: Arc<watch::Sender<Cleanups>>,
     counter: AtomicU64,
@@ -70,7 +72,7 @@ impl Instance {
             waiting,
             runtime: tokio::runtime::Handle::current(),
             cleaner,
-            mutex_keys: Arc::new(StdMutex::new(HashSet::new())),
+            live_keys: Arc::new(StdMutex::new(HashSet::new())),
             cleanups: Arc::new(watch::channel(HashMap::new()).0),
             counter: AtomicU64::new(1),
             tasks: StdMutex::new(tasks),
@@ -87,7 +89,7 @@ impl Instance {
     /// until every clone of the returned [`Reservation`] is dropped, which only happens once
     /// the key is known to be gone from the store.
     pub(crate) fn reserve_mutex_key(&self, name: &LockName, lease: i64) -> (String, Reservation) {
-        let mut keys = self.mutex_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys = self.live_keys.lock().unwrap_or_else(|p| p.into_inner());
         let plain = self.layout.mutex_key(name, lease, None);
         let key = if keys.contains(&plain) {
             self.layout.mutex_key(name, lease, Some(self.next_number()))
@@ -95,11 +97,87 @@ impl Instance {
             plain
         };
         keys.insert(key.clone());
-        let reservation = Reservation(Arc::new(ReservationInner {
-            key: key.clone(),
-            keys: self.mutex_keys.clone(),
-        }));
+        drop(keys);
+        let reservation = self.reservation(key.clone());
         (key, reservation)
+    }
+
+    /// Reserves `key`, a name unique to one acquisition, as [`Instance::reserve_mutex_key`]
+    /// does.
+    pub(crate) fn reserve_key(&self, key: String) -> Reservation {
+        self.live_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        self.reservation(key)
+    }
+
+    fn reservation(&self, key: String) -> Reservation {
+        Reservation(Arc::new(ReservationInner {
+            key,
+            keys: self.live_keys.clone(),
+        }))
+    }
+
+    /// Our keys in `queue` (on one of `leases`) that no acquisition or hold of this instance
+    /// knows: a create whose answer was lost (the request timed out while the network held
+    /// it) and that the store applied after the acquisition's cleanup had run. Nobody else
+    /// writes keys on our leases, so they are ours to delete; left alone, one would keep the
+    /// lock for as long as its lease lives.
+    pub(crate) fn orphans(&self, queue: &Queue, leases: [i64; 2]) -> Vec<(Vec<u8>, i64)> {
+        let live = self.live_keys.lock().unwrap_or_else(|p| p.into_inner());
+        queue
+            .entries()
+            .filter(|entry| leases.contains(&entry.lease))
+            .filter(|entry| std::str::from_utf8(&entry.key).is_ok_and(|key| !live.contains(key)))
+            .map(|entry| (entry.key.clone(), entry.create_revision))
+            .collect()
+    }
+
+    /// Deletes `orphans` (see [`Instance::orphans`]), each only while it still has the create
+    /// revision it was seen with, until `deadline`.
+    pub(crate) async fn delete_orphans(
+        &self,
+        name: &LockName,
+        orphans: &[(Vec<u8>, i64)],
+        deadline: Instant,
+    ) -> Result<()> {
+        for (key, revision) in orphans {
+            tracing::debug!(
+                key = %String::from_utf8_lossy(key),
+                "deleting a key of ours that no acquisition knows (its create's answer was lost)"
+            );
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    *revision,
+                )])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            let what = format!("deleting a stray key of ours under {name}");
+            self.txn_until(&what, txn, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the lock `name` and deletes our keys there that no acquisition knows (see
+    /// [`Instance::orphans`]). A cancelled acquisition whose create's answer was lost runs
+    /// this once its deletion is done: the create may have reached the store after it.
+    pub(crate) async fn sweep_orphans(&self, name: &LockName, leases: [i64; 2]) -> Result<()> {
+        let prefix = self.layout.lock_prefix(name);
+        let read = TxnOp::get(
+            prefix.as_str(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        );
+        let what = format!("looking for stray keys of ours under {name}");
+        let response = self.txn(&what, Txn::new().and_then([read])).await?;
+        let Ok(queue) = Queue::read(name, &prefix, range_at(&response, 0)) else {
+            // Foreign data under the lock: the next acquisition reports it.
+            return Ok(());
+        };
+        let orphans = self.orphans(&queue, leases);
+        self.delete_orphans(name, &orphans, Instant::now() + self.request_timeout)
+            .await
     }
 
     /// Notes that our `key` under `lock_prefix` is being deleted, until the returned ticket

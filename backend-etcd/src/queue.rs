@@ -227,6 +227,18 @@ impl Queue {
         })
     }
 
+    /// The contenders, oldest first.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// The queue without the contenders whose keys are in `gone`.
+    pub(crate) fn without(mut self, gone: &[(Vec<u8>, i64)]) -> Queue {
+        self.entries
+            .retain(|entry| !gone.iter().any(|(key, _)| *key == entry.key));
+        self
+    }
+
     /// The create revision of the contender with key `key`, if it is queued.
     pub(crate) fn create_revision_of(&self, key: &[u8]) -> Option<i64> {
         self.entries

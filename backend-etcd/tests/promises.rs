@@ -385,6 +385,69 @@ async fn an_unreachable_store_is_an_error_within_the_deadline() {
     assert!(again.is_some());
 }
 
+/// A create of ours whose answer was lost can reach the store after the cancelled
+/// acquisition's cleanup ran (the network held the request): a key on our lease that no
+/// acquisition of ours knows. It must not make the lock busy for us.
+#[tokio::test]
+async fn a_late_create_of_ours_does_not_make_the_lock_busy() {
+    let e = Etcd::start().await.expect("etcd");
+    let (locks, etcd) = connect_both(e.port(), "ttl=30s").await;
+    let lease = etcd.lease_id().expect("lease");
+    let stray = format!("late/{lease:x}_999");
+    e.put_with_lease(&stray, "", lease).await.expect("put");
+    let held = locks
+        .mutex("late")
+        .unwrap()
+        .try_lock()
+        .await
+        .expect("try_lock");
+    assert!(
+        held.is_some(),
+        "a stray key on our own lease made the lock busy"
+    );
+    let keys = e.range("late/").await.expect("range");
+    assert!(
+        keys.iter().all(|k| k.key != stray),
+        "the stray key stayed: {keys:?}"
+    );
+}
+
+/// The same late create, landing after a timed-out attempt's deletion of its key (the store
+/// ordered the held create after it): the cleanup of an attempt whose answer was lost looks
+/// again once its deletion is done, so the stray key does not keep the lock from another
+/// client for as long as our lease lives. The stray key stands in for the late create (a
+/// numbered key of ours, as a second acquisition of this name would write).
+#[tokio::test]
+async fn a_late_create_of_a_timed_out_attempt_does_not_keep_the_lock_from_others() {
+    let e = Etcd::start().await.expect("etcd");
+    let proxy = FaultProxy::start(e.addr()).await.expect("proxy");
+    let (locks, etcd) = connect_both(proxy.port(), "ttl=30s&timeout=1s").await;
+    let other = connect_to(e.port(), "ttl=30s").await;
+    let lease = etcd.lease_id().expect("lease");
+    proxy.set_mode(ProxyMode::Blackhole);
+    let tried = locks.mutex("stray").unwrap().try_lock().await;
+    assert!(
+        tried.is_err(),
+        "try_lock through a partition gave {tried:?}"
+    );
+    // What a held create writes if the store applies it after the cleanup's deletion: a
+    // granted key on our hold lease that no acquisition of ours knows.
+    e.put_with_lease(&format!("stray/{lease:x}_999"), "", lease)
+        .await
+        .expect("put");
+    proxy.set_mode(ProxyMode::Pass);
+    let got = other
+        .mutex("stray")
+        .unwrap()
+        .lock_timeout(Duration::from_secs(10))
+        .await
+        .expect("lock_timeout");
+    assert!(
+        got.is_some(),
+        "a timed-out attempt's key kept the lock from another client for 10 s"
+    );
+}
+
 // ---- A.7: the same event has the same name --------------------------------------------
 
 #[tokio::test]

@@ -319,6 +319,18 @@ impl Etcd {
         Ok(header_i64(&v, "revision").unwrap_or(0))
     }
 
+    /// Puts `key = value` attached to lease `lease`, as the holder of that lease would (to
+    /// stand in for a write of a client under test); returns the revision of the write.
+    pub async fn put_with_lease(&self, key: &str, value: &str, lease: i64) -> Result<i64> {
+        let v = self
+            .call(
+                "/v3/kv/put",
+                &json!({"key": b64(key), "value": b64(value), "lease": lease.to_string()}),
+            )
+            .await?;
+        Ok(header_i64(&v, "revision").unwrap_or(0))
+    }
+
     /// Every key starting with `prefix`, in key order, with its value, lease (0 for none) and
     /// create revision.
     pub async fn range(&self, prefix: &str) -> Result<Vec<StoredKey>> {
