@@ -180,6 +180,7 @@ macro_rules! suite {
             unreachable_is_error_not_busy,
             stalled_store_is_error_within_deadline,
             one_name_one_kind,
+            one_kind_after_a_waiter_gave_up,
             nested_names_independent,
             semaphore_limit_mismatch_conflict,
             foreign_data_is_conflict,

@@ -15,9 +15,10 @@ if redis.call('EXISTS', KEYS[7], KEYS[8], KEYS[9]) > 0 then
   for i = 8, 10 do expect_type(KEYS[i], 'zset') end
   purge_waiters(KEYS[9], KEYS[10])
   redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
+  -- A mutex or writer value (with the `~` that a waiter, even one gone since, leaves on it), or
+  -- a value tumbler did not write (redis-py, rslock): the name is held as a lock.
   local held = redis.call('GET', KEYS[7])
-  local held_mode = held and string.match(held, '^%x+:([xw]):%d+$')
-  if held_mode then return {-3, kind_of(held_mode)} end
+  if held then return {-3, kind_of(string.match(held, '^%x+:([xw]):%d+~?$') or 'x')} end
   if redis.call('EXISTS', KEYS[8]) == 1 then return {-3, 'read-write lock'} end
   local first = head(KEYS[9])
   if first then return {-3, kind_of(string.match(first, ':(%a)$') or 'x')} end

@@ -111,6 +111,87 @@ pub async fn one_name_one_kind(h: Arc<dyn Harness>) -> CaseResult {
     Ok(Verdict::Passed)
 }
 
+/// The same-kind acquisition that has to wait behind a holder of `held`, if there is one: it
+/// queues on the name and leaves a trace (a waiter mark, a flag on the holder) for a while.
+fn blocked_by(held: Kind) -> Option<Kind> {
+    match held {
+        Kind::Mutex => Some(Kind::Mutex),
+        Kind::Read | Kind::Write => Some(Kind::Write),
+        // A permit of a limit-2 semaphore leaves room for another: nothing waits.
+        Kind::Semaphore => None,
+    }
+}
+
+/// The kind rule holds after a waiter of the holder's kind gave up (explorer finding, Redis
+/// seed 2158): A holds the name one way, B waits for it the same way and times out, and then
+/// B's ask as another primitive is still a `Conflict`. A waiter's passing must not make the
+/// name look free to the other primitives while it is held.
+pub async fn one_kind_after_a_waiter_gave_up(h: Arc<dyn Harness>) -> CaseResult {
+    let (a, b) = (h.client().await?, h.client().await?);
+    let caps = a.locks.capabilities();
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.unsupported(&caps).is_none())
+        .collect();
+    let wait = mismatch_wait(&*h);
+    let mut pairs = 0;
+    for &held in &kinds {
+        let Some(waiter) = blocked_by(held).filter(|k| kinds.contains(k)) else {
+            continue;
+        };
+        for &asked in &kinds {
+            if held.primitive() == asked.primitive() {
+                continue;
+            }
+            pairs += 1;
+            let name = unique_name("kind-after-waiter");
+            let guard = held
+                .acquire(&a.locks, &name, Wait::No)
+                .await
+                .ctx("A's acquire")?
+                .ok_or_else(|| format!("A's {held:?} on a fresh name was refused"))?;
+            let gave_up = waiter
+                .acquire(&b.locks, &name, Wait::For(Duration::from_millis(300)))
+                .await
+                .ctx("B's timed wait of the same kind")?;
+            ensure!(
+                gave_up.is_none(),
+                "B's {waiter:?} was granted while A holds the name as a {held:?}"
+            );
+            let with_loss = |failure: String| match guard.signals().lost_reason() {
+                Some(reason) => format!("{failure} (A's hold was lost meanwhile: {reason})"),
+                None => failure,
+            };
+            let how = format!("after B's {waiter:?} wait gave up, a try");
+            conflict_naming(
+                answered(|| asked.acquire(&b.locks, &name, Wait::No)).await,
+                &name,
+                held,
+                asked,
+                &how,
+            )
+            .map_err(with_loss)?;
+            let how = format!("after B's {waiter:?} wait gave up, a timed wait");
+            conflict_naming(
+                answered(|| asked.acquire(&b.locks, &name, Wait::For(wait))).await,
+                &name,
+                held,
+                asked,
+                &how,
+            )
+            .map_err(with_loss)?;
+            guard.release_boxed().await.ctx("A's release")?;
+        }
+    }
+    if pairs == 0 {
+        return Ok(Verdict::Skipped(format!(
+            "{} offers only one primitive",
+            caps.backend
+        )));
+    }
+    Ok(Verdict::Passed)
+}
+
 /// `p` and `p/b` are independent locks, both ways round: with one held, the other is free in
 /// `state()`, to `try_lock` and to `lock_timeout`.
 pub async fn nested_names_independent(h: Arc<dyn Harness>) -> CaseResult {

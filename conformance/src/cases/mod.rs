@@ -208,6 +208,11 @@ pub fn all() -> Vec<Case> {
         // A.4: one name, one kind.
         case!("one_name_one_kind", 1, kinds::one_name_one_kind),
         case!(
+            "one_kind_after_a_waiter_gave_up",
+            1,
+            kinds::one_kind_after_a_waiter_gave_up
+        ),
+        case!(
             "nested_names_independent",
             1,
             kinds::nested_names_independent
