@@ -186,7 +186,8 @@ store-stalled (SIGSTOP every server for 2x the TTL), slow-network (the holder's 
 byte by 3/4 of the TTL each way, for 2x the TTL), waiter-crash (SIGKILL a waiting rival, then
 the holder; a new rival's wait shows what the dead waiter cost), minority-partition (ZooKeeper:
 the holder's server, a follower, cut off from the other two for 2x the TTL), clock-jump
-(ZooKeeper: the server's clock jumps 10x the TTL ahead; needs Debian's faketime package).
+(ZooKeeper and Redis: the server's clock jumps 10x the TTL ahead; ZooKeeper needs Debian's
+faketime package, Redis a C compiler to build testkit's wall clock library).
 
 Columns: unfenced overlaps = writes by the old holder after the rival held the lock; fenced
 rejects = writes a fencing-aware resource refused (token lower than one it saw); stale accepted

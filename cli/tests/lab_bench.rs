@@ -194,3 +194,41 @@ fn lab_zookeeper_minority_partition_and_clock_jump() {
     );
     let _ = std::fs::remove_dir_all(out_dir);
 }
+
+#[test]
+fn lab_redis_clock_jump_shows_overlaps_that_only_fencing_stops() {
+    let (out_dir, lab) = lab(
+        "clock-jump",
+        &[
+            "--store",
+            "redis,naive-redis",
+            "--fault",
+            "clock-jump",
+            "--trials",
+            "4",
+            "--seed",
+            "7",
+        ],
+    );
+    let cells = lab["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 2, "{lab}");
+    for cell in cells {
+        assert_eq!(cell["fault"], "clock jump", "{cell}");
+        // Redis expires the key by its own clock, before any client-side bound says so: the
+        // old holder writes on, and only the fenced resource stops it.
+        assert!(
+            cell["trials_with_overlaps"]
+                .as_u64()
+                .is_some_and(|n| n >= 1),
+            "a 10-TTL jump of the server's clock caused no overlap in any trial: {cell}"
+        );
+        assert_eq!(cell["fenced_stale_accepted"].as_u64(), Some(0), "{cell}");
+        assert_eq!(
+            cell["unfenced_violations"].as_u64(),
+            cell["fenced_rejected"].as_u64(),
+            "every overlap was refused by fencing: {cell}"
+        );
+        assert_ne!(cell["verdict"]["verdict"], "broken", "{cell}");
+    }
+    let _ = std::fs::remove_dir_all(out_dir);
+}

@@ -42,6 +42,9 @@ pub struct RedisOptions {
     /// to Redis, the bus takes the client port + 10000, which nobody reserved and another
     /// test process may hold.
     pub cluster: bool,
+    /// Runs the server on this movable wall clock (default: the real one); see
+    /// [`crate::clock::WallClock`].
+    pub wall_clock: Option<std::sync::Arc<crate::clock::WallClock>>,
 }
 
 /// A server's replication role, from `INFO replication`.
@@ -160,7 +163,11 @@ impl Redis {
             args: args.into_iter().map(Into::into).collect(),
             cwd: dir.path().to_path_buf(),
             log: dir.path().join("redis.log"),
-            env: Vec::new(),
+            env: opts
+                .wall_clock
+                .as_ref()
+                .map(|c| c.env())
+                .unwrap_or_default(),
         };
         let redis = Redis {
             port,

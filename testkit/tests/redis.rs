@@ -175,3 +175,50 @@ async fn a_cluster_nodes_bus_port_comes_from_the_allocator() {
         .cluster_bus_port()
         .is_none());
 }
+
+/// The server's `TIME` in milliseconds.
+async fn server_ms(r: &Redis) -> u64 {
+    match r.cmd(&["TIME"]).await.expect("TIME") {
+        Reply::Array(Some(parts)) => {
+            let num = |i: usize| match &parts[i] {
+                Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).parse::<u64>().expect("number"),
+                other => panic!("TIME part {i} is {other:?}"),
+            };
+            num(0) * 1000 + num(1) / 1000
+        }
+        other => panic!("TIME answered {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_wall_clock_jump_expires_keys_at_once() {
+    use std::sync::Arc;
+    use testkit::clock::{MovableClock, WallClock};
+    let clock = Arc::new(WallClock::new().expect("wall clock"));
+    let r = Redis::start_with(RedisOptions {
+        wall_clock: Some(clock.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("start redis on a movable clock");
+    let before = server_ms(&r).await;
+    assert_eq!(
+        r.cmd(&["SET", "k", "v", "PX", "60000"]).await.expect("SET"),
+        ok()
+    );
+    clock.jump(Duration::from_secs(120)).expect("jump");
+    assert_eq!(clock.offset(), Duration::from_secs(120));
+    let after = server_ms(&r).await;
+    assert!(
+        after >= before + 120_000,
+        "the server's clock did not move: {before} then {after}"
+    );
+    assert_eq!(
+        r.cmd(&["GET", "k"]).await.expect("GET"),
+        Reply::Bulk(None),
+        "a key with 60 s to live survived a 120 s jump"
+    );
+    // The server still works on the moved clock, restarts included.
+    r.restart().await.expect("restart");
+    assert!(server_ms(&r).await >= before + 120_000);
+}

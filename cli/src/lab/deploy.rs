@@ -81,9 +81,10 @@ pub enum Fault {
     /// The holder's ZooKeeper server (a follower of a 3-node ensemble, the only one the holder
     /// knows) is cut off from the other two, past the TTL; the rival talks to the majority.
     MinorityPartition,
-    /// The server's clock jumps forward past the TTL (ZooKeeper under libfaketime): the store
-    /// expires the holder's session early unless a ping reaches it first, which no client-side
-    /// drift bound covers.
+    /// The server's clock jumps forward 10 TTLs (ZooKeeper under libfaketime, Redis under
+    /// testkit's wall clock library): Redis expires the holder's key at once and ZooKeeper its
+    /// session (unless a ping reaches it first), which no client-side drift bound covers; only
+    /// fencing catches the old holder's writes.
     ClockJump,
 }
 
@@ -186,7 +187,7 @@ pub struct Deployment {
     /// The ensemble member a minority partition cuts off (the victim's server).
     isolated: Option<usize>,
     /// The server's movable clock, for a clock jump.
-    clock: Option<std::sync::Arc<testkit::clock::FakeClock>>,
+    clock: Option<std::sync::Arc<dyn testkit::clock::MovableClock>>,
 }
 
 /// Whether `fault` applies to `store` at all.
@@ -195,9 +196,10 @@ pub fn applies(store: Store, fault: Fault) -> bool {
         Fault::Restart => matches!(store, Store::Redis | Store::NaiveRedis | Store::Redlock),
         Fault::LeaderKill => matches!(store, Store::Zk | Store::Etcd),
         Fault::MinorityPartition => store == Store::Zk,
-        // libfaketime moves the JVM's clocks; Debian's redis-server (jemalloc) does not start
-        // under it, and Go (etcd) reads the clock without the C library.
-        Fault::ClockJump => store == Store::Zk,
+        // libfaketime moves the JVM's clocks; testkit's wall clock library moves Redis's
+        // (Debian's redis-server does not start under libfaketime). Go (etcd) reads the clock
+        // without the C library, so neither can move it.
+        Fault::ClockJump => matches!(store, Store::Zk | Store::Redis | Store::NaiveRedis),
         _ => !matches!(store, Store::Redlock | Store::NaiveRedis),
     }
 }
@@ -216,6 +218,29 @@ impl Deployment {
         let e = |e: testkit::Error| e.to_string();
         let query = ttl_query();
         let (servers, hosts, scheme, query) = match (store, fault) {
+            (Store::Redis | Store::NaiveRedis, Fault::ClockJump) => {
+                let clock = std::sync::Arc::new(testkit::clock::WallClock::new().map_err(e)?);
+                let r = testkit::redis::Redis::start_with(testkit::redis::RedisOptions {
+                    wall_clock: Some(clock.clone()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(e)?;
+                let query = if store == Store::NaiveRedis {
+                    format!("{query}&restart_delay=0s")
+                } else {
+                    query
+                };
+                let url = url("redis", &[r.addr().to_string()], &query);
+                return Ok(Deployment {
+                    servers: Servers::Redis(r),
+                    proxy: None,
+                    victim_url: url.clone(),
+                    rival_url: url,
+                    isolated: None,
+                    clock: Some(clock),
+                });
+            }
             (Store::Redis, _) => {
                 let r = testkit::redis::Redis::start().await.map_err(e)?;
                 let hosts = vec![r.addr().to_string()];
