@@ -58,57 +58,7 @@ fn conflict_naming<T>(
 /// For every pair of different primitives, in both orders: A holds the name one way, B asks
 /// for it the other way (try and timed wait) and gets a `Conflict` naming both.
 pub async fn one_name_one_kind(h: Arc<dyn Harness>) -> CaseResult {
-    let (a, b) = (h.client().await?, h.client().await?);
-    let caps = a.locks.capabilities();
-    let kinds: Vec<Kind> = Kind::ALL
-        .into_iter()
-        .filter(|k| k.unsupported(&caps).is_none())
-        .collect();
-    let wait = mismatch_wait(&*h);
-    let mut pairs = 0;
-    for &held in &kinds {
-        for &asked in &kinds {
-            if held.primitive() == asked.primitive() {
-                continue;
-            }
-            pairs += 1;
-            let name = unique_name("one-kind");
-            let guard = held
-                .acquire(&a.locks, &name, Wait::No)
-                .await
-                .ctx("A's acquire")?
-                .ok_or_else(|| format!("A's {held:?} on a fresh name was refused"))?;
-            // A hold lost meanwhile (a fault) frees the name: say so, it changes the diagnosis.
-            let with_loss = |failure: String| match guard.signals().lost_reason() {
-                Some(reason) => format!("{failure} (A's hold was lost meanwhile: {reason})"),
-                None => failure,
-            };
-            conflict_naming(
-                answered(|| asked.acquire(&b.locks, &name, Wait::No)).await,
-                &name,
-                held,
-                asked,
-                "a try",
-            )
-            .map_err(with_loss)?;
-            conflict_naming(
-                answered(|| asked.acquire(&b.locks, &name, Wait::For(wait))).await,
-                &name,
-                held,
-                asked,
-                "a timed wait",
-            )
-            .map_err(with_loss)?;
-            guard.release_boxed().await.ctx("A's release")?;
-        }
-    }
-    if pairs == 0 {
-        return Ok(Verdict::Skipped(format!(
-            "{} offers only one primitive",
-            caps.backend
-        )));
-    }
-    Ok(Verdict::Passed)
+    every_pair_conflicts(h, "one-kind", false).await
 }
 
 /// The same-kind acquisition that has to wait behind a holder of `held`, if there is one: it
@@ -127,6 +77,14 @@ fn blocked_by(held: Kind) -> Option<Kind> {
 /// B's ask as another primitive is still a `Conflict`. A waiter's passing must not make the
 /// name look free to the other primitives while it is held.
 pub async fn one_kind_after_a_waiter_gave_up(h: Arc<dyn Harness>) -> CaseResult {
+    every_pair_conflicts(h, "kind-after-waiter", true).await
+}
+
+/// For every pair (held, asked) of different primitives the store offers: A holds a fresh
+/// name as `held`; with `waiter_first`, B first waits for it as the kind [`blocked_by`] names
+/// (held kinds behind which nothing waits are skipped) and gives up; then B asks as `asked`, a
+/// try and a timed wait, and must get a `Conflict` naming both.
+async fn every_pair_conflicts(h: Arc<dyn Harness>, label: &str, waiter_first: bool) -> CaseResult {
     let (a, b) = (h.client().await?, h.client().await?);
     let caps = a.locks.capabilities();
     let kinds: Vec<Kind> = Kind::ALL
@@ -136,50 +94,48 @@ pub async fn one_kind_after_a_waiter_gave_up(h: Arc<dyn Harness>) -> CaseResult 
     let wait = mismatch_wait(&*h);
     let mut pairs = 0;
     for &held in &kinds {
-        let Some(waiter) = blocked_by(held).filter(|k| kinds.contains(k)) else {
+        let waiter = blocked_by(held).filter(|k| kinds.contains(k));
+        if waiter_first && waiter.is_none() {
             continue;
-        };
+        }
         for &asked in &kinds {
             if held.primitive() == asked.primitive() {
                 continue;
             }
             pairs += 1;
-            let name = unique_name("kind-after-waiter");
+            let name = unique_name(label);
             let guard = held
                 .acquire(&a.locks, &name, Wait::No)
                 .await
                 .ctx("A's acquire")?
                 .ok_or_else(|| format!("A's {held:?} on a fresh name was refused"))?;
-            let gave_up = waiter
-                .acquire(&b.locks, &name, Wait::For(Duration::from_millis(300)))
-                .await
-                .ctx("B's timed wait of the same kind")?;
-            ensure!(
-                gave_up.is_none(),
-                "B's {waiter:?} was granted while A holds the name as a {held:?}"
-            );
+            let mut before = String::new();
+            if let (true, Some(waiter)) = (waiter_first, waiter) {
+                let gave_up = waiter
+                    .acquire(&b.locks, &name, Wait::For(Duration::from_millis(300)))
+                    .await
+                    .ctx("B's timed wait of the same kind")?;
+                ensure!(
+                    gave_up.is_none(),
+                    "B's {waiter:?} was granted while A holds the name as a {held:?}"
+                );
+                before = format!("after B's {waiter:?} wait gave up, ");
+            }
+            // A hold lost meanwhile (a fault) frees the name: say so, it changes the diagnosis.
             let with_loss = |failure: String| match guard.signals().lost_reason() {
                 Some(reason) => format!("{failure} (A's hold was lost meanwhile: {reason})"),
                 None => failure,
             };
-            let how = format!("after B's {waiter:?} wait gave up, a try");
-            conflict_naming(
-                answered(|| asked.acquire(&b.locks, &name, Wait::No)).await,
-                &name,
-                held,
-                asked,
-                &how,
-            )
-            .map_err(with_loss)?;
-            let how = format!("after B's {waiter:?} wait gave up, a timed wait");
-            conflict_naming(
-                answered(|| asked.acquire(&b.locks, &name, Wait::For(wait))).await,
-                &name,
-                held,
-                asked,
-                &how,
-            )
-            .map_err(with_loss)?;
+            for (how, how_long) in [("a try", Wait::No), ("a timed wait", Wait::For(wait))] {
+                conflict_naming(
+                    answered(|| asked.acquire(&b.locks, &name, how_long)).await,
+                    &name,
+                    held,
+                    asked,
+                    &format!("{before}{how}"),
+                )
+                .map_err(with_loss)?;
+            }
             guard.release_boxed().await.ctx("A's release")?;
         }
     }
