@@ -184,8 +184,8 @@ fault. Faults: crash (SIGKILL the holder), paused (SIGSTOP it for 2x the TTL), p
 Redlock one of three masters), leader-kill (3-node ZooKeeper ensemble, 3-member etcd cluster),
 store-stalled (SIGSTOP every server for 2x the TTL), slow-network (the holder's link delays each
 byte by 3/4 of the TTL each way, for 2x the TTL), waiter-crash (SIGKILL a waiting rival, then
-the holder; a new rival's wait shows what the dead waiter cost), minority-partition (ZooKeeper:
-the holder's server, a follower, cut off from the other two for 2x the TTL), clock-jump
+the holder; a new rival's wait shows what the dead waiter cost), minority-partition (ZooKeeper
+and etcd: the holder's server, a follower, cut off from the other two for 2x the TTL), clock-jump
 (ZooKeeper and Redis: the server's clock jumps 10x the TTL ahead; ZooKeeper needs Debian's
 faketime package, Redis a C compiler to build testkit's wall clock library).
 

@@ -232,3 +232,37 @@ fn lab_redis_clock_jump_shows_overlaps_that_only_fencing_stops() {
     }
     let _ = std::fs::remove_dir_all(out_dir);
 }
+
+#[test]
+fn lab_etcd_minority_partition() {
+    let (out_dir, lab) = lab(
+        "etcd-minority",
+        &[
+            "--store",
+            "etcd",
+            "--fault",
+            "minority-partition",
+            "--trials",
+            "2",
+            "--seed",
+            "5",
+        ],
+    );
+    let cell = &lab["cells"][0];
+    assert_eq!(cell["store"], "etcd", "{cell}");
+    assert_eq!(cell["fault"], "minority partition", "{cell}");
+    assert_eq!(cell["verdict"]["verdict"], "kept", "{cell}");
+    // The majority grants the lock to the rival once the cut-off holder's lease has expired,
+    // and the holder's lost() fires first (its keep-alives get no answer).
+    assert!(
+        cell["recovery_ms"]["max"].as_f64().is_some(),
+        "the majority never granted the lock to the rival: {cell}"
+    );
+    assert!(
+        cell["lost_lead_ms"]["min"]
+            .as_f64()
+            .is_some_and(|lead| lead > 0.0),
+        "the cut-off holder's lost() did not fire before the rival got the lock: {cell}"
+    );
+    let _ = std::fs::remove_dir_all(out_dir);
+}

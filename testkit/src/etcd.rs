@@ -96,6 +96,9 @@ struct MemberPlan {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// The peer port the other members dial: `peer_port`, or the port of a fault proxy in
+    /// front of it (a partitionable cluster).
+    advertised_peer_port: u16,
 }
 
 impl Etcd {
@@ -114,6 +117,7 @@ impl Etcd {
                 name: "default".into(),
                 client_port: ports[0],
                 peer_port: ports[1],
+                advertised_peer_port: ports[1],
             }];
             let e =
                 Etcd::spawn_member(dir.path(), &plan, 0, "standalone", None, opts.election_ms())?;
@@ -145,11 +149,12 @@ impl Etcd {
         let me = &plan[i];
         let initial_cluster = plan
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.advertised_peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let client_url = format!("http://127.0.0.1:{}", me.client_port);
         let peer_url = format!("http://127.0.0.1:{}", me.peer_port);
+        let advertised_peer_url = format!("http://127.0.0.1:{}", me.advertised_peer_port);
         let token = cluster_token
             .map(str::to_string)
             .unwrap_or_else(|| format!("testkit-{}-{}", std::process::id(), me.client_port));
@@ -165,7 +170,7 @@ impl Etcd {
             "--listen-peer-urls".into(),
             peer_url.clone(),
             "--initial-advertise-peer-urls".into(),
-            peer_url,
+            advertised_peer_url,
             "--initial-cluster".into(),
             initial_cluster,
             "--initial-cluster-token".into(),
@@ -481,7 +486,19 @@ async fn enable_auth(e: &Etcd, (user, password): &(String, String)) -> Result<()
 #[derive(Debug)]
 pub struct EtcdCluster {
     members: Vec<Etcd>,
+    /// A partitionable cluster's peer links: a sender-aware fault proxy in front of each
+    /// member's peer port, with the member ids the peers name themselves by.
+    links: Option<PeerLinks>,
     _dir: WorkDir,
+}
+
+/// The peer traffic of a partitionable cluster (see [`EtcdCluster::start_partitionable`]).
+#[derive(Debug)]
+struct PeerLinks {
+    /// `inbound[i]` forwards what the others send to member `i`.
+    inbound: Vec<crate::proxy::FaultProxy>,
+    /// Member `i`'s id in hex, as its requests name it in `X-Server-From`.
+    ids: Vec<String>,
 }
 
 impl EtcdCluster {
@@ -498,17 +515,49 @@ impl EtcdCluster {
                 "an etcd cluster needs at least 1 member".into(),
             ));
         }
-        retry_on_port_clash(|| EtcdCluster::start_once(n, &opts)).await
+        retry_on_port_clash(|| EtcdCluster::start_once(n, &opts, false)).await
     }
 
-    async fn start_once(n: usize, opts: &EtcdOptions) -> Result<EtcdCluster> {
+    /// Starts a cluster of `n` ≥ 3 members whose peer traffic runs through fault proxies, so
+    /// that one member can be cut off from the others ([`EtcdCluster::isolate`]) while its
+    /// clients still reach it: a minority partition. Each member's peers dial a proxy in front
+    /// of it; the proxy tells the senders apart by the `X-Server-From` header of etcd's peer
+    /// requests (rafthttp streams and pipelines name their sender), so cutting member `i` off
+    /// holds its traffic to every other member and theirs to it. Peer requests that name no
+    /// sender (a follower forwarding a lease renewal, version probes) pass unless they are
+    /// bound for the cut-off member: until an election timeout has passed, the cut-off member
+    /// may still forward lease renewals to the leader.
+    pub async fn start_partitionable(n: usize) -> Result<EtcdCluster> {
+        if n < 3 {
+            return Err(Error::InvalidArgument(format!(
+                "a partitionable etcd cluster needs at least 3 members (a majority must \
+                 remain), got {n}"
+            )));
+        }
+        let opts = EtcdOptions::default();
+        retry_on_port_clash(|| EtcdCluster::start_once(n, &opts, true)).await
+    }
+
+    async fn start_once(n: usize, opts: &EtcdOptions, partitionable: bool) -> Result<EtcdCluster> {
         let dir = WorkDir::new("etcd-cluster")?;
         let ports = crate::ports::free_ports(2 * n)?;
+        let mut inbound = Vec::new();
+        if partitionable {
+            for i in 0..n {
+                let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[2 * i + 1]));
+                inbound.push(
+                    crate::proxy::FaultProxy::start_sender_aware(peer, "X-Server-From").await?,
+                );
+            }
+        }
         let plan: Vec<MemberPlan> = (0..n)
             .map(|i| MemberPlan {
                 name: format!("n{i}"),
                 client_port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
+                advertised_peer_port: inbound
+                    .get(i)
+                    .map_or(ports[2 * i + 1], crate::proxy::FaultProxy::port),
             })
             .collect();
         let token = format!("testkit-{}-{}", std::process::id(), ports[0]);
@@ -533,7 +582,52 @@ impl EtcdCluster {
                 m.auth = Some(creds.clone());
             }
         }
-        Ok(EtcdCluster { members, _dir: dir })
+        let links = if partitionable {
+            let ids = member_ids(&members[0], &plan).await?;
+            Some(PeerLinks { inbound, ids })
+        } else {
+            None
+        };
+        Ok(EtcdCluster {
+            members,
+            links,
+            _dir: dir,
+        })
+    }
+
+    /// Cuts member `i` off from the other members (both ways; its clients still reach it).
+    /// Needs a cluster from [`EtcdCluster::start_partitionable`].
+    pub fn isolate(&self, i: usize) -> Result<()> {
+        self.set_links(i, crate::proxy::ProxyMode::Blackhole)
+    }
+
+    /// Ends [`EtcdCluster::isolate`] for member `i`: held bytes flow again.
+    pub fn rejoin(&self, i: usize) -> Result<()> {
+        self.set_links(i, crate::proxy::ProxyMode::Pass)
+    }
+
+    fn set_links(&self, i: usize, mode: crate::proxy::ProxyMode) -> Result<()> {
+        let Some(links) = &self.links else {
+            return Err(Error::InvalidArgument(
+                "this etcd cluster has no peer links to cut; start it with \
+                 EtcdCluster::start_partitionable"
+                    .into(),
+            ));
+        };
+        let Some(id) = links.ids.get(i) else {
+            return Err(Error::InvalidArgument(format!(
+                "cluster member {i} does not exist (it has {})",
+                self.members.len()
+            )));
+        };
+        for (j, proxy) in links.inbound.iter().enumerate() {
+            if j == i {
+                proxy.set_mode(mode);
+            } else {
+                proxy.set_sender_mode(id, mode);
+            }
+        }
+        Ok(())
     }
 
     /// Every member's client address as a URL host list, `127.0.0.1:P1,127.0.0.1:P2,…` (for
@@ -633,6 +727,35 @@ impl EtcdCluster {
             ),
         }))
     }
+}
+
+/// The hex id of each member of `plan`, in plan order, from `member`'s member list.
+async fn member_ids(member: &Etcd, plan: &[MemberPlan]) -> Result<Vec<String>> {
+    let list = member.call("/v3/cluster/member/list", &json!({})).await?;
+    let members = list
+        .get("members")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    plan.iter()
+        .map(|m| {
+            members
+                .iter()
+                .find(|entry| entry.get("name").and_then(Value::as_str) == Some(m.name.as_str()))
+                .and_then(|entry| entry.get("ID"))
+                .and_then(|id| match id {
+                    Value::String(text) => text.parse::<u64>().ok(),
+                    other => other.as_u64(),
+                })
+                .map(|id| format!("{id:x}"))
+                .ok_or_else(|| {
+                    Error::protocol(
+                        "member list",
+                        format!("member {} is not in the member list {list}", m.name),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn b64(s: &str) -> String {

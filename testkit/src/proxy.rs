@@ -86,6 +86,10 @@ struct Shared {
     upstream: SocketAddr,
     port: u16,
     mode: watch::Sender<ProxyMode>,
+    /// For a sender-aware proxy: the HTTP request header that names a connection's sender, and
+    /// each sender's own mode (see [`FaultProxy::start_sender_aware`]).
+    sender_header: Option<&'static str>,
+    senders: Mutex<std::collections::HashMap<String, watch::Sender<ProxyMode>>>,
     kill: watch::Sender<Kill>,
     open: Mutex<HashSet<u64>>,
     closed: Condvar,
@@ -122,6 +126,33 @@ impl FaultProxy {
     /// Starts a proxy in [`ProxyMode::Pass`] that forwards to `upstream`. It listens on a free
     /// loopback port below the ephemeral range (so the port stays free while refusing).
     pub async fn start(upstream: SocketAddr) -> Result<FaultProxy> {
+        FaultProxy::start_inner(upstream, None).await
+    }
+
+    /// Starts a proxy for HTTP/1 traffic from several senders that name themselves in the
+    /// request header `header` (etcd's peers send `X-Server-From: <member id>`). Each
+    /// connection is told apart by the first request's headers, and besides the proxy's mode
+    /// follows its sender's mode ([`FaultProxy::set_sender_mode`]): the stricter of the two
+    /// applies (a blackhole of either holds its bytes). A connection whose first request does not
+    /// name a sender follows the proxy's mode alone.
+    pub async fn start_sender_aware(
+        upstream: SocketAddr,
+        header: &'static str,
+    ) -> Result<FaultProxy> {
+        FaultProxy::start_inner(upstream, Some(header)).await
+    }
+
+    /// Sets the mode of the connections of `sender` (see [`FaultProxy::start_sender_aware`]):
+    /// [`ProxyMode::Pass`] or [`ProxyMode::Blackhole`]; it applies to open connections as well
+    /// as new ones.
+    pub fn set_sender_mode(&self, sender: &str, mode: ProxyMode) {
+        sender_mode(&self.shared, sender).send_replace(mode);
+    }
+
+    async fn start_inner(
+        upstream: SocketAddr,
+        sender_header: Option<&'static str>,
+    ) -> Result<FaultProxy> {
         let rt = crate::runtime::runtime()?;
         let mut last_err = None;
         let mut bound = None;
@@ -155,6 +186,8 @@ impl FaultProxy {
             upstream,
             port,
             mode,
+            sender_header,
+            senders: Mutex::new(std::collections::HashMap::new()),
             kill,
             open: Mutex::new(HashSet::new()),
             closed: Condvar::new(),
@@ -413,11 +446,87 @@ async fn not_blackholed(rx: &mut watch::Receiver<ProxyMode>) -> bool {
     }
 }
 
+/// The mode channel of `sender`, made (in [`ProxyMode::Pass`]) on first use.
+fn sender_mode(shared: &Shared, sender: &str) -> watch::Sender<ProxyMode> {
+    let mut senders = shared.senders.lock().unwrap_or_else(|p| p.into_inner());
+    senders
+        .entry(sender.to_owned())
+        .or_insert_with(|| watch::channel(ProxyMode::Pass).0)
+        .clone()
+}
+
+/// The most bytes of a first request read to find its sender.
+const HEADERS_MAX: usize = 16 * 1024;
+
+/// Reads the start of a sender-aware connection up to the end of the first request's headers
+/// (or [`HEADERS_MAX`], or EOF) and returns those bytes with the sender they name.
+async fn read_sender(client: &mut TcpStream, header: &str) -> (Vec<u8>, Option<String>) {
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while head.len() < HEADERS_MAX && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let sender = text
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case(header))
+        .map(|(_, value)| value.trim().to_owned());
+    (head, sender)
+}
+
+/// A mode channel that follows the stricter of the proxy's mode and the sender's: a blackhole
+/// of either wins, else the proxy's mode. It lives as long as its receivers.
+fn combined_mode(shared: &Shared, sender: &watch::Sender<ProxyMode>) -> watch::Receiver<ProxyMode> {
+    let mut proxy = shared.mode.subscribe();
+    let mut own = sender.subscribe();
+    let strictest = |proxy: ProxyMode, own: ProxyMode| {
+        if own == ProxyMode::Blackhole {
+            ProxyMode::Blackhole
+        } else {
+            proxy
+        }
+    };
+    let (tx, rx) = watch::channel(strictest(*proxy.borrow(), *own.borrow()));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = proxy.changed() => if changed.is_err() { return },
+                changed = own.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+            }
+            let mode = strictest(*proxy.borrow_and_update(), *own.borrow_and_update());
+            tx.send_replace(mode);
+        }
+    });
+    rx
+}
+
 async fn serve(guard: OpenGuard, mut client: TcpStream, gen: u64) {
     let shared = guard.shared.clone();
     let kill_rx = shared.kill.subscribe();
-    let mut mode_rx = shared.mode.subscribe();
     let _ = client.set_nodelay(true);
+    // A sender-aware proxy reads the first request's headers to learn whose connection this is.
+    let (head, mut mode_rx) = match shared.sender_header {
+        Some(header) => {
+            let (head, sender) = tokio::select! {
+                read = read_sender(&mut client, header) => read,
+                graceful = killed(kill_rx.clone(), gen) => {
+                    finish(&client, None, graceful);
+                    return;
+                }
+            };
+            let mode = match sender {
+                Some(sender) => combined_mode(&shared, &sender_mode(&shared, &sender)),
+                None => shared.mode.subscribe(),
+            };
+            (head, mode)
+        }
+        None => (Vec::new(), shared.mode.subscribe()),
+    };
 
     // Connect upstream only once traffic may flow: a blackholed client gets no further.
     let connect = async {
@@ -443,12 +552,21 @@ async fn serve(guard: OpenGuard, mut client: TcpStream, gen: u64) {
         }
     };
     let _ = upstream.set_nodelay(true);
+    if !head.is_empty() {
+        shared
+            .bytes_up
+            .fetch_add(head.len() as u64, Ordering::SeqCst);
+        if upstream.write_all(&head).await.is_err() {
+            finish(&client, Some(&upstream), false);
+            return;
+        }
+    }
 
     let end = {
         let (cr, cw) = client.split();
         let (ur, uw) = upstream.split();
-        let up = pump(cr, uw, shared.mode.subscribe(), &shared.bytes_up);
-        let down = pump(ur, cw, shared.mode.subscribe(), &shared.bytes_down);
+        let up = pump(cr, uw, mode_rx.clone(), &shared.bytes_up);
+        let down = pump(ur, cw, mode_rx.clone(), &shared.bytes_down);
         tokio::select! {
             r = async { tokio::try_join!(up, down) } => match r {
                 Ok(_) => End::Done,

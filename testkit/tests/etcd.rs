@@ -181,3 +181,52 @@ async fn pause_returns_with_every_thread_stopped() {
     }
     load.abort();
 }
+
+#[tokio::test]
+async fn a_partitionable_cluster_cuts_one_member_off_and_lets_it_back() {
+    let c = EtcdCluster::start_partitionable(3).await.expect("cluster");
+    let leader = c.leader().await.expect("leader");
+    let lonely = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    c.member(other)
+        .put("before", "1")
+        .await
+        .expect("put before");
+    c.isolate(lonely).expect("isolate");
+    // The majority goes on without the cut-off member.
+    c.member(other)
+        .put("during", "2")
+        .await
+        .expect("put during");
+    assert_eq!(
+        c.member(leader).get("during").await.expect("get"),
+        Some("2".into())
+    );
+    // The cut-off member hears nothing of it, and cannot write through the leader.
+    let write =
+        tokio::time::timeout(Duration::from_secs(2), c.member(lonely).put("cut", "3")).await;
+    assert!(
+        !matches!(write, Ok(Ok(_))),
+        "a write through the cut-off member succeeded: {write:?}"
+    );
+    assert_eq!(
+        c.member(lonely).get("during").await.ok().flatten(),
+        None,
+        "the cut-off member saw a write made during the partition"
+    );
+    c.rejoin(lonely).expect("rejoin");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if c.member(lonely).get("during").await.ok().flatten() == Some("2".into()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rejoined member did not catch up within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A cluster started without links refuses to cut.
+    let plain = EtcdCluster::start(3).await.expect("plain cluster");
+    assert!(plain.isolate(0).is_err());
+}

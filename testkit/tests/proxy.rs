@@ -201,3 +201,75 @@ async fn dead_upstream_resets_the_client_and_drop_closes_the_port() {
         }
     }
 }
+
+/// An echo server on a free loopback port.
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind echo");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Writes `data` and reads as many bytes back within `limit`.
+async fn echoed(s: &mut TcpStream, data: &[u8], limit: Duration) -> bool {
+    if s.write_all(data).await.is_err() {
+        return false;
+    }
+    let mut back = vec![0u8; data.len()];
+    matches!(
+        tokio::time::timeout(limit, s.read_exact(&mut back)).await,
+        Ok(Ok(_))
+    ) && back == data
+}
+
+#[tokio::test]
+async fn a_sender_aware_proxy_cuts_one_sender_and_keeps_the_others() {
+    let proxy = FaultProxy::start_sender_aware(echo_server().await, "X-Server-From")
+        .await
+        .expect("proxy");
+    let request =
+        |from: &str| format!("GET /raft HTTP/1.1\r\nHost: x\r\nx-server-from: {from}\r\n\r\n");
+    let mut a = TcpStream::connect(proxy.addr()).await.expect("connect a");
+    let mut b = TcpStream::connect(proxy.addr()).await.expect("connect b");
+    let quick = Duration::from_secs(2);
+    let held = Duration::from_millis(300);
+    assert!(echoed(&mut a, request("a").as_bytes(), quick).await);
+    assert!(echoed(&mut b, request("b").as_bytes(), quick).await);
+    proxy.set_sender_mode("a", ProxyMode::Blackhole);
+    assert!(
+        !echoed(&mut a, b"ping-a", held).await,
+        "a's bytes passed its blackhole"
+    );
+    assert!(echoed(&mut b, b"ping-b", quick).await, "b was cut with a");
+    // A new connection of the cut sender is held from its first request on.
+    let mut a2 = TcpStream::connect(proxy.addr()).await.expect("connect a2");
+    assert!(!echoed(&mut a2, request("a").as_bytes(), held).await);
+    // The proxy's own mode holds every sender.
+    proxy.set_mode(ProxyMode::Blackhole);
+    assert!(
+        !echoed(&mut b, b"ping-b2", held).await,
+        "b passed the proxy's blackhole"
+    );
+    proxy.set_mode(ProxyMode::Pass);
+    proxy.set_sender_mode("a", ProxyMode::Pass);
+    // Held bytes flow again, in order.
+    let mut back = vec![0u8; b"ping-a".len()];
+    tokio::time::timeout(quick, a.read_exact(&mut back))
+        .await
+        .expect("a's held bytes within 2 s")
+        .expect("read");
+    assert_eq!(back, b"ping-a");
+}

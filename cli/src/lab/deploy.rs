@@ -78,8 +78,9 @@ pub enum Fault {
     /// A waiter is killed while it waits; then the holder is killed, and a new waiter's wait
     /// shows how long the dead waiter kept the free lock unusable.
     WaiterCrash,
-    /// The holder's ZooKeeper server (a follower of a 3-node ensemble, the only one the holder
-    /// knows) is cut off from the other two, past the TTL; the rival talks to the majority.
+    /// The holder's server (a follower of a 3-node ZooKeeper ensemble or etcd cluster, the
+    /// only one the holder knows) is cut off from the other two, past the TTL; the rival talks
+    /// to the majority.
     MinorityPartition,
     /// The server's clock jumps forward 10 TTLs (ZooKeeper under libfaketime, Redis under
     /// testkit's wall clock library): Redis expires the holder's key at once and ZooKeeper its
@@ -195,7 +196,7 @@ pub fn applies(store: Store, fault: Fault) -> bool {
     match fault {
         Fault::Restart => matches!(store, Store::Redis | Store::NaiveRedis | Store::Redlock),
         Fault::LeaderKill => matches!(store, Store::Zk | Store::Etcd),
-        Fault::MinorityPartition => store == Store::Zk,
+        Fault::MinorityPartition => matches!(store, Store::Zk | Store::Etcd),
         // libfaketime moves the JVM's clocks; testkit's wall clock library moves Redis's
         // (Debian's redis-server does not start under libfaketime). Go (etcd) reads the clock
         // without the C library, so neither can move it.
@@ -309,6 +310,26 @@ impl Deployment {
                 let hosts = vec![zk.addr().to_string()];
                 (Servers::Zk(zk), hosts, "zk", query)
             }
+            (Store::Etcd, Fault::MinorityPartition) => {
+                let cluster = testkit::etcd::EtcdCluster::start_partitionable(3)
+                    .await
+                    .map_err(e)?;
+                let lonely = (cluster.leader().await.map_err(e)? + 1) % 3;
+                let victim = url("etcd", &[cluster.member(lonely).addr().to_string()], &query);
+                let majority: Vec<String> = (0..3)
+                    .filter(|i| *i != lonely)
+                    .map(|i| cluster.member(i).addr().to_string())
+                    .collect();
+                let rival = url("etcd", &majority, &query);
+                return Ok(Deployment {
+                    servers: Servers::EtcdCluster(cluster),
+                    proxy: None,
+                    victim_url: victim,
+                    rival_url: rival,
+                    isolated: Some(lonely),
+                    clock: None,
+                });
+            }
             (Store::Etcd, Fault::LeaderKill) => {
                 let cluster = testkit::etcd::EtcdCluster::start(3).await.map_err(e)?;
                 let hosts = cluster
@@ -390,6 +411,10 @@ impl Deployment {
                 Some(i) => ens.isolate(i).map_err(e),
                 None => Err("no ensemble member to cut off".into()),
             },
+            (Fault::MinorityPartition, Servers::EtcdCluster(cluster)) => match self.isolated {
+                Some(i) => cluster.isolate(i).map_err(e),
+                None => Err("no cluster member to cut off".into()),
+            },
             (Fault::SlowNetwork, _) => {
                 if let Some(proxy) = &self.proxy {
                     proxy.set_mode(ProxyMode::Latency(TTL * 3 / 4));
@@ -408,10 +433,13 @@ impl Deployment {
         if let Err(error) = self.servers.stall(false) {
             eprintln!("lab: continuing the store: {error}");
         }
-        if let (Some(i), Servers::ZkEnsemble(ens)) = (self.isolated, &self.servers) {
-            if let Err(error) = ens.rejoin(i) {
-                eprintln!("lab: ending the minority partition: {error}");
-            }
+        let rejoined = match (self.isolated, &self.servers) {
+            (Some(i), Servers::ZkEnsemble(ens)) => ens.rejoin(i),
+            (Some(i), Servers::EtcdCluster(cluster)) => cluster.rejoin(i),
+            _ => Ok(()),
+        };
+        if let Err(error) = rejoined {
+            eprintln!("lab: ending the minority partition: {error}");
         }
     }
 }
