@@ -52,6 +52,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tumbler_core::cleanup::FinishOnDrop;
 use tumbler_core::{ConnectionEvent, Error, Hold, LockKind, LockName, Result};
 
 use crate::error_map::{self, BACKEND};
@@ -195,9 +196,10 @@ impl Pass<'_> {
             &inner.layout.revoke_prefix(self.name),
             &key,
         );
-        // The create request runs in its own task: a cancelled acquisition cannot stop a
-        // request already on its way, so its cleanup waits for the request's end before
-        // deleting the key (deleting first would let a late create leave the key behind).
+        // The create request runs to its end even if the acquisition is cancelled (then in
+        // the background): a cancelled acquisition cannot stop a request already on its way,
+        // so its cleanup waits for the request's end before deleting the key (deleting first
+        // would let a late create leave the key behind). Awaited, it is polled in place.
         let (finished, finished_rx) = watch::channel(false);
         // Whether the create failed without an answer saying it was not applied: then it may
         // still reach the store after its cleanup (see [`Instance::orphans`]).
@@ -215,7 +217,8 @@ impl Pass<'_> {
             let what = format!("enqueue on {}", self.name);
             let deadline = self.request_deadline();
             let answer_lost = answer_lost.clone();
-            tokio::spawn(async move {
+            let runtime = Some(inner.runtime.clone());
+            FinishOnDrop::new("etcd enqueue request", runtime, async move {
                 let outcome = inner.txn_until(&what, txn, deadline).await;
                 answer_lost.store(outcome.is_err(), Ordering::SeqCst);
                 finished.send_replace(true);
@@ -248,10 +251,7 @@ impl Pass<'_> {
                 },
             )
         };
-        let outcome = request
-            .await
-            .map_err(|e| Error::backend(BACKEND, format!("the enqueue request failed: {e}")))?;
-        let response = match outcome {
+        let response = match request.await {
             Ok(response) => response,
             Err(error) if error_map::says_lease_gone(&error) => {
                 // Which lease is gone is told by the keepers; start over with live ones.

@@ -271,6 +271,60 @@ impl Drop for CancelCleanup {
     }
 }
 
+/// A request that must run to its end even if its caller stops waiting for it (a lock
+/// request already sent, whose answer decides what a cleanup must undo).
+///
+/// While awaited, the request is polled in place: no task is spawned and no thread hop is
+/// added to its round trip. Dropped before it finished, the rest of it runs in the background,
+/// placed like [`spawn_detached_on`] (the current runtime, else `runtime`, else lockcore's
+/// own). Polling it again after it returned its output stays pending.
+pub struct FinishOnDrop<F: Future + Send + 'static> {
+    what: &'static str,
+    future: Option<Pin<Box<F>>>,
+    runtime: Option<Handle>,
+}
+
+impl<F: Future + Send + 'static> FinishOnDrop<F> {
+    /// Wraps `future`; `what` names it in logs should no runtime take it over.
+    pub fn new(what: &'static str, runtime: Option<Handle>, future: F) -> Self {
+        FinishOnDrop {
+            what,
+            future: Some(Box::pin(future)),
+            runtime,
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let Some(future) = self.future.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        std::task::Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(future) = self.future.take() {
+            tracing::debug!(
+                what = self.what,
+                "caller gone; finishing the request in the background"
+            );
+            spawn_detached_on(self.runtime.as_ref(), self.what, async move {
+                let _ = future.await;
+            });
+        }
+    }
+}
+
 impl std::fmt::Debug for CancelCleanup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CancelCleanup")
@@ -292,6 +346,33 @@ mod tests {
             let _ = tx.send(42);
         });
         assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)), Ok(42));
+    }
+
+    #[tokio::test]
+    async fn a_request_awaited_to_its_end_runs_in_place() {
+        // A spawned request would run as a task of its own, with its own id.
+        let here = tokio::task::try_id();
+        let request = FinishOnDrop::new("test", None, async move {
+            tokio::task::yield_now().await;
+            tokio::task::try_id()
+        });
+        assert_eq!(request.await, here, "the request ran as a task of its own");
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_midway_finishes_in_the_background() {
+        let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let request = FinishOnDrop::new("test", None, async move {
+            let _ = gate_rx.await;
+            let _ = done_tx.send("finished");
+        });
+        // Polled once (it waits at the gate), then given up.
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), request).await;
+        assert!(waited.is_err(), "the request ended before its gate opened");
+        let _ = gate_tx.send(());
+        let done = tokio::time::timeout(std::time::Duration::from_secs(5), done_rx).await;
+        assert_eq!(done.ok().and_then(Result::ok), Some("finished"));
     }
 
     #[test]

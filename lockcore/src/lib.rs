@@ -58,7 +58,7 @@ pub mod url;
 pub mod cleanup {
     pub use crate::background::{
         background_runtime, on_background_runtime, spawn_detached, spawn_detached_on,
-        spawn_restartable, spawn_restartable_on, CancelCleanup, RestartableCleanup,
+        spawn_restartable, spawn_restartable_on, CancelCleanup, FinishOnDrop, RestartableCleanup,
     };
 }
 
