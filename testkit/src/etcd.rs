@@ -528,12 +528,7 @@ impl EtcdCluster {
     /// bound for the cut-off member: until an election timeout has passed, the cut-off member
     /// may still forward lease renewals to the leader.
     pub async fn start_partitionable(n: usize) -> Result<EtcdCluster> {
-        if n < 3 {
-            return Err(Error::InvalidArgument(format!(
-                "a partitionable etcd cluster needs at least 3 members (a majority must \
-                 remain), got {n}"
-            )));
-        }
+        crate::proxy::check_partitionable("etcd cluster", n)?;
         let opts = EtcdOptions::default();
         retry_on_port_clash(|| EtcdCluster::start_once(n, &opts, true)).await
     }

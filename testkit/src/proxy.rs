@@ -446,6 +446,17 @@ async fn not_blackholed(rx: &mut watch::Receiver<ProxyMode>) -> bool {
     }
 }
 
+/// Refuses a partitionable `what` of fewer than 3 members: cutting one off must leave a
+/// majority.
+pub(crate) fn check_partitionable(what: &str, n: usize) -> Result<()> {
+    if n < 3 {
+        return Err(Error::InvalidArgument(format!(
+            "a partitionable {what} needs at least 3 members (a majority must remain), got {n}"
+        )));
+    }
+    Ok(())
+}
+
 /// The mode channel of `sender`, made (in [`ProxyMode::Pass`]) on first use.
 fn sender_mode(shared: &Shared, sender: &str) -> watch::Sender<ProxyMode> {
     let mut senders = shared.senders.lock().unwrap_or_else(|p| p.into_inner());

@@ -337,12 +337,7 @@ impl ZkEnsemble {
     /// of its own (one per ordered pair and port), so that [`ZkEnsemble::isolate`] can cut a
     /// member off from the quorum while its clients stay connected to it.
     pub async fn start_partitionable(n: usize) -> Result<ZkEnsemble> {
-        if n < 3 {
-            return Err(Error::InvalidArgument(format!(
-                "a partitionable ZooKeeper ensemble needs at least 3 members (a majority must \
-                 remain), got {n}"
-            )));
-        }
+        crate::proxy::check_partitionable("ZooKeeper ensemble", n)?;
         let opts = ZkOptions::default();
         retry_on_port_clash(|| ZkEnsemble::start_links(n, &opts)).await
     }

@@ -266,21 +266,15 @@ impl Deployment {
                 let ens = testkit::zk::ZkEnsemble::start_partitionable(3)
                     .await
                     .map_err(e)?;
-                let lonely = (ens.leader().await.map_err(e)? + 1) % 3;
-                let victim = url("zk", &[ens.node(lonely).addr().to_string()], &query);
-                let majority: Vec<String> = (0..3)
-                    .filter(|i| *i != lonely)
-                    .map(|i| ens.node(i).addr().to_string())
-                    .collect();
-                let rival = url("zk", &majority, &query);
-                return Ok(Deployment {
-                    servers: Servers::ZkEnsemble(ens),
-                    proxy: None,
-                    victim_url: victim,
-                    rival_url: rival,
-                    isolated: Some(lonely),
-                    clock: None,
-                });
+                let leader = ens.leader().await.map_err(e)?;
+                let members = (0..3).map(|i| ens.node(i).addr().to_string()).collect();
+                return Ok(Deployment::minority(
+                    Servers::ZkEnsemble(ens),
+                    "zk",
+                    members,
+                    leader,
+                    &query,
+                ));
             }
             (Store::Zk, Fault::ClockJump) => {
                 let clock = std::sync::Arc::new(testkit::clock::FakeClock::new().map_err(e)?);
@@ -314,21 +308,17 @@ impl Deployment {
                 let cluster = testkit::etcd::EtcdCluster::start_partitionable(3)
                     .await
                     .map_err(e)?;
-                let lonely = (cluster.leader().await.map_err(e)? + 1) % 3;
-                let victim = url("etcd", &[cluster.member(lonely).addr().to_string()], &query);
-                let majority: Vec<String> = (0..3)
-                    .filter(|i| *i != lonely)
+                let leader = cluster.leader().await.map_err(e)?;
+                let members = (0..3)
                     .map(|i| cluster.member(i).addr().to_string())
                     .collect();
-                let rival = url("etcd", &majority, &query);
-                return Ok(Deployment {
-                    servers: Servers::EtcdCluster(cluster),
-                    proxy: None,
-                    victim_url: victim,
-                    rival_url: rival,
-                    isolated: Some(lonely),
-                    clock: None,
-                });
+                return Ok(Deployment::minority(
+                    Servers::EtcdCluster(cluster),
+                    "etcd",
+                    members,
+                    leader,
+                    &query,
+                ));
             }
             (Store::Etcd, Fault::LeaderKill) => {
                 let cluster = testkit::etcd::EtcdCluster::start(3).await.map_err(e)?;
@@ -378,6 +368,34 @@ impl Deployment {
             isolated: None,
             clock: None,
         })
+    }
+
+    /// A minority partition's deployment on a 3-member ensemble or cluster whose client
+    /// addresses are `members` and whose leader is `leader`: the victim knows only a follower
+    /// (the one that will be cut off), the rival only the other two.
+    fn minority(
+        servers: Servers,
+        scheme: &str,
+        members: Vec<String>,
+        leader: usize,
+        query: &str,
+    ) -> Deployment {
+        let lonely = (leader + 1) % members.len();
+        let victim_url = url(scheme, &members[lonely..=lonely], query);
+        let majority: Vec<String> = members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != lonely)
+            .map(|(_, m)| m.clone())
+            .collect();
+        Deployment {
+            servers,
+            proxy: None,
+            victim_url,
+            rival_url: url(scheme, &majority, query),
+            isolated: Some(lonely),
+            clock: None,
+        }
     }
 
     /// Injects a store-side fault (crash and pause act on the holder process instead).
