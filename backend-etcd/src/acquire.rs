@@ -45,7 +45,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -200,10 +199,7 @@ impl Pass<'_> {
         // the background): a cancelled acquisition cannot stop a request already on its way,
         // so its cleanup waits for the request's end before deleting the key (deleting first
         // would let a late create leave the key behind). Awaited, it is polled in place.
-        let (finished, finished_rx) = watch::channel(false);
-        // Whether the create failed without an answer saying it was not applied: then it may
-        // still reach the store after its cleanup (see [`Instance::orphans`]).
-        let answer_lost = Arc::new(AtomicBool::new(false));
+        let (finished, finished_rx) = watch::channel(Enqueue::Running);
         let request = {
             let inner = inner.clone();
             let abandoned = inner.abandoned_keys(&prefix);
@@ -216,12 +212,14 @@ impl Pass<'_> {
             );
             let what = format!("enqueue on {}", self.name);
             let deadline = self.request_deadline();
-            let answer_lost = answer_lost.clone();
             let runtime = Some(inner.runtime.clone());
             FinishOnDrop::new("etcd enqueue request", runtime, async move {
                 let outcome = inner.txn_until(&what, txn, deadline).await;
-                answer_lost.store(outcome.is_err(), Ordering::SeqCst);
-                finished.send_replace(true);
+                finished.send_replace(if outcome.is_err() {
+                    Enqueue::AnswerLost
+                } else {
+                    Enqueue::Answered
+                });
                 outcome
             })
         };
@@ -230,8 +228,7 @@ impl Pass<'_> {
             let (session, key, reservation) =
                 (self.session.clone(), key.clone(), reservation.clone());
             let mut finished = finished_rx.clone();
-            let (name, waiting, answer_lost) =
-                (self.name.clone(), self.waiting.lease(), answer_lost.clone());
+            let (name, waiting) = (self.name.clone(), self.waiting.lease());
             let prefix = prefix.clone();
             let owner = inner.clone();
             LeaveOnDrop::new(
@@ -239,10 +236,14 @@ impl Pass<'_> {
                 finished_rx,
                 (prefix.clone(), key.clone()),
                 async move {
-                    let _ = finished.wait_for(|done| *done).await;
+                    // A request dropped unfinished (its runtime gone) counts as answered.
+                    let end = finished
+                        .wait_for(|end| *end != Enqueue::Running)
+                        .await
+                        .map_or(Enqueue::Answered, |end| *end);
                     owner.remove_key(&session, &key, 0).await;
                     drop(reservation);
-                    if answer_lost.load(Ordering::SeqCst) && session.is_alive() {
+                    if end == Enqueue::AnswerLost && session.is_alive() {
                         let leases = [session.lease(), waiting];
                         if let Err(error) = owner.sweep_orphans(&name, leases).await {
                             tracing::debug!(%error, "could not look for a late create of ours");
@@ -351,6 +352,18 @@ fn enqueue_txn(
         .or_else(found)
 }
 
+/// Where an acquisition's create request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enqueue {
+    /// Still on its way.
+    Running,
+    /// The store answered.
+    Answered,
+    /// It failed without an answer saying it was not applied: it may still reach the store
+    /// after the acquisition's cleanup (see [`Instance::orphans`]).
+    AnswerLost,
+}
+
 /// Deletes our queue key when the acquisition ends without a hold (cancelled, timed out,
 /// failed), like lockcore's `CancelCleanup`, but on the cleanup connection's own runtime (see
 /// [`crate::cleaner`]): a caller that shuts its runtime down right after giving up still
@@ -360,7 +373,7 @@ fn enqueue_txn(
 struct LeaveOnDrop {
     inner: Arc<Instance>,
     /// Whether the enqueue request ended (until then, the deletion must wait for it).
-    enqueued: watch::Receiver<bool>,
+    enqueued: watch::Receiver<Enqueue>,
     /// The lock prefix and our key.
     key: (String, String),
     task: Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>>,
@@ -372,7 +385,7 @@ const CLEANUP_WAIT: Duration = Duration::from_millis(250);
 impl LeaveOnDrop {
     fn new(
         inner: Arc<Instance>,
-        enqueued: watch::Receiver<bool>,
+        enqueued: watch::Receiver<Enqueue>,
         key: (String, String),
         task: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
@@ -411,7 +424,8 @@ impl Drop for LeaveOnDrop {
         );
         // Waiting here cannot deadlock: the deletion runs on another thread with its own
         // connection, and only once our enqueue request (which may need this thread) ended.
-        if answering && *self.enqueued.borrow() && self.inner.has_cleaner() {
+        let ended = *self.enqueued.borrow() != Enqueue::Running;
+        if answering && ended && self.inner.has_cleaner() {
             let (done, deleted) = std::sync::mpsc::channel();
             self.inner
                 .spawn_cleanup("delete etcd queue key", async move {

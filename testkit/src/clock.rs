@@ -79,10 +79,6 @@ impl FakeClock {
 
     /// Moves the server's clocks (wall and monotonic) forward by `by`, at once.
     pub fn jump(&self, by: Duration) -> Result<()> {
-        MovableClock::jump(self, by)
-    }
-
-    fn step(&self, by: Duration) -> Result<()> {
         let mut offset = self.offset.lock().unwrap_or_else(|p| p.into_inner());
         *offset += by;
         self.write(*offset)
@@ -117,7 +113,7 @@ pub trait MovableClock: Send + Sync + std::fmt::Debug {
 
 impl MovableClock for FakeClock {
     fn jump(&self, by: Duration) -> Result<()> {
-        self.step(by)
+        FakeClock::jump(self, by)
     }
 }
 
