@@ -160,6 +160,10 @@ impl LockBackend for ConsulBackend {
             LockKind::Permits { limit, count } => {
                 crate::semaphore::acquire(inner, &request.name, limit, count, request.wait).await
             }
+            LockKind::Leader => Err(tumbler_core::Error::Unsupported {
+                capability: "election",
+                backend: "consul",
+            }),
         }
     }
 

@@ -78,6 +78,12 @@ impl Want {
                 }
                 Want::Permits { count, limit }
             }
+            LockKind::Leader => {
+                return Err(Error::Unsupported {
+                    capability: "election",
+                    backend: BACKEND,
+                })
+            }
         })
     }
 }

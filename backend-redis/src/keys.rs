@@ -29,6 +29,7 @@ pub(crate) fn mode_code(kind: LockKind) -> String {
         LockKind::Write => "w".into(),
         LockKind::Read => "r".into(),
         LockKind::Permits { count, .. } => format!("p{count}"),
+        LockKind::Leader => "l".into(),
     }
 }
 

@@ -135,6 +135,7 @@ pub(crate) fn kind_conflict(name: &LockName, kind: LockKind, held: &str) -> Erro
         LockKind::Exclusive => "mutex",
         LockKind::Read | LockKind::Write => "read-write lock",
         LockKind::Permits { .. } => "semaphore",
+        LockKind::Leader => "election",
     };
     Error::Conflict {
         name: name.clone(),
@@ -169,6 +170,7 @@ fn member_mode(kind: LockKind) -> &'static str {
         LockKind::Write => "w",
         LockKind::Read => "r",
         LockKind::Permits { .. } => "p",
+        LockKind::Leader => "l",
     }
 }
 

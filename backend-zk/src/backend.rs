@@ -203,7 +203,15 @@ impl LockBackend for ZkBackend {
     }
 
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
-        let AcquireRequest { name, kind, wait } = request;
+        let AcquireRequest {
+            name, kind, wait, ..
+        } = request;
+        if kind == LockKind::Leader {
+            return Err(tumbler_core::Error::Unsupported {
+                capability: "election",
+                backend: "zookeeper",
+            });
+        }
         let dir = self.layout.dir(&name);
         if let LockKind::Permits { count, .. } = kind {
             semaphore::check_permits(count)?;
@@ -224,6 +232,7 @@ impl LockBackend for ZkBackend {
                     semaphore::attempt(&self.env, &session, &name, &dir, (limit, count), wait)
                         .await?
                 }
+                LockKind::Leader => unreachable!("refused above"),
             };
             match attempt {
                 Attempt::Done(outcome) => return Ok(outcome),

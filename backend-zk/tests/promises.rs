@@ -345,6 +345,7 @@ fn a_hold_dropped_outside_any_runtime_does_not_panic() {
             name: tumbler_core::LockName::new(name).unwrap(),
             kind: tumbler_core::LockKind::Exclusive,
             wait: true,
+            value: Vec::new(),
         };
         let hold = locks.acquire(request("no-runtime")).await.unwrap().unwrap();
         let guard = shared(&locks)

@@ -31,6 +31,7 @@ fn mode(mode: &HoldMode) -> (String, Option<u32>) {
         HoldMode::Read => ("read".into(), None),
         HoldMode::Write => ("write".into(), None),
         HoldMode::Permits(n) => ("permits".into(), Some(*n)),
+        HoldMode::Leader => ("leader".into(), None),
     }
 }
 

@@ -44,6 +44,17 @@ pub(crate) async fn acquire(
     kind: LockKind,
     wait: Wait,
 ) -> Result<Option<HoldCore>> {
+    acquire_with_value(backend, name, kind, Vec::new(), wait).await
+}
+
+/// [`acquire`] for a request that carries a value (a campaign, [`LockKind::Leader`]).
+pub(crate) async fn acquire_with_value(
+    backend: &SharedBackend,
+    name: &LockName,
+    kind: LockKind,
+    value: Vec<u8>,
+    wait: Wait,
+) -> Result<Option<HoldCore>> {
     let caps = backend.capabilities();
     let span = tracing::info_span!(
         "acquire",
@@ -60,8 +71,13 @@ pub(crate) async fn acquire(
             name: name.clone(),
             kind,
             wait,
+            value: value.clone(),
         };
         crate::checked::validate(&request(false))?;
+        if kind == LockKind::Leader {
+            crate::capabilities::require(&caps, "election", caps.election)?;
+            crate::checked::validate_value(name, &value, &caps)?;
+        }
         let started = Instant::now();
         let what = || format!("{kind} acquire of {name}");
         let outcome = match wait {

@@ -44,6 +44,9 @@ pub enum LockKind {
         /// Permits wanted by this acquisition, all or nothing.
         count: u32,
     },
+    /// The leadership of an election: exclusive, like a mutex, and the hold advertises
+    /// [`AcquireRequest::value`] to everyone who asks who leads (see [`crate::Election`]).
+    Leader,
 }
 
 impl fmt::Display for LockKind {
@@ -53,6 +56,7 @@ impl fmt::Display for LockKind {
             LockKind::Read => f.write_str("read"),
             LockKind::Write => f.write_str("write"),
             LockKind::Permits { limit, count } => write!(f, "{count} of {limit} permits"),
+            LockKind::Leader => f.write_str("leadership"),
         }
     }
 }
@@ -66,6 +70,34 @@ pub struct AcquireRequest {
     pub kind: LockKind,
     /// Wait until granted (`true`) or make one attempt (`false`).
     pub wait: bool,
+    /// What a campaign advertises while it leads ([`LockKind::Leader`] only; empty for every
+    /// other kind). lockcore has checked it is neither empty nor longer than
+    /// [`Capabilities::max_value_len`] before a backend sees it.
+    pub value: Vec<u8>,
+}
+
+impl AcquireRequest {
+    /// A request for `kind` on `name` with no value (every kind but [`LockKind::Leader`]).
+    pub fn new(name: LockName, kind: LockKind, wait: bool) -> Self {
+        AcquireRequest {
+            name,
+            kind,
+            wait,
+            value: Vec::new(),
+        }
+    }
+}
+
+/// The leader of an election, as [`LockBackend::leader`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaderInfo {
+    /// What the leader advertises (its campaign value, or the last value it proclaimed).
+    pub value: Vec<u8>,
+    /// The leader's term: its hold's fencing token, strictly increasing across the leaders of
+    /// one election where [`Capabilities::fencing`] says so.
+    pub term: u64,
+    /// The store's identity of the leader (lease, session, node or key), for messages.
+    pub id: String,
 }
 
 /// A hold granted by a backend.
@@ -110,6 +142,20 @@ pub trait HeldLock: Send + Sync + 'static {
             "only the write side of a read-write lock can be downgraded",
         ))
     }
+
+    /// Replaces the value a leadership hold advertises, without giving up the leadership
+    /// (etcd's `Proclaim`). Only for holds of [`LockKind::Leader`]; `value` has been checked
+    /// like [`AcquireRequest::value`].
+    ///
+    /// Returns [`crate::Error::NotOwner`] when the store shows the hold is gone (nothing is
+    /// written then), and a connection error when the store could not confirm the write.
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        let _ = value;
+        Err(crate::Error::invalid(
+            "proclaim",
+            "only a leadership (from Election::campaign) can proclaim a value",
+        ))
+    }
 }
 
 /// How one holder holds a lock, as reported by [`LockBackend::state`].
@@ -123,6 +169,8 @@ pub enum HoldMode {
     Write,
     /// Holds this many permits.
     Permits(u32),
+    /// Leads an election.
+    Leader,
 }
 
 /// One current holder of a lock.
@@ -213,6 +261,38 @@ pub trait LockBackend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The current leader of election `name`, or `None` when nobody leads.
+    ///
+    /// The default says the backend has no elections ([`crate::Error::Unsupported`]); a
+    /// backend with [`Capabilities::election`] overrides it and
+    /// [`LockBackend::leader_changed`].
+    async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
+        let _ = name;
+        Err(crate::Error::Unsupported {
+            capability: "election",
+            backend: self.capabilities().backend,
+        })
+    }
+
+    /// Waits until the leader of election `name` differs from `seen` (another leader, a new
+    /// value proclaimed, or nobody leading where `seen` led), and returns it.
+    ///
+    /// Returns at once when the leader already differs. It may skip leaders that came and went
+    /// between two reads, but never returns an older term than `seen`'s. Cancel safe: dropping
+    /// the future leaves nothing behind. A store that cannot be reached gives `Connection` or
+    /// `Timeout` within [`Capabilities::request_timeout`] of losing it, never a silent wait.
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&LeaderInfo>,
+    ) -> Result<Option<LeaderInfo>> {
+        let _ = (name, seen);
+        Err(crate::Error::Unsupported {
+            capability: "election",
+            backend: self.capabilities().backend,
+        })
+    }
+
     /// While the store may have lost locks in a restart and the backend grants nothing (Redis's
     /// restart protection), how much longer that lasts; `None` when locks are granted normally.
     async fn recovering(&self) -> Option<std::time::Duration> {
@@ -246,6 +326,16 @@ impl<B: LockBackend + ?Sized> LockBackend for Arc<B> {
     }
     async fn recovering(&self) -> Option<std::time::Duration> {
         (**self).recovering().await
+    }
+    async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
+        (**self).leader(name).await
+    }
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&LeaderInfo>,
+    ) -> Result<Option<LeaderInfo>> {
+        (**self).leader_changed(name, seen).await
     }
 }
 

@@ -46,6 +46,11 @@ pub struct Capabilities {
     /// The longest one store request may take before it counts as failed: lockcore bounds
     /// `try_lock` by it and reports [`crate::Error::Timeout`] with the real elapsed time.
     pub request_timeout: Duration,
+    /// Elections are available ([`crate::Election`]).
+    pub election: bool,
+    /// The longest value a campaign or a proclaim may advertise, in bytes (the store's limit on
+    /// one value, less what its layout adds).
+    pub max_value_len: usize,
 }
 
 impl Capabilities {
@@ -63,6 +68,8 @@ impl Capabilities {
             crash_release_bound: None,
             waiter_release_bound: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            election: false,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
         }
     }
 
@@ -116,7 +123,21 @@ impl Capabilities {
         self.request_timeout = timeout;
         self
     }
+    /// Sets [`Capabilities::election`].
+    pub const fn with_election(mut self, yes: bool) -> Self {
+        self.election = yes;
+        self
+    }
+    /// Sets [`Capabilities::max_value_len`].
+    pub const fn with_max_value_len(mut self, bytes: usize) -> Self {
+        self.max_value_len = bytes;
+        self
+    }
 }
+
+/// [`Capabilities::max_value_len`] unless a backend sets its own: 512 KiB, Consul's limit on
+/// one value and below ZooKeeper's (1 MiB) and etcd's (1.5 MiB).
+pub const DEFAULT_MAX_VALUE_LEN: usize = 512 * 1024;
 
 /// [`Capabilities::request_timeout`] unless a backend sets its own.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

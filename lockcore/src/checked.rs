@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::backend::{AcquireRequest, Hold, LockBackend, LockKind, LockState, SharedBackend};
+use crate::backend::{
+    AcquireRequest, Hold, LeaderInfo, LockBackend, LockKind, LockState, SharedBackend,
+};
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::events::ConnectionEvents;
@@ -83,6 +85,15 @@ pub fn share<B: LockBackend>(backend: B) -> SharedBackend {
 /// [`Error::InvalidArgument`] for zero permits, more permits than the limit, or a limit outside
 /// `1..=MAX_PERMITS`.
 pub fn validate(request: &AcquireRequest) -> Result<()> {
+    if request.kind != LockKind::Leader && !request.value.is_empty() {
+        return Err(Error::invalid(
+            "value",
+            format!(
+                "a {} acquire of {} carries no value; only Election::campaign advertises one",
+                request.kind, request.name
+            ),
+        ));
+    }
     if let LockKind::Permits { limit, count } = request.kind {
         if limit == 0 || limit > MAX_PERMITS {
             return Err(Error::invalid(
@@ -104,6 +115,38 @@ pub fn validate(request: &AcquireRequest) -> Result<()> {
     Ok(())
 }
 
+/// Checks a value that a campaign or a proclaim on election `name` would advertise, before
+/// anything is written: it must not be empty, nor longer than the store takes
+/// ([`Capabilities::max_value_len`]).
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] saying which limit the value breaks.
+pub fn validate_value(name: &LockName, value: &[u8], caps: &Capabilities) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(
+            "leader value",
+            format!(
+                "the value advertised in election {name} is empty; give the candidate's \
+                 identity (a host name, an address), which followers read from leader()"
+            ),
+        ));
+    }
+    if value.len() > caps.max_value_len {
+        return Err(Error::invalid(
+            "leader value",
+            format!(
+                "the value advertised in election {name} is {} bytes; {} takes at most {} \
+                 bytes: advertise where the data is, not the data",
+                value.len(),
+                caps.backend,
+                caps.max_value_len
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl<B: LockBackend> LockBackend for Checked<B> {
     fn capabilities(&self) -> Capabilities {
@@ -117,6 +160,14 @@ impl<B: LockBackend> LockBackend for Checked<B> {
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
         self.check_open()?;
         validate(&request)?;
+        if request.kind == LockKind::Leader {
+            crate::capabilities::require(
+                &self.capabilities(),
+                "election",
+                self.capabilities().election,
+            )?;
+            validate_value(&request.name, &request.value, &self.capabilities())?;
+        }
         self.inner.acquire(request).await
     }
 
@@ -144,6 +195,20 @@ impl<B: LockBackend> LockBackend for Checked<B> {
     async fn recovering(&self) -> Option<std::time::Duration> {
         self.inner.recovering().await
     }
+
+    async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
+        self.check_open()?;
+        self.inner.leader(name).await
+    }
+
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&LeaderInfo>,
+    ) -> Result<Option<LeaderInfo>> {
+        self.check_open()?;
+        self.inner.leader_changed(name, seen).await
+    }
 }
 
 #[cfg(test)]
@@ -151,11 +216,11 @@ mod tests {
     use super::*;
 
     fn request(limit: u32, count: u32) -> AcquireRequest {
-        AcquireRequest {
-            name: LockName::new("pool").unwrap(),
-            kind: LockKind::Permits { limit, count },
-            wait: false,
-        }
+        AcquireRequest::new(
+            LockName::new("pool").unwrap(),
+            LockKind::Permits { limit, count },
+            false,
+        )
     }
 
     #[test]

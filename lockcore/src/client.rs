@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::backend::{LockBackend, LockState};
+use crate::election::Election;
 use crate::error::Result;
 use crate::mutex::Mutex;
 use crate::name::IntoLockName;
@@ -29,6 +30,11 @@ impl dyn LockBackend {
     /// A [`RwLock`] handle for `name`.
     pub fn rwlock(self: &Arc<Self>, name: impl IntoLockName) -> Result<RwLock> {
         RwLock::new(self.clone(), name)
+    }
+
+    /// An [`Election`] handle for `name` (validated here; nothing is sent to the store yet).
+    pub fn election(self: &Arc<Self>, name: impl IntoLockName) -> Result<Election> {
+        Election::new(self.clone(), name)
     }
 
     /// Who holds `name` and how many wait (Curator's `isLocked` and participants).
@@ -86,6 +92,11 @@ pub trait LockExt {
     /// A read-write lock handle; see [`RwLock`].
     fn rwlock(&self, name: impl IntoLockName + Send) -> Result<RwLock> {
         RwLock::new(self.shared(), name)
+    }
+
+    /// An election handle; see [`Election`].
+    fn election(&self, name: impl IntoLockName + Send) -> Result<Election> {
+        Election::new(self.shared(), name)
     }
 
     /// Who holds `name` and how many wait.

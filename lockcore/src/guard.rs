@@ -106,6 +106,23 @@ impl HoldCore {
         .await
     }
 
+    /// Replaces the value this leadership hold advertises, inside a `proclaim` span.
+    pub(crate) async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        let Some(held) = self.held.as_mut() else {
+            return Err(crate::Error::NotOwner {
+                name: self.name.clone(),
+            });
+        };
+        let span = tracing::info_span!(
+            "proclaim",
+            backend = self.backend,
+            name = %self.name,
+            token = self.token,
+            bytes = value.len(),
+        );
+        held.proclaim(value).instrument(span).await
+    }
+
     /// Turns this write hold into a read hold; on failure the write hold is kept.
     pub(crate) async fn downgrade(&mut self) -> Result<HoldCore> {
         let Some(held) = self.held.as_mut() else {

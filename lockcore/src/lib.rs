@@ -5,7 +5,8 @@
 //! - [`LockBackend`] is the small trait a store implements (one `acquire` for every
 //!   primitive, `state`, `request_revoke`, connection events). Users hold it as
 //!   `Arc<dyn LockBackend>` and create handles from it: `locks.mutex(name)`,
-//!   `locks.reentrant_mutex(name)`, `locks.semaphore(name, limit)`, `locks.rwlock(name)`.
+//!   `locks.reentrant_mutex(name)`, `locks.semaphore(name, limit)`, `locks.rwlock(name)`,
+//!   `locks.election(name)`.
 //! - [`Mutex`], [`ReentrantMutex`], [`Semaphore`], [`RwLock`] and [`MultiLock`] add deadlines,
 //!   re-entrancy, all-or-nothing acquisition, guards with drop-release and tracing spans, once
 //!   for every store.
@@ -34,6 +35,7 @@ mod background;
 mod capabilities;
 mod checked;
 mod client;
+mod election;
 mod error;
 mod events;
 mod guard;
@@ -63,12 +65,13 @@ pub mod cleanup {
 }
 
 pub use backend::{
-    AcquireRequest, HeldLock, Hold, HoldMode, HolderInfo, LockBackend, LockKind, LockState,
-    SharedBackend,
+    AcquireRequest, HeldLock, Hold, HoldMode, HolderInfo, LeaderInfo, LockBackend, LockKind,
+    LockState, SharedBackend,
 };
-pub use capabilities::{Capabilities, Fencing, DEFAULT_REQUEST_TIMEOUT};
-pub use checked::{share, validate, Checked};
+pub use capabilities::{Capabilities, Fencing, DEFAULT_MAX_VALUE_LEN, DEFAULT_REQUEST_TIMEOUT};
+pub use checked::{share, validate, validate_value, Checked};
 pub use client::LockExt;
+pub use election::{Election, Leadership, Observer};
 pub use error::{BoxError, Error, Result};
 pub use events::{ConnectionEvent, ConnectionEvents, ConnectionMonitor};
 pub use guard::Guard;

@@ -89,6 +89,7 @@ pub(crate) fn primitive(kind: LockKind) -> &'static str {
         LockKind::Read => "read",
         LockKind::Write => "write",
         LockKind::Permits { .. } => "semaphore",
+        LockKind::Leader => "leader",
     }
 }
 

@@ -57,6 +57,7 @@ pub async fn release_is_idempotent(h: Arc<dyn Harness>) -> CaseResult {
         name: name.clone(),
         kind: LockKind::Exclusive,
         wait: false,
+        value: Vec::new(),
     };
     let mut hold = a
         .locks

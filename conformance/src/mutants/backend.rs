@@ -195,6 +195,7 @@ impl MutantBackend {
                 name: request.name.clone(),
                 kind: LockKind::Permits { limit, count: 1 },
                 wait: request.wait,
+                value: Vec::new(),
             };
             match self.inner.acquire(one).await? {
                 Some(hold) => {
@@ -258,5 +259,17 @@ impl LockBackend for MutantBackend {
 
     async fn shutdown(&self) -> Result<()> {
         self.inner.shutdown().await
+    }
+
+    async fn leader(&self, name: &LockName) -> Result<Option<tumbler_core::LeaderInfo>> {
+        self.inner.leader(name).await
+    }
+
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&tumbler_core::LeaderInfo>,
+    ) -> Result<Option<tumbler_core::LeaderInfo>> {
+        self.inner.leader_changed(name, seen).await
     }
 }

@@ -62,6 +62,7 @@ impl HeldLock for GappyDowngrade {
             name: self.name.clone(),
             kind: LockKind::Read,
             wait: true,
+            value: Vec::new(),
         };
         self.backend.acquire(request).await?.ok_or_else(|| {
             tumbler_core::Error::backend("mutant", "read acquire after downgrade returned busy")

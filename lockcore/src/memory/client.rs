@@ -13,7 +13,9 @@ use super::store::{
     Attempt, Grant, HoldId, Reply, SessionId, StoreState, WaiterId, VALIDITY_SHARE,
 };
 use super::{MemoryOptions, MemoryStore, REQUEST_TIMEOUT};
-use crate::backend::{AcquireRequest, HeldLock, Hold, LockBackend, LockKind, LockState};
+use crate::backend::{
+    AcquireRequest, HeldLock, Hold, LeaderInfo, LockBackend, LockKind, LockState,
+};
 use crate::capabilities::{Capabilities, Fencing};
 use crate::error::{Error, Result};
 use crate::events::{ConnectionEvent, ConnectionEvents, ConnectionMonitor};
@@ -283,6 +285,7 @@ impl LockBackend for MemoryBackend {
             // A crashed client's waits leave the queue at once.
             .with_waiter_release_bound(Some(Duration::ZERO))
             .with_request_timeout(REQUEST_TIMEOUT)
+            .with_election(true)
     }
 
     fn address(&self) -> String {
@@ -297,7 +300,13 @@ impl LockBackend for MemoryBackend {
             let mut state = self.inner.store.state();
             state.expire_due(Instant::now());
             let session = self.inner.live_session(&mut state);
-            state.attempt(session, &request.name, request.kind, request.wait)?
+            state.attempt(
+                session,
+                &request.name,
+                request.kind,
+                request.value,
+                request.wait,
+            )?
         };
         let grant = match attempt {
             Attempt::Granted(grant) => grant,
@@ -332,6 +341,42 @@ impl LockBackend for MemoryBackend {
 
     fn connection_events(&self) -> ConnectionEvents {
         self.inner.monitor.subscribe()
+    }
+
+    async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
+        self.inner.reach_store(&format!("leader of {name}")).await?;
+        let mut state = self.inner.store.state();
+        state.expire_due(Instant::now());
+        state.leader(name)
+    }
+
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&LeaderInfo>,
+    ) -> Result<Option<LeaderInfo>> {
+        loop {
+            self.inner.reach_store(&format!("leader of {name}")).await?;
+            let (mut changes, leader, next_expiry) = {
+                let mut state = self.inner.store.state();
+                state.expire_due(Instant::now());
+                let changes = state.subscribe_changes();
+                (changes, state.leader(name)?, state.next_holder_expiry(name))
+            };
+            if leader.as_ref() != seen {
+                return Ok(leader);
+            }
+            // A leader whose session runs out is replaced without anyone releasing: wake then
+            // too. A connection cut while waiting is noticed within a second.
+            let wake = next_expiry
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1))
+                .min(tokio::time::Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 
     async fn shutdown(&self) -> Result<()> {
@@ -454,5 +499,26 @@ impl HeldLock for MemoryHeld {
             .downgrade(&self.name, self.hold_id)?;
         self.released = true;
         Ok(self.client.hold(self.name.clone(), LockKind::Read, grant))
+    }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        if self.kind != LockKind::Leader {
+            return Err(Error::invalid(
+                "proclaim",
+                "only a leadership (from Election::campaign) can proclaim a value",
+            ));
+        }
+        if self.released {
+            return Err(Error::NotOwner {
+                name: self.name.clone(),
+            });
+        }
+        self.client
+            .reach_store(&format!("proclaim in {}", self.name))
+            .await?;
+        self.client
+            .store
+            .state()
+            .proclaim(&self.name, self.hold_id, value)
     }
 }

@@ -34,6 +34,7 @@ pub(crate) enum Primitive {
     Mutex,
     RwLock,
     Semaphore,
+    Election,
 }
 
 impl Primitive {
@@ -42,6 +43,7 @@ impl Primitive {
             LockKind::Exclusive => Primitive::Mutex,
             LockKind::Read | LockKind::Write => Primitive::RwLock,
             LockKind::Permits { .. } => Primitive::Semaphore,
+            LockKind::Leader => Primitive::Election,
         }
     }
 }
@@ -52,6 +54,7 @@ impl fmt::Display for Primitive {
             Primitive::Mutex => "mutex",
             Primitive::RwLock => "rwlock",
             Primitive::Semaphore => "semaphore",
+            Primitive::Election => "election",
         })
     }
 }
@@ -79,12 +82,15 @@ struct HoldRecord {
     kind: LockKind,
     token: u64,
     notifier: Arc<HoldNotifier>,
+    /// What a leadership advertises (empty for locks).
+    value: Vec<u8>,
 }
 
 struct Waiter {
     id: WaiterId,
     session: SessionId,
     kind: LockKind,
+    value: Vec<u8>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -107,7 +113,7 @@ impl Entry {
 
     fn admits(&self, kind: LockKind) -> bool {
         match kind {
-            LockKind::Exclusive | LockKind::Write => self.holders.is_empty(),
+            LockKind::Exclusive | LockKind::Write | LockKind::Leader => self.holders.is_empty(),
             LockKind::Read => self.holders.iter().all(|h| h.kind == LockKind::Read),
             LockKind::Permits { limit, count } => {
                 let used: u64 = self
@@ -159,6 +165,17 @@ pub(crate) struct StoreState {
     /// Names whose lock record holds data tumbler did not write (test hook).
     foreign: HashSet<LockName>,
     next_id: u64,
+    /// Bumped whenever holders change, for those who follow an election.
+    changes: Changes,
+}
+
+/// A counter of holder changes that followers wait on.
+pub(crate) struct Changes(tokio::sync::watch::Sender<u64>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes(tokio::sync::watch::channel(0).0)
+    }
 }
 
 impl StoreState {
@@ -217,6 +234,7 @@ impl StoreState {
         let names: Vec<LockName> = self.entries.keys().cloned().collect();
         for name in names {
             if let Some(entry) = self.entries.get_mut(&name) {
+                let before = entry.holders.len();
                 entry.holders.retain(|h| {
                     if h.session == session {
                         h.notifier.lost(reason.clone());
@@ -225,6 +243,9 @@ impl StoreState {
                         true
                     }
                 });
+                if entry.holders.len() != before {
+                    self.changes.0.send_modify(|n| *n = n.wrapping_add(1));
+                }
                 let (gone, kept): (VecDeque<Waiter>, VecDeque<Waiter>) =
                     entry.waiters.drain(..).partition(|w| w.session == session);
                 entry.waiters = kept;
@@ -344,6 +365,7 @@ impl StoreState {
         session: SessionId,
         name: &LockName,
         kind: LockKind,
+        value: Vec<u8>,
         enqueue: bool,
     ) -> Result<Attempt> {
         self.check_use(name, kind)?;
@@ -355,7 +377,7 @@ impl StoreState {
             entry.limit = Some(limit);
         }
         if entry.waiters.is_empty() && entry.admits(kind) {
-            return Ok(Attempt::Granted(self.grant(name, session, kind)?));
+            return Ok(Attempt::Granted(self.grant(name, session, kind, value)?));
         }
         if !enqueue {
             self.drop_if_empty(name);
@@ -368,13 +390,20 @@ impl StoreState {
                 id,
                 session,
                 kind,
+                value,
                 reply,
             });
         }
         Ok(Attempt::Queued(id, receiver))
     }
 
-    fn grant(&mut self, name: &LockName, session: SessionId, kind: LockKind) -> Result<Grant> {
+    fn grant(
+        &mut self,
+        name: &LockName,
+        session: SessionId,
+        kind: LockKind,
+        value: Vec<u8>,
+    ) -> Result<Grant> {
         let token = self.next_token(name)?;
         self.counters.insert(name.clone(), Counter::Value(token));
         let id = self.next_id();
@@ -388,8 +417,10 @@ impl StoreState {
                 kind,
                 token,
                 notifier: Arc::new(notifier),
+                value,
             });
         }
+        self.changed();
         Ok(Grant {
             hold_id: id,
             token,
@@ -416,7 +447,7 @@ impl StoreState {
             let Some(waiter) = entry.waiters.pop_front() else {
                 break;
             };
-            match self.grant(name, waiter.session, waiter.kind) {
+            match self.grant(name, waiter.session, waiter.kind, waiter.value) {
                 Ok(grant) => {
                     let hold_id = grant.hold_id;
                     if waiter.reply.send(Ok(grant)).is_err() {
@@ -437,7 +468,64 @@ impl StoreState {
         };
         let before = entry.holders.len();
         entry.holders.retain(|h| h.id != hold_id);
-        before != entry.holders.len()
+        let removed = before != entry.holders.len();
+        self.changed();
+        removed
+    }
+
+    fn changed(&self) {
+        self.changes.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later change of holders.
+    pub(crate) fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.0.subscribe()
+    }
+
+    /// The leader of election `name`: its value, term and identity.
+    pub(crate) fn leader(&self, name: &LockName) -> Result<Option<crate::LeaderInfo>> {
+        if self.foreign.contains(name) {
+            return Err(Error::Conflict {
+                name: name.clone(),
+                problem: "its lock record holds data tumbler did not write; use another name \
+                          or remove the record"
+                    .into(),
+            });
+        }
+        let Some(entry) = self.entries.get(name) else {
+            return Ok(None);
+        };
+        if entry.primitive != Primitive::Election {
+            return Err(Error::Conflict {
+                name: name.clone(),
+                problem: format!(
+                    "it is in use as a {}, not as an election; use one primitive per name",
+                    entry.primitive
+                ),
+            });
+        }
+        Ok(entry.holders.first().map(|h| crate::LeaderInfo {
+            value: h.value.clone(),
+            term: h.token,
+            id: format!("session-{}/hold-{}", h.session, h.id),
+        }))
+    }
+
+    /// Replaces what the leadership `hold_id` advertises.
+    pub(crate) fn proclaim(
+        &mut self,
+        name: &LockName,
+        hold_id: HoldId,
+        value: &[u8],
+    ) -> Result<()> {
+        let record = self
+            .entries
+            .get_mut(name)
+            .and_then(|entry| entry.holders.iter_mut().find(|h| h.id == hold_id))
+            .ok_or_else(|| Error::NotOwner { name: name.clone() })?;
+        record.value = value.to_vec();
+        self.changed();
+        Ok(())
     }
 
     fn drop_if_empty(&mut self, name: &LockName) {
@@ -475,6 +563,7 @@ impl StoreState {
             for holder in entry.holders.drain(..) {
                 holder.notifier.lost(LostReason::Deleted);
             }
+            self.changed();
         }
         self.grant_waiters(name);
         removed
@@ -543,6 +632,7 @@ impl StoreState {
                         LockKind::Read => HoldMode::Read,
                         LockKind::Write => HoldMode::Write,
                         LockKind::Permits { count, .. } => HoldMode::Permits(count),
+                        LockKind::Leader => HoldMode::Leader,
                     },
                     token: Some(h.token),
                 })
