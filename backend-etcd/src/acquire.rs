@@ -78,12 +78,7 @@ impl Want {
                 }
                 Want::Permits { count, limit }
             }
-            LockKind::Leader => {
-                return Err(Error::Unsupported {
-                    capability: "election",
-                    backend: BACKEND,
-                })
-            }
+            LockKind::Leader => Want::Leader,
         })
     }
 }
@@ -94,10 +89,14 @@ impl Want {
 /// an unreachable store `Connection` or `Timeout`. A waiting one fails with `Connection` or
 /// `Timeout` when a request gets no answer within the request timeout, and with `Conflict`
 /// for another kind of lock, another semaphore limit or foreign keys under the name.
+///
+/// A campaign ([`LockKind::Leader`]) is a mutex acquisition whose key carries `value` (the
+/// proposal) from its create on: Go's `concurrency.Election` layout (see [`crate::election`]).
 pub(crate) async fn acquire(
     inner: &Arc<Instance>,
     name: LockName,
     kind: LockKind,
+    value: Vec<u8>,
     wait: bool,
 ) -> Result<Option<Hold>> {
     let want = Want::of(kind)?;
@@ -118,6 +117,7 @@ pub(crate) async fn acquire(
             name: &name,
             kind,
             want,
+            value: &value,
             deadline,
         };
         match pass.attempt().await? {
@@ -150,6 +150,8 @@ struct Pass<'a> {
     name: &'a LockName,
     kind: LockKind,
     want: Want,
+    /// A campaign's proposal (empty for every other kind).
+    value: &'a [u8],
     /// `Some` for a one-shot attempt.
     deadline: Option<Instant>,
 }
@@ -159,6 +161,11 @@ impl Pass<'_> {
     fn request_deadline(&self) -> Instant {
         self.deadline
             .unwrap_or_else(|| Instant::now() + self.inner.request_timeout)
+    }
+
+    /// The value our key carries (see [`Want::value`]).
+    fn key_value(&self) -> Vec<u8> {
+        self.want.value(self.value)
     }
 
     /// Runs one request of the wait; `None` when the hold lease died meanwhile, or the store
@@ -179,7 +186,7 @@ impl Pass<'_> {
         let lease = self.session.lease();
         let prefix = inner.layout.lock_prefix(self.name);
         let (key, reservation) = match self.want {
-            Want::Exclusive => {
+            Want::Exclusive | Want::Leader => {
                 let (key, reservation) = inner.reserve_mutex_key(self.name, lease);
                 (key, Some(reservation))
             }
@@ -212,7 +219,7 @@ impl Pass<'_> {
             let txn = enqueue_txn(
                 &key,
                 &prefix,
-                self.want,
+                self.key_value(),
                 [lease, self.waiting.lease()],
                 &abandoned,
             );
@@ -327,15 +334,22 @@ impl Pass<'_> {
 /// The transaction that creates our key (or finds it, if an earlier try of this very request
 /// created it) and reads the lock's keys. With nothing under the lock, the key goes on the
 /// hold lease (it is granted at once); else on the waiting lease. Our `abandoned` keys
-/// (whose deletion is still retrying) go in the same step.
+/// (whose deletion is still retrying) go in the same step. The key's `value` is in both
+/// branches, so the request carries it twice (see the election's value limit).
 fn enqueue_txn(
     key: &str,
     prefix: &str,
-    want: Want,
+    value: Vec<u8>,
     [hold, waiting]: [i64; 2],
     abandoned: &[String],
 ) -> Txn {
-    let put = |lease| TxnOp::put(key, want.value(), Some(PutOptions::new().with_lease(lease)));
+    let put = |lease| {
+        TxnOp::put(
+            key,
+            value.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+    };
     let alone =
         Txn::new()
             .when([Compare::create_revision(prefix, CompareOp::Equal, 0)
@@ -528,7 +542,7 @@ impl Contender<'_> {
     async fn promote(&self, revision: i64) -> Result<Option<i64>> {
         let put = TxnOp::put(
             self.key.clone(),
-            self.pass.want.value(),
+            self.pass.key_value(),
             Some(PutOptions::new().with_lease(self.pass.session.lease())),
         );
         let txn = Txn::new()
@@ -649,10 +663,10 @@ impl Contender<'_> {
         let prefix = self.pass.inner.layout.lock_prefix(self.pass.name);
         let read = TxnOp::get(prefix.as_str(), Some(GetOptions::new().with_prefix()));
         let txn = match (self.pass.want, self.revision) {
-            (Want::Exclusive | Want::Write, Some(revision)) => {
+            (Want::Exclusive | Want::Write | Want::Leader, Some(revision)) => {
                 let promote = TxnOp::put(
                     self.key.clone(),
-                    self.pass.want.value(),
+                    self.pass.key_value(),
                     Some(PutOptions::new().with_lease(self.pass.session.lease())),
                 );
                 Txn::new()

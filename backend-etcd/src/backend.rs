@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::time::Instant;
 use tumbler_core::{
-    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LockBackend, LockName,
-    LockState, Result,
+    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LeaderInfo, LockBackend,
+    LockName, LockState, Result,
 };
 
 use crate::cleaner::Cleaner;
@@ -29,6 +29,15 @@ const EXPIRY_SLACK: Duration = Duration::from_secs(1);
 /// that ping more often than every 5 s, so stay above that.
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest value a campaign or proclaim may advertise. etcd refuses requests over
+/// `--max-request-bytes` (1.5 MiB, 1,572,864 bytes, by default), and a campaign's first
+/// request carries the value twice (the create puts it on the hold lease if nobody is queued,
+/// else on the waiting lease, in one transaction), besides the key, the lock's other keys to
+/// delete and the framing: 700,000 bytes leaves about 170 KB for those.
+pub const MAX_VALUE_LEN: usize = 700_000;
+/// The largest answer taken from etcd: the reads of an election's queue carry every
+/// candidate's value (tonic's default, 4 MiB, would fail for six of the largest values).
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 
 /// Locks on an etcd cluster: one lease per instance, Go-compatible mutex keys, fast hand-off.
 ///
@@ -146,11 +155,15 @@ impl EtcdBackend {
         .await
         .ok()
         .flatten();
-        let (watches, mux) = Watches::start(client.watch_client(), anchor, config.request_timeout);
+        let (watches, mux) = Watches::start(
+            client.watch_client().max_decoding_message_size(MAX_ANSWER_BYTES),
+            anchor,
+            config.request_timeout,
+        );
         let mut tasks = vec![keeper, waiting_keeper, mux];
         tasks.extend(MemberProber::spawn(&client, &endpoints, &options));
         let inner = Instance::new(
-            client.kv_client(),
+            client.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES),
             client.lease_client(),
             layout,
             address.clone(),
@@ -231,6 +244,8 @@ impl LockBackend for EtcdBackend {
             .with_crash_release_bound(Some(self.config.ttl + EXPIRY_SLACK))
             .with_waiter_release_bound(Some(self.config.ttl.min(lease::WAIT_TTL) + EXPIRY_SLACK))
             .with_request_timeout(self.config.request_timeout)
+            .with_election(true)
+            .with_max_value_len(MAX_VALUE_LEN)
     }
 
     fn address(&self) -> String {
@@ -238,7 +253,14 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
-        crate::acquire::acquire(&self.inner, request.name, request.kind, request.wait).await
+        crate::acquire::acquire(
+            &self.inner,
+            request.name,
+            request.kind,
+            request.value,
+            request.wait,
+        )
+        .await
     }
 
     async fn state(&self, name: &LockName) -> Result<LockState> {
@@ -249,6 +271,24 @@ impl LockBackend for EtcdBackend {
     async fn request_revoke(&self, name: &LockName) -> Result<usize> {
         self.check_open()?;
         crate::state::request_revoke(&self.inner, name).await
+    }
+
+    /// The oldest candidate under `NAME/` (Go's `Election.Leader`), see [`crate::election`].
+    async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
+        self.check_open()?;
+        let deadline = Instant::now() + self.inner.request_timeout;
+        Ok(crate::election::read(&self.inner, name, deadline).await?.0)
+    }
+
+    /// Follows the leader's key with a watch (as Go's `Election.Observe` does), see
+    /// [`crate::election`].
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&LeaderInfo>,
+    ) -> Result<Option<LeaderInfo>> {
+        self.check_open()?;
+        crate::election::leader_changed(&self.inner, name, seen).await
     }
 
     fn connection_events(&self) -> ConnectionEvents {

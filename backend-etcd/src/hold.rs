@@ -1,5 +1,5 @@
 //! A granted hold: its monitor (key deleted → lost, revocation marker deleted → revocation
-//! requested), its owner-checked release, and the write → read downgrade.
+//! requested), its owner-checked release, the write → read downgrade, and a leader's proclaim.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -141,6 +141,39 @@ impl HeldLock for EtcdHeld {
             Err(Error::NotOwner {
                 name: self.name.clone(),
             })
+        }
+    }
+
+    /// Election.Proclaim: puts the new value on our key (with our hold lease) if the key still
+    /// has our create revision. The key keeps its create revision, so the term stays.
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        if self.kind != LockKind::Leader {
+            return Err(Error::invalid(
+                "proclaim",
+                "only a leadership (from Election::campaign) can proclaim a value",
+            ));
+        }
+        let not_owner = || Error::NotOwner {
+            name: self.name.clone(),
+        };
+        let Some(live) = &self.live else {
+            return Err(not_owner());
+        };
+        // A leadership whose lost() fired proclaims nothing, even while its key lingers.
+        if live.notifier.notifier().is_lost() || !self.session.is_alive() {
+            return Err(not_owner());
+        }
+        let put = TxnOp::put(
+            self.key.as_str(),
+            value,
+            Some(PutOptions::new().with_lease(self.session.lease())),
+        );
+        let what = format!("proclaim in election {}", self.name);
+        let response = self.inner.txn(&what, self.owner_checked(put)).await?;
+        if response.succeeded() {
+            Ok(())
+        } else {
+            Err(not_owner())
         }
     }
 

@@ -5,12 +5,18 @@
 //! | primitive | key | value |
 //! |---|---|---|
 //! | mutex | `NAME/<lease hex>` (a second concurrent hold of the same name from the same backend instance: `NAME/<lease hex>_<n>`) | empty |
+//! | election candidate | `NAME/<lease hex>` (or `NAME/<lease hex>_<n>`, as the mutex) | the candidate's proposal (never empty) |
 //! | read side | `NAME/#read/<lease hex>_<n>` | empty |
 //! | write side | `NAME/#write/<lease hex>_<n>` | empty, `read` once downgraded |
 //! | semaphore | `NAME/#sem/<lease hex>_<n>` | `<permits>/<limit>` |
 //! | revocation marker (exists for one round trip) | `NAME/#revoke/<lease hex>_<n>` | empty |
 //!
-//! The mutex key is exactly the one of Go's `concurrency.Mutex` (and so `etcdctl lock NAME`).
+//! The mutex key is exactly the one of Go's `concurrency.Mutex` (and so `etcdctl lock NAME`), and
+//! the candidate key the one of Go's `concurrency.Election` (`etcdctl elect NAME PROPOSAL`): both
+//! recipes put `NAME/<lease hex>`, so the value tells them apart. A mutex key is always empty, a
+//! candidate's holds its proposal, which lockcore never lets be empty: an empty `NAME/<id>` key is
+//! a mutex contender, any other one an election candidate (see [`role_of`]). (A Go candidate
+//! that campaigns with an empty proposal therefore counts as a mutex contender.)
 //! The other folders start with `#`, which no lock name segment can contain, so the keys of a
 //! nested lock `NAME/child` (`NAME/child/...`) never look like keys of `NAME`: nested names are
 //! independent locks. A key directly under `NAME/` that fits none of these rows is foreign.
@@ -35,8 +41,10 @@ pub(crate) struct Layout {
 /// What a key under a lock's prefix is, as far as this layout can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyRole {
-    /// A mutex contender (`NAME/<id>`), ours or a Go client's.
+    /// A mutex contender (`NAME/<id>`, empty value), ours or a Go client's.
     Mutex,
+    /// An election candidate (`NAME/<id>` with its proposal as value), ours or a Go client's.
+    Leader,
     /// A reader (`NAME/#read/<id>`).
     Read,
     /// A writer (`NAME/#write/<id>`).
@@ -54,6 +62,8 @@ pub(crate) enum Kind {
     RwLock,
     /// A semaphore.
     Semaphore,
+    /// An election.
+    Election,
 }
 
 impl fmt::Display for Kind {
@@ -62,7 +72,18 @@ impl fmt::Display for Kind {
             Kind::Mutex => "mutex",
             Kind::RwLock => "read-write lock",
             Kind::Semaphore => "semaphore",
+            Kind::Election => "election",
         })
+    }
+}
+
+impl Kind {
+    /// "a mutex", "an election": the kind in a sentence.
+    pub(crate) fn with_article(self) -> String {
+        match self {
+            Kind::Election => format!("an {self}"),
+            _ => format!("a {self}"),
+        }
     }
 }
 
@@ -73,6 +94,7 @@ impl KeyRole {
             KeyRole::Mutex => Kind::Mutex,
             KeyRole::Read | KeyRole::Write => Kind::RwLock,
             KeyRole::Permits => Kind::Semaphore,
+            KeyRole::Leader => Kind::Election,
         }
     }
 }
@@ -132,7 +154,7 @@ impl Layout {
     /// `NAME/#<folder>/<lease hex>_`. A contender watches the deletions under it for its own key.
     pub(crate) fn own_prefix(&self, name: &LockName, role: KeyRole, lease: i64) -> String {
         match role {
-            KeyRole::Mutex => self.mutex_key(name, lease, None),
+            KeyRole::Mutex | KeyRole::Leader => self.mutex_key(name, lease, None),
             _ => {
                 let key = self.unique_key(name, role, lease, 0);
                 key.strip_suffix('0').unwrap_or(&key).to_owned()
@@ -143,7 +165,7 @@ impl Layout {
     /// The key of a reader, writer or semaphore contender.
     pub(crate) fn unique_key(&self, name: &LockName, role: KeyRole, lease: i64, n: u64) -> String {
         let folder = match role {
-            KeyRole::Mutex => return self.mutex_key(name, lease, Some(n)),
+            KeyRole::Mutex | KeyRole::Leader => return self.mutex_key(name, lease, Some(n)),
             KeyRole::Read => "#read/",
             KeyRole::Write => "#write/",
             KeyRole::Permits => "#sem/",
@@ -163,6 +185,16 @@ pub(crate) fn classify(rest: &str) -> Classified<'_> {
         Some(("#revoke", _)) => Classified::Revoke,
         Some((folder, _)) if folder.starts_with('#') => Classified::Foreign,
         Some(_) => Classified::Nested,
+    }
+}
+
+/// The role of a key that [`classify`] found to be a contender with `role`, given its value: a
+/// `NAME/<id>` key with a value is an election candidate's (Go's Election and ours write the
+/// proposal there), an empty one a mutex contender's (Go's Mutex and ours write nothing).
+pub(crate) fn role_of(role: KeyRole, value: &[u8]) -> KeyRole {
+    match role {
+        KeyRole::Mutex if !value.is_empty() => KeyRole::Leader,
+        other => other,
     }
 }
 
@@ -254,6 +286,9 @@ mod tests {
         assert_eq!(classify("#other/ff"), Foreign);
         assert_eq!(holder_id("ff_1"), "ff");
         assert_eq!(holder_id("ff"), "ff");
+        assert_eq!(role_of(KeyRole::Mutex, b""), KeyRole::Mutex);
+        assert_eq!(role_of(KeyRole::Mutex, b"host-1"), KeyRole::Leader);
+        assert_eq!(role_of(KeyRole::Write, b"read"), KeyRole::Write);
     }
 
     #[test]

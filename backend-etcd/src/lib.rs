@@ -1,7 +1,7 @@
 //! # tumbler-etcd
 //!
-//! tumbler's etcd backend: every lockcore primitive (mutex, read-write lock, semaphore,
-//! cooperative revocation, `state()`) on an etcd v3 cluster.
+//! tumbler's etcd backend: every lockcore primitive (mutex, read-write lock, semaphore, leader
+//! election, cooperative revocation, `state()`) on an etcd v3 cluster.
 //!
 //! - **Go-compatible mutex.** The mutex follows `clientv3/concurrency.Mutex`: the key
 //!   `NAME/<lease id in hex>`, the lowest create revision under `NAME/` owns, and each waiter
@@ -39,6 +39,18 @@
 //! - **Semaphore**: keys `NAME/#sem/…` with value `<permits>/<limit>`; the earliest contenders
 //!   whose permits add up to at most the limit hold. Acquiring `n` is all-or-nothing and
 //!   first-come first-served; a contender with another limit gets `Conflict`.
+//! - **Leader election**, Go's `concurrency.Election` layout (`etcdctl elect NAME PROPOSAL`
+//!   and Go services see our leader, we see theirs): a candidate's key is the mutex key
+//!   `NAME/<lease hex>` with its proposal as value, the oldest candidate leads, the others wait
+//!   in line as mutex waiters do (same waiting lease, cancellation and `lost()`). The term is
+//!   the leader key's create revision; `proclaim` rewrites the value in place (same term);
+//!   `leader()` reads the oldest key; `observe()` watches the leader's key. Values may be up to
+//!   [`MAX_VALUE_LEN`] bytes (etcd's default 1.5 MiB request limit, which a campaign's first
+//!   request fills with the value twice). An election and a mutex of one name share their keys
+//!   in Go's recipes; tumbler tells them apart by the value (a mutex key is empty, a proposal
+//!   never is) and refuses one as the other (`Conflict`), so an `etcdctl lock` on an election's
+//!   name merely queues with its candidates, and a Go candidate with an empty proposal counts
+//!   as a mutex contender.
 //! - **One name, one kind**: a name used as a mutex, read-write lock or semaphore and asked for
 //!   as another kind gives `Conflict` naming both (the name's oldest key decides). A key
 //!   directly under `NAME/` that neither tumbler nor Go's Mutex writes gives `Conflict` naming
@@ -109,6 +121,7 @@ mod acquire;
 mod backend;
 mod cleaner;
 mod config;
+mod election;
 mod error_map;
 mod hold;
 mod instance;
@@ -124,7 +137,7 @@ mod tls;
 mod url;
 mod watch;
 
-pub use backend::EtcdBackend;
+pub use backend::{EtcdBackend, MAX_VALUE_LEN};
 pub use config::{
     EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL,
     MAX_TTL, MIN_TTL,

@@ -11,13 +11,18 @@
 //! - **Foreign data is a conflict**: a key directly under `NAME/` that neither tumbler nor Go's
 //!   Mutex writes, or one of ours with a value we never write, gives [`Error::Conflict`]
 //!   naming the key.
+//! - **An election is not a mutex**: both put `NAME/<lease hex>` (Go's recipes do), and the value
+//!   tells them apart ([`crate::keys::role_of`]): a campaign on a name held as a mutex, or a
+//!   mutex on a name with a candidate, is a kind conflict like any other.
 //! - **A semaphore's limit is recorded** in every contender's value; a contender that finds an
 //!   earlier one with another limit gets [`Error::Conflict`].
 
 use etcd_client::KeyValue;
-use tumbler_core::{Error, HoldMode, HolderInfo, LockName, Result};
+use tumbler_core::{Error, HoldMode, HolderInfo, LeaderInfo, LockName, Result};
 
-use crate::keys::{classify, holder_id, parse_permits, Classified, KeyRole, Kind, DOWNGRADED};
+use crate::keys::{
+    classify, holder_id, parse_permits, role_of, Classified, KeyRole, Kind, DOWNGRADED,
+};
 use crate::watch::{Note, Target};
 
 /// One contender of the lock.
@@ -57,6 +62,8 @@ pub(crate) enum Want {
     Read,
     Write,
     Permits { count: u32, limit: u32 },
+    /// An election candidate (its proposal is the key's value).
+    Leader,
 }
 
 impl Want {
@@ -67,14 +74,19 @@ impl Want {
             Want::Read => KeyRole::Read,
             Want::Write => KeyRole::Write,
             Want::Permits { .. } => KeyRole::Permits,
+            Want::Leader => KeyRole::Leader,
         }
     }
 
-    /// The value of the key this contender puts.
-    pub(crate) fn value(self) -> String {
+    /// The value of the key this contender puts: `<permits>/<limit>` for a semaphore, the
+    /// candidate's `proposal` in an election, else nothing.
+    pub(crate) fn value(self, proposal: &[u8]) -> Vec<u8> {
         match self {
-            Want::Permits { count, limit } => crate::keys::permits_value(count, limit),
-            _ => String::new(),
+            Want::Permits { count, limit } => {
+                crate::keys::permits_value(count, limit).into_bytes()
+            }
+            Want::Leader => proposal.to_vec(),
+            _ => Vec::new(),
         }
     }
 }
@@ -193,8 +205,10 @@ impl Queue {
                 }
             };
             let value = kv.value();
+            let role = role_of(role, value);
             let fits = match role {
                 KeyRole::Mutex | KeyRole::Read => value.is_empty(),
+                KeyRole::Leader => true,
                 KeyRole::Write => value.is_empty() || value == DOWNGRADED,
                 KeyRole::Permits => {
                     parse_permits(value).is_some_and(|(count, limit)| count >= 1 && count <= limit)
@@ -261,9 +275,10 @@ impl Queue {
             return Err(Error::Conflict {
                 name: self.name.clone(),
                 problem: format!(
-                    "it is in use as a {} (key {}), and was asked for as a {kind}; use one kind of lock per name",
-                    oldest.role.kind(),
-                    oldest.key_text()
+                    "it is in use as {} (key {}), and was asked for as {}; use one kind of lock per name",
+                    oldest.role.kind().with_article(),
+                    oldest.key_text(),
+                    kind.with_article()
                 ),
             });
         }
@@ -284,7 +299,7 @@ impl Queue {
             }))
         };
         match want {
-            Want::Exclusive | Want::Write => {
+            Want::Exclusive | Want::Write | Want::Leader => {
                 if let Some(last) = before.last() {
                     return blocked_by(last);
                 }
@@ -343,7 +358,7 @@ impl Queue {
         for (index, entry) in self.entries.iter().enumerate() {
             let held = match entry.role {
                 // The first contender of all (Go's Mutex rule; a writer waits for everyone).
-                KeyRole::Mutex => index == 0,
+                KeyRole::Mutex | KeyRole::Leader => index == 0,
                 KeyRole::Write if !entry.shares() => index == 0,
                 // Readers (and a downgraded writer): nobody exclusive before them.
                 KeyRole::Read | KeyRole::Write => !exclusive_seen,
@@ -362,6 +377,7 @@ impl Queue {
             }
             let mode = match entry.role {
                 KeyRole::Mutex => HoldMode::Exclusive,
+                KeyRole::Leader => HoldMode::Leader,
                 KeyRole::Read => HoldMode::Read,
                 KeyRole::Write if entry.shares() => HoldMode::Read,
                 KeyRole::Write => HoldMode::Write,
@@ -374,6 +390,24 @@ impl Queue {
             });
         }
         (holders, waiters)
+    }
+}
+
+impl Queue {
+    /// Whether no contender of this lock is queued (keys of nested locks do not count).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The election's leader: the oldest candidate, Go's `Election.Leader` rule. `Conflict` when
+    /// the name is in use as another kind of lock.
+    pub(crate) fn leader(&self) -> Result<Option<LeaderInfo>> {
+        self.check_kind(Kind::Election, None)?;
+        Ok(self.entries.first().map(|first| LeaderInfo {
+            value: first.value.clone(),
+            term: u64::try_from(first.create_revision).unwrap_or(0),
+            id: first.key_text(),
+        }))
     }
 }
 

@@ -43,6 +43,14 @@ impl Target {
         }
     }
 
+    /// Puts and deletions of every key starting with `prefix`.
+    pub(crate) fn changes_under(prefix: &str) -> Self {
+        Target {
+            puts: true,
+            ..Target::deletions_under(prefix)
+        }
+    }
+
     /// Deletions of `key` alone.
     pub(crate) fn deletion_of(key: &[u8]) -> Self {
         Target {
