@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use tumbler_core::{
-    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, IntoLockName,
+    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, IntoLockName, LeaderInfo,
     LockBackend, LockName, LockState, Result,
 };
 
@@ -150,6 +150,17 @@ impl RedisBackend {
         Masters { nodes: &self.nodes }
     }
 
+    /// Elections are kept on one server; Redlock mode has none.
+    fn check_election(&self) -> Result<()> {
+        if self.redlock {
+            return Err(Error::Unsupported {
+                capability: "election",
+                backend: BACKEND,
+            });
+        }
+        Ok(())
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed { backend: BACKEND });
@@ -257,6 +268,8 @@ impl LockBackend for RedisBackend {
             caps.with_redlock(true).with_fencing(Fencing::BestEffort)
         } else {
             caps.with_fifo(true)
+                .with_election(true)
+                .with_max_value_len(crate::election::MAX_VALUE_LEN)
                 .with_fencing(Fencing::StrictlyIncreasing)
                 .with_rwlock(true)
                 .with_semaphore(true)
@@ -326,6 +339,30 @@ impl LockBackend for RedisBackend {
 
     fn connection_events(&self) -> ConnectionEvents {
         self.health.monitor.subscribe()
+    }
+
+    /// Reads the lock key and the leader record in one script. A name held as another kind is
+    /// [`Error::Conflict`] naming both kinds; a lock key held by a client that is not tumbler
+    /// (a redis-py or rslock lock), or a leader record tumbler did not write, is `Conflict`
+    /// naming the key. Redlock mode has no elections ([`Error::Unsupported`]).
+    async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
+        self.check_open()?;
+        self.check_election()?;
+        crate::election::leader(&self.nodes[0], name).await
+    }
+
+    /// Woken by the announcement every change of leadership publishes on the election's
+    /// channel, and reading again when the leader's hold would expire and at least every
+    /// quarter of the request timeout (which bounds how long an unreachable server goes
+    /// unnoticed). Errors as [`LockBackend::leader`]; [`Error::Closed`] after shutdown.
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&LeaderInfo>,
+    ) -> Result<Option<LeaderInfo>> {
+        self.check_open()?;
+        self.check_election()?;
+        crate::election::leader_changed(&self.nodes[0], &self.registry, name, seen).await
     }
 
     /// The restart delay still ahead ([`RedisBackend::restart_delay_left`]); `None` also when

@@ -240,7 +240,7 @@ pub(crate) async fn extend(
             node.eval_on(
                 "renewing a lock",
                 &scripts::EXTEND_LOCK,
-                &[&keys.lock, &keys.readers, &keys.revoked],
+                &[&keys.lock, &keys.readers, &keys.revoked, &keys.leader],
                 &[mode, value, &ttl],
             )
             .await?
@@ -360,6 +360,8 @@ impl Releaser for Lease {
                             &keys.queue_exp,
                             &keys.revoked,
                             &keys.fence,
+                            &keys.leader,
+                            &keys.candidates,
                         ],
                         &[
                             ident.mode,
@@ -506,6 +508,23 @@ impl HeldLock for RedisHeld {
                 name: self.lease.name.clone(),
             })
         }
+    }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        let lease = &self.lease;
+        let ident = lease.ident();
+        if ident.mode != "l" {
+            return Err(Error::invalid(
+                "proclaim",
+                "only a leadership (from Election::campaign) can proclaim a value",
+            ));
+        }
+        if self.released {
+            return Err(Error::NotOwner {
+                name: lease.name.clone(),
+            });
+        }
+        crate::election::proclaim(&lease.node, &lease.keys, &lease.name, &ident.value, value).await
     }
 
     async fn downgrade(&mut self) -> Result<Hold> {

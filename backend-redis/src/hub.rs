@@ -12,6 +12,9 @@
 //!
 //! On `{K}#tumbler:events`, which only Redlock waiters (who do not queue) listen to:
 //! - `free`: the lock was released and nobody is queued: every waiter tries.
+//!
+//! On `{K}#tumbler:leader`, which followers of an election listen to:
+//! - `leader`: the leadership changed (elected, proclaimed, resigned): every follower reads it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -254,7 +257,7 @@ impl HubState {
                     }
                 }
             }
-            Some("free") => {
+            Some("free") | Some("leader") => {
                 for signal in entry.waiters.values() {
                     signal.wake();
                 }

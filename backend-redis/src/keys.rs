@@ -51,6 +51,11 @@ pub(crate) struct Keys {
     pub(crate) sem_queue_exp: String,
     pub(crate) fence: String,
     pub(crate) revoked: String,
+    /// The election's leader record (a hash: `value`, `term`, `owner`), and the channel on
+    /// which every change of leadership is announced (`leader`).
+    pub(crate) leader: String,
+    /// Candidates waiting in the queue: member → the value each would advertise.
+    pub(crate) candidates: String,
     /// `free` announcements for Redlock waiters (who do not queue).
     pub(crate) events: String,
     /// The inbox channels of this name are this prefix plus a client id.
@@ -77,6 +82,8 @@ impl Keys {
             sem_queue_exp: aux("sem-queue-exp"),
             fence: aux("fence"),
             revoked: aux("revoked"),
+            leader: aux("leader"),
+            candidates: aux("candidates"),
             events: aux("events"),
             inbox: format!("{inbox_prefix}{client}"),
             inbox_prefix,
@@ -157,6 +164,7 @@ pub(crate) fn holder_info(value: &str) -> HolderInfo {
         "x" => HoldMode::Exclusive,
         "w" => HoldMode::Write,
         "r" => HoldMode::Read,
+        "l" => HoldMode::Leader,
         other => match other.strip_prefix('p').and_then(|n| n.parse().ok()) {
             Some(n) => HoldMode::Permits(n),
             None => return foreign(),
@@ -180,6 +188,7 @@ mod tests {
         assert_eq!(keys.lock, "app:jobs/nightly");
         assert_eq!(keys.fence, "{app:jobs/nightly}#tumbler:fence");
         assert_eq!(keys.queue, "{app:jobs/nightly}#tumbler:queue");
+        assert_eq!(keys.leader, "{app:jobs/nightly}#tumbler:leader");
         assert_eq!(keys.inbox, "{app:jobs/nightly}#tumbler:to:0123456789abcdef");
         assert_eq!(keys.epoch, "app:#tumbler:epoch");
         // A prefix with a hash tag keeps it: the companions start with the lock key.
@@ -212,6 +221,8 @@ mod tests {
                 &keys.sem,
                 &keys.revoked,
                 &keys.inbox,
+                &keys.leader,
+                &keys.candidates,
             ] {
                 assert_eq!(
                     hashed(companion),
@@ -242,6 +253,7 @@ mod tests {
             ("abc", HoldMode::Permits(3), Some(17))
         );
         assert_eq!(holder_info("abc:w:5").mode, HoldMode::Write);
+        assert_eq!(holder_info("abc:l:6").mode, HoldMode::Leader);
         let foreign = holder_info("5f0b3c2e9d");
         assert_eq!((foreign.mode, foreign.token), (HoldMode::Exclusive, None));
         assert_eq!(holder_info("a:q:1").token, None);

@@ -249,6 +249,7 @@
 mod backend;
 mod client;
 mod config;
+mod election;
 mod error;
 mod health;
 mod hold;
@@ -264,6 +265,7 @@ mod url;
 
 pub use backend::RedisBackend;
 pub use config::{RedisConfig, RedisNode, DEFAULT_TTL, MAX_TTL, MAX_WAITER_TTL, MIN_TTL};
+pub use election::MAX_VALUE_LEN;
 pub use error::ReplicasMissing;
 
 /// Connects by URL (see the crate docs for the grammar) and returns the shared backend.

@@ -720,6 +720,18 @@ impl Node {
         keys: &[&str],
         args: &[&str],
     ) -> Result<(u64, Value)> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.eval_bytes_on(what, script, keys, &args).await
+    }
+
+    /// Like [`Node::eval_on`], with arguments that need not be text (an election's values).
+    pub(crate) async fn eval_bytes_on(
+        self: &Arc<Self>,
+        what: &str,
+        script: &'static redis::Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<(u64, Value)> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);

@@ -116,6 +116,12 @@ pub(crate) async fn acquire(
     registry: &Arc<Registry>,
     request: AcquireRequest,
 ) -> Result<Option<Hold>> {
+    if request.kind == LockKind::Leader {
+        return Err(Error::Unsupported {
+            capability: "election",
+            backend: BACKEND,
+        });
+    }
     if request.kind != LockKind::Exclusive {
         return Err(Error::Unsupported {
             capability: "read-write locks and semaphores in Redlock mode",
@@ -389,7 +395,7 @@ impl Renew for RedlockLease {
                         .eval(
                             "renewing a Redlock lock",
                             &scripts::EXTEND_LOCK,
-                            &[&keys.lock, &keys.readers, &keys.revoked],
+                            &[&keys.lock, &keys.readers, &keys.revoked, &keys.leader],
                             &["x", &value, &ttl],
                         )
                         .await?;
@@ -463,6 +469,8 @@ impl Releaser for RedlockLease {
                                 &keys.queue_exp,
                                 &keys.revoked,
                                 &keys.fence,
+                                &keys.leader,
+                                &keys.candidates,
                             ],
                             &["x", &value, &keys.inbox_prefix, &keys.events, "1"],
                         )

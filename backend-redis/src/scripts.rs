@@ -1,7 +1,7 @@
 //! The Lua scripts: every change to a lock's keys happens inside one of them, atomically.
 //!
 //! The sources are the `.lua` files in `src/lua/`: helper groups (`clock`, `queue`, `grant`,
-//! `handoff`, `values`) that a script starts with, and one file per script with its keys, arguments and
+//! `leader`, `handoff`, `values`) that a script starts with, and one file per script with its keys, arguments and
 //! replies at the top. They are sent with `EVALSHA` and loaded on `NOSCRIPT` (the redis
 //! crate's [`Script`]). Times come from the server's `TIME` (read by `tick()` where a script
 //! needs them; the fast paths of acquiring and releasing a free mutex never do), so client
@@ -28,17 +28,21 @@ macro_rules! script {
     };
 }
 
-script!(ACQUIRE_LOCK, ["clock", "queue", "grant"], "acquire_lock");
+script!(
+    ACQUIRE_LOCK,
+    ["clock", "queue", "grant", "leader"],
+    "acquire_lock"
+);
 script!(
     RELEASE_LOCK,
-    ["clock", "queue", "grant", "handoff"],
+    ["clock", "queue", "grant", "leader", "handoff"],
     "release_lock"
 );
 script!(EXTEND_LOCK, ["clock"], "extend_lock");
 script!(DOWNGRADE, ["clock", "queue", "grant"], "downgrade");
 script!(
     CANCEL_LOCK,
-    ["clock", "queue", "grant", "handoff"],
+    ["clock", "queue", "grant", "leader", "handoff"],
     "cancel_lock"
 );
 script!(ACQUIRE_SEM, ["clock", "queue", "grant"], "acquire_sem");
@@ -48,10 +52,12 @@ script!(CANCEL_SEM, ["clock", "queue"], "cancel_sem");
 script!(REVOKE, ["clock", "queue", "values"], "revoke");
 script!(
     FORCE_RELEASE,
-    ["clock", "queue", "grant", "handoff", "values"],
+    ["clock", "queue", "grant", "leader", "handoff", "values"],
     "force_release"
 );
 script!(STATE, ["clock"], "state");
+script!(READ_LEADER, ["clock", "leader"], "read_leader");
+script!(PROCLAIM, ["clock", "leader"], "proclaim");
 script!(RECOVERING, ["clock", "grant"], "recovering");
 #[cfg(feature = "test-hooks")]
 script!(DECLARE_FRESH, [], "declare_fresh");

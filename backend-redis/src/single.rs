@@ -38,6 +38,7 @@ pub(crate) async fn acquire(
         keys: &keys,
         name: &request.name,
         kind: request.kind,
+        value: &request.value,
         id: &id,
         member: format!("{id}:{}", member_mode(request.kind)),
         waiter: None,
@@ -140,9 +141,21 @@ pub(crate) fn kind_conflict(name: &LockName, kind: LockKind, held: &str) -> Erro
     Error::Conflict {
         name: name.clone(),
         problem: format!(
-            "it is in use as a {held}, so it cannot also be used as a {asked}; use one kind of lock per name (another name for the {asked})"
+            "it is in use as {}, so it cannot also be used as {}; use one kind of lock per name (another name for the {asked})",
+            with_article(held),
+            with_article(asked)
         ),
     }
+}
+
+/// `a mutex`, `an election`.
+fn with_article(kind: &str) -> String {
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {kind}")
 }
 
 /// The pauses of a waiter riding out an outage (100 ms, growing to 1 s, with jitter).
@@ -182,6 +195,8 @@ struct Acquisition<'a> {
     keys: &'a Keys,
     name: &'a LockName,
     kind: LockKind,
+    /// What a candidate advertises (empty for other kinds).
+    value: &'a [u8],
     id: &'a str,
     member: String,
     waiter: Option<WaiterReg>,
@@ -219,7 +234,7 @@ impl Acquisition<'_> {
             let fast = std::mem::take(&mut first) && self.node.fast_path();
             self.progress.set_in_flight(true, enqueue);
             let outcome = attempt_on(
-                self.node, self.keys, self.name, self.kind, self.id, enqueue, fast,
+                self.node, self.keys, self.name, self.kind, self.value, self.id, enqueue, fast,
             )
             .await;
             let mut granted_on = 0;
@@ -370,17 +385,20 @@ pub(crate) async fn attempt(
     enqueue: bool,
     fast: bool,
 ) -> Result<Attempt> {
-    attempt_on(node, keys, name, kind, id, enqueue, fast)
+    attempt_on(node, keys, name, kind, &[], id, enqueue, fast)
         .await
         .map(|(_, attempt)| attempt)
 }
 
-/// Like [`attempt`], also telling the generation of the connection that answered.
+/// Like [`attempt`] for a candidate advertising `value` (empty for other kinds), also telling
+/// the generation of the connection that answered.
+#[allow(clippy::too_many_arguments)]
 async fn attempt_on(
     node: &Arc<Node>,
     keys: &Keys,
     name: &LockName,
     kind: LockKind,
+    value: &[u8],
     id: &str,
     enqueue: bool,
     fast: bool,
@@ -421,7 +439,7 @@ async fn attempt_on(
             .await
         }
         kind => {
-            node.eval_on(
+            node.eval_bytes_on(
                 "acquiring a lock",
                 &scripts::ACQUIRE_LOCK,
                 &[
@@ -434,16 +452,19 @@ async fn attempt_on(
                     &keys.sem,
                     &keys.sem_queue,
                     &keys.sem_queue_exp,
+                    &keys.leader,
+                    &keys.candidates,
                 ],
                 &[
-                    &mode_code(kind),
-                    id,
-                    &ttl,
-                    enqueue,
-                    &waiter_ttl,
-                    &keys.inbox_prefix,
-                    &restart_delay,
-                    if fast { "1" } else { "0" },
+                    mode_code(kind).as_bytes(),
+                    id.as_bytes(),
+                    ttl.as_bytes(),
+                    enqueue.as_bytes(),
+                    waiter_ttl.as_bytes(),
+                    keys.inbox_prefix.as_bytes(),
+                    restart_delay.as_bytes(),
+                    if fast { b"1" } else { b"0" },
+                    value,
                 ],
             )
             .await
@@ -532,6 +553,8 @@ pub(crate) async fn force_release(
                 &keys.sem_queue,
                 &keys.sem_queue_exp,
                 &keys.fence,
+                &keys.leader,
+                &keys.candidates,
             ],
             &[
                 &keys.inbox_prefix,

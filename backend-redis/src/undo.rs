@@ -162,6 +162,8 @@ fn cancel_call(
                 keys.queue.clone(),
                 keys.queue_exp.clone(),
                 keys.fence.clone(),
+                keys.leader.clone(),
+                keys.candidates.clone(),
             ],
             args,
         ),

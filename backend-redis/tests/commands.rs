@@ -5,44 +5,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{connect, eventually, fresh_redis, logs, PROMPT};
-use testkit::redis::Redis;
+use common::{
+    channels, command_calls, connect, eventually, fresh_redis, logs, reset_stats, PROMPT,
+};
 use testkit::resp::Reply;
-
-/// Calls per command since the last `CONFIG RESETSTAT`, without this probe's own commands.
-async fn command_calls(redis: &Redis) -> BTreeMap<String, u64> {
-    let info = match redis.cmd(&["INFO", "commandstats"]).await.unwrap() {
-        Reply::Bulk(Some(text)) => String::from_utf8(text).unwrap(),
-        other => panic!("INFO answered {other:?}"),
-    };
-    let mut calls = BTreeMap::new();
-    for line in info.lines() {
-        let Some((name, stats)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        let count = stats
-            .split(',')
-            .find_map(|field| field.strip_prefix("calls="))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no call count in {line:?}"));
-        calls.insert(name.to_owned(), count);
-    }
-    // The probe: CONFIG RESETSTAT, then this INFO on a connection of its own (its HELLO).
-    for own in ["config|resetstat", "info", "hello"] {
-        if let Some(n) = calls.get_mut(own) {
-            *n -= 1;
-        }
-    }
-    calls.retain(|_, n| *n > 0);
-    calls
-}
-
-async fn reset_stats(redis: &Redis) {
-    redis.cmd(&["CONFIG", "RESETSTAT"]).await.unwrap();
-}
 
 /// Issue 14: taking and releasing a free mutex costs at most 6 commands, scripts included.
 #[tokio::test]
@@ -89,17 +55,6 @@ async fn a_free_mutex_costs_six_commands_per_cycle() {
     .map(|(c, n)| (c.to_owned(), n * CYCLES))
     .collect();
     assert_eq!(calls, expected);
-}
-
-/// The subscribed channels matching `pattern`.
-async fn channels(redis: &Redis, pattern: &str) -> Vec<String> {
-    match redis.cmd(&["PUBSUB", "CHANNELS", pattern]).await.unwrap() {
-        Reply::Array(Some(items)) => items
-            .iter()
-            .map(|c| c.as_str().unwrap_or_default().to_owned())
-            .collect(),
-        other => panic!("PUBSUB CHANNELS answered {other:?}"),
-    }
 }
 
 /// Issue 14: a release hands the lock to the head of the queue inside the script and tells

@@ -1,17 +1,24 @@
--- Acquires a mutex (`x`), a write lock (`w`) or a read lock (`r`).
--- KEYS: lock, readers, queue, queue_exp, fence, epoch, sem, sem_queue, sem_queue_exp
--- ARGV: mode, id, ttl, enqueue, waiter_ttl, inbox_prefix, restart_delay, fast
+-- Acquires a mutex (`x`), a write lock (`w`), a read lock (`r`) or the leadership (`l`) of an
+-- election, whose record (see leader.lua) is written with the grant.
+-- KEYS: lock, readers, queue, queue_exp, fence, epoch, sem, sem_queue, sem_queue_exp, leader,
+--       candidates
+-- ARGV: mode, id, ttl, enqueue, waiter_ttl, inbox_prefix, restart_delay, fast, value (what a
+--       candidate advertises; empty for other modes)
 -- -> {1, token, value} granted | {0, wait_ms} busy | {-3, kind} the name is used as another
 --    kind | {-4, wait_ms} no grants yet after a restart
 local mode, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local member = id .. ':' .. mode
 -- The fast path (a client that is not queued, whose server is past its restart delay): a free
--- name that is not crowded (see grant.lua) is taken with two commands and no clock.
-if ARGV[8] == '1' and mode ~= 'r' then
+-- name that is not crowded (see grant.lua) is taken with two commands and no clock (a
+-- candidate's also writes its record, unless one is there to be looked at).
+if ARGV[8] == '1' and mode ~= 'r' and (mode ~= 'l' or redis.call('EXISTS', KEYS[10]) == 0) then
   local token = redis.pcall('INCRBY', KEYS[5], 2)
   if type(token) == 'number' and token % 2 == 0 and token >= ANCHORED and token < 9007199254740991 then
     local value = id .. ':' .. mode .. ':' .. num(token)
-    if redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl) then return {1, token, value} end
+    if redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl) then
+      if mode == 'l' then elect(KEYS[10], value, ARGV[9], ttl) end
+      return {1, token, value}
+    end
   end
 end
 tick()
@@ -25,6 +32,12 @@ else
   others = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[7], KEYS[8])
 end
 local rank, held = false, false
+-- A candidate looks at the leader record first: data tumbler did not write there stops it
+-- before anything is written.
+if mode == 'l' then
+  leader_record(KEYS[10], false)
+  expect_type(KEYS[11], 'hash')
+end
 if others > 0 then
   expect_type(KEYS[1], 'string')
   for _, i in ipairs({2, 3, 4}) do expect_type(KEYS[i], 'zset') end
@@ -41,12 +54,13 @@ if others > 0 then
   end
   held = redis.call('GET', KEYS[1])
   if held then
-    local held_id, held_mode, held_token = string.match(held, '^(%x+):([xw]):(%d+)~?$')
+    local held_id, held_mode, held_token = string.match(held, '^(%x+):([xwl]):(%d+)~?$')
     if held_mode and kind_of(held_mode) ~= asked then return {-3, kind_of(held_mode)} end
     -- Handed to this waiter by a release (whose message it has not seen yet): take it, for a
     -- whole TTL from now.
     if held_id == id and held_mode == mode then
       redis.call('PEXPIRE', KEYS[1], ttl)
+      if mode == 'l' then redis.call('PEXPIRE', KEYS[10], ttl) end
       return {1, tonumber(held_token), id .. ':' .. mode .. ':' .. held_token}
     end
     -- Another client's value (redis-py, rslock) holds the lock until it expires; one that
@@ -55,7 +69,7 @@ if others > 0 then
       foreign(KEYS[1], 'holds a value without expiry, which no lock holder writes')
     end
   end
-  if mode == 'x' and redis.call('EXISTS', KEYS[2]) == 1 then return {-3, 'read-write lock'} end
+  if (mode == 'x' or mode == 'l') and redis.call('EXISTS', KEYS[2]) == 1 then return {-3, 'read-write lock'} end
   local first = head(KEYS[3])
   if first then
     local first_mode = string.match(first, ':(%a)$')
@@ -100,6 +114,7 @@ if ok then
     redis.call('ZREM', KEYS[3], member)
     redis.call('ZREM', KEYS[4], member)
   end
+  if mode == 'l' then redis.call('HDEL', KEYS[11], member) end
   local waiting = redis.call('EXISTS', KEYS[3]) == 1
   local token = next_token(KEYS[5], waiting or mode == 'r' or redis.call('EXISTS', KEYS[2]) == 1)
   local value = id .. ':' .. mode .. ':' .. num(token)
@@ -114,10 +129,17 @@ if ok then
   else
     redis.call('SET', KEYS[1], value, 'PX', ttl)
   end
+  if mode == 'l' then elect(KEYS[10], value, ARGV[9], ttl) end
   return {1, token, value}
 end
 if ARGV[4] == '1' then
   enqueue(KEYS[3], KEYS[4], member, rank, tonumber(ARGV[5]))
+  if mode == 'l' then
+    -- The value a release elects this candidate with.
+    prune_candidates(KEYS[11], KEYS[3])
+    redis.call('HSET', KEYS[11], member, ARGV[9])
+    keep(KEYS[11], tonumber(ARGV[5]))
+  end
   -- Crowded already (odd, anchored) or a held value flagged already: nothing to write.
   if fence % 2 == 0 or fence < ANCHORED then crowd(KEYS[5]) end
   if held and string.sub(held, -1) ~= '~' then flag_holder(KEYS[1]) end

@@ -18,7 +18,7 @@ if redis.call('EXISTS', KEYS[7], KEYS[8], KEYS[9]) > 0 then
   -- A mutex or writer value (with the `~` that a waiter, even one gone since, leaves on it), or
   -- a value tumbler did not write (redis-py, rslock): the name is held as a lock.
   local held = redis.call('GET', KEYS[7])
-  if held then return {-3, kind_of(string.match(held, '^%x+:([xw]):%d+~?$') or 'x')} end
+  if held then return {-3, kind_of(string.match(held, '^%x+:([xwl]):%d+~?$') or 'x')} end
   if redis.call('EXISTS', KEYS[8]) == 1 then return {-3, 'read-write lock'} end
   local first = head(KEYS[9])
   if first then return {-3, kind_of(string.match(first, ':(%a)$') or 'x')} end

@@ -52,7 +52,7 @@ end
 -- value without the `~`, and whether it was there; false for anything else.
 local function our_value(lock)
   local v = get_string(lock)
-  if not v or not string.match(v, '^%x+:[xw]:%d+~?$') then return false, false end
+  if not v or not string.match(v, '^%x+:[xwl]:%d+~?$') then return false, false end
   if string.sub(v, -1) == '~' then return string.sub(v, 1, -2), true end
   return v, false
 end
@@ -65,6 +65,7 @@ end
 -- The kind of primitive a mode letter belongs to (error messages name both kinds).
 local function kind_of(mode)
   if mode == 'x' then return 'mutex' end
+  if mode == 'l' then return 'election' end
   if mode == 'p' or string.sub(mode, 1, 1) == 'p' then return 'semaphore' end
   return 'read-write lock'
 end

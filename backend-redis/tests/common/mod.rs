@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use testkit::redis::Redis;
+use testkit::resp::Reply;
 use tumbler_core::SharedBackend;
 use tumbler_redis::{RedisBackend, RedisConfig};
 
@@ -101,4 +104,51 @@ pub async fn fresh_sentinel() -> testkit::redis_sentinel::RedisSentinel {
         .await
         .expect("declare the master fresh");
     deployment
+}
+
+/// Calls per command since the last `CONFIG RESETSTAT`, without this probe's own commands.
+pub async fn command_calls(redis: &Redis) -> BTreeMap<String, u64> {
+    let info = match redis.cmd(&["INFO", "commandstats"]).await.unwrap() {
+        Reply::Bulk(Some(text)) => String::from_utf8(text).unwrap(),
+        other => panic!("INFO answered {other:?}"),
+    };
+    let mut calls = BTreeMap::new();
+    for line in info.lines() {
+        let Some((name, stats)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let count = stats
+            .split(',')
+            .find_map(|field| field.strip_prefix("calls="))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no call count in {line:?}"));
+        calls.insert(name.to_owned(), count);
+    }
+    // The probe: CONFIG RESETSTAT, then this INFO on a connection of its own (its HELLO).
+    for own in ["config|resetstat", "info", "hello"] {
+        if let Some(n) = calls.get_mut(own) {
+            *n -= 1;
+        }
+    }
+    calls.retain(|_, n| *n > 0);
+    calls
+}
+
+/// Zeroes the server's command counts.
+pub async fn reset_stats(redis: &Redis) {
+    redis.cmd(&["CONFIG", "RESETSTAT"]).await.unwrap();
+}
+
+/// The subscribed channels matching `pattern`.
+pub async fn channels(redis: &Redis, pattern: &str) -> Vec<String> {
+    match redis.cmd(&["PUBSUB", "CHANNELS", pattern]).await.unwrap() {
+        Reply::Array(Some(items)) => items
+            .iter()
+            .map(|c| c.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        other => panic!("PUBSUB CHANNELS answered {other:?}"),
+    }
 }
