@@ -1,9 +1,11 @@
 //! `tumbler`: distributed locks from the shell.
 
 mod bench;
+mod elect;
 mod exit;
 mod interrupt;
 mod lab;
+mod leader;
 mod manual;
 mod markup;
 mod out_dir;
@@ -11,6 +13,7 @@ mod recovery;
 mod run;
 mod spinner;
 mod status;
+mod supervise;
 
 use std::time::Duration;
 
@@ -44,8 +47,8 @@ TLS parameters are the same on every store: tls_ca, tls_cert, tls_key.
 Each store needs its cargo feature (the tumbler CLI is built with all of them).
 memory:// only works inside one process, so it is useless for the CLI.
 
-Exit codes (every subcommand; `tumbler run --help` lists the ones of run):
-  0    success (for run: the command's own code)
+Exit codes (every subcommand; `tumbler run --help` and `tumbler elect --help` list theirs):
+  0    success (for run and elect: the command's own code)
   77   tumbler failed: bad arguments (a usage error), unreachable store
   130  interrupted by SIGINT (143: SIGTERM, 129: SIGHUP); waits were cancelled and holds
        released";
@@ -80,7 +83,9 @@ command SIGTERM, then SIGKILL after --grace, and exits with code 76. `tumbler re
 anywhere) does the same and tumbler exits with code 78, having released the lock. SIGTERM,
 SIGINT and SIGHUP sent to tumbler while the command runs are forwarded to the command; the lock
 is released when the command ends. Sent while tumbler waits for the lock, they cancel the wait
-(leaving no queue entry behind) and tumbler exits with 128+N.
+(leaving no queue entry behind) and tumbler exits with 128+N. If tumbler itself is killed
+(SIGKILL), the kernel kills the command too (PR_SET_PDEATHSIG), so that it cannot go on working
+once the store gives the lock to someone else (processes the command started are its to stop).
 
 Exit codes:
   the command's own code   the command ran to completion (128+N if it died of signal N)
@@ -118,6 +123,84 @@ when it applies: run prints the time left before it waits, and `tumbler status` 
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Campaign in an election and run a command while leading (like `etcdctl elect`).
+    #[command(after_help = "\
+tumbler campaigns with --value (default: HOSTNAME:PID), which `tumbler leader NAME` and the store's
+own tools (etcdctl elect -l, Curator's LeaderLatch, Consul's leader-election guide) show while it
+leads. Candidates are elected in the order they campaigned where the store keeps one.
+
+Once elected, tumbler runs the command with TUMBLER_TERM (the leadership's term, a fencing token
+that strictly increases from one leader to the next), TUMBLER_FENCING_TOKEN (the same number, as
+under tumbler run) and TUMBLER_LOCK_NAME (the election's name) in its environment; pass the term
+to whatever the leader writes to so it can reject a deposed leader. When the command exits,
+tumbler resigns and the next candidate is elected.
+
+The command is supervised as under `tumbler run`: if the leadership is lost (session expired,
+renewal failed, store gone for too long), tumbler sends the command SIGTERM, then SIGKILL after
+--grace, and exits with 76; `tumbler revoke NAME` does the same with 78, having resigned.
+SIGTERM, SIGINT and SIGHUP sent to tumbler while the command runs are forwarded to it. Sent while
+tumbler campaigns, they withdraw the candidacy (nothing stays behind on the store) and tumbler
+exits with 128+N. If tumbler is killed (SIGKILL), the kernel kills the command too, and the store
+elects the next candidate once the dead leader's session or TTL runs out.
+
+Exit codes (those of tumbler run):
+  the command's own code   the command ran to completion (128+N if it died of signal N)
+  75                       not elected within --timeout (also while the store grants nothing
+                           after a restart)
+  76                       the leadership was lost while the command ran; the command was stopped
+  77                       tumbler failed: bad arguments (an empty or too long --value, a usage
+                           error), unreachable store, a store without elections
+  78                       revoked (tumbler revoke); the command was stopped and tumbler resigned
+  126                      the command exists but cannot be executed (e.g. not executable)
+  127                      the command was not found
+  128+N                    tumbler got signal N (SIGHUP: 129, SIGINT: 130, SIGTERM: 143) while
+                           campaigning")]
+    Elect {
+        /// What this candidate advertises while it leads (default: HOSTNAME:PID).
+        #[arg(long)]
+        value: Option<String>,
+        /// Give up after campaigning this long (e.g. 500ms, 10s, 2m) and exit 75; 0s makes one
+        /// attempt.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// How long the command may take to exit after SIGTERM when the leadership is lost or
+        /// revoked, before it gets SIGKILL.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        grace: Duration,
+        /// The election's name, e.g. services/indexer.
+        name: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show who leads an election (value, term, id), or follow it with --watch.
+    #[command(after_help = "\
+Prints `NAME: VALUE (term T, id ID)` or `NAME: nobody leads`; with --json one object
+{\"name\": ..., \"leader\": {\"value\": ..., \"term\": ..., \"id\": ...}} (leader: null when nobody
+leads). Values are shown as UTF-8 (other bytes as U+FFFD). The id is the store's identity of
+the leader (lease, session, node or key).
+
+With --watch: the current leader first, then one line (with --json one object per line) per
+change (another leader, a value the leader proclaimed, nobody), until interrupted (exit 130,
+SIGTERM 143). Leaders that came and went between two reads may be skipped; terms never go back.
+A lost connection is reported on stderr and following resumes when the store answers again,
+printing the leader if it changed meanwhile; if the store does not answer again within its
+request timeout (the request_timeout URL parameter), tumbler exits with 77, as status would.
+
+Exit codes:
+  0      printed (whether or not anyone leads)
+  77     tumbler failed: bad arguments, unreachable store, a store without elections
+  128+N  --watch ended by signal N (SIGINT: 130, SIGTERM: 143)")]
+    Leader {
+        /// The election's name.
+        name: String,
+        /// Follow the leadership: print a line per change until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Print JSON (one object per line with --watch) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show whether a lock is held, by whom, with which tokens, and how many wait.
     Status {
@@ -456,8 +539,9 @@ async fn shutdown(locks: &tumbler_locks::SharedBackend) {
     }
 }
 
-/// Runs `run`, `status` or `revoke` on a connected backend. `run` handles SIGINT/SIGTERM
-/// itself (it forwards them to its command); the others stop at once on either.
+/// Runs `run`, `elect`, `leader`, `status` or `revoke` on a connected backend. `run` and
+/// `elect` handle SIGINT/SIGTERM themselves (they forward them to their command); the others
+/// stop at once on either.
 async fn command(
     locks: &tumbler_locks::SharedBackend,
     command: Command,
@@ -487,6 +571,36 @@ async fn command(
             )
             .await
         }
+        Command::Elect {
+            value,
+            timeout,
+            grace,
+            name,
+            command,
+        } => {
+            elect::elect(
+                locks.clone(),
+                elect::ElectArgs {
+                    name,
+                    value,
+                    timeout,
+                    grace,
+                    command,
+                },
+                interrupts,
+            )
+            .await
+        }
+        Command::Leader { name, watch, json } => tokio::select! {
+            done = async {
+                if watch {
+                    leader::watch(locks.clone(), &name, json).await
+                } else {
+                    leader::leader(locks.clone(), &name, json).await
+                }
+            } => done.map(|()| 0),
+            signal = interrupts.recv() => interrupted(signal),
+        },
         Command::Status { name, json } => tokio::select! {
             done = status::status(locks.clone(), &name, json) => done.map(|()| 0),
             signal = interrupts.recv() => interrupted(signal),

@@ -1,23 +1,15 @@
 //! `tumbler run`: run a command while holding a lock, like `flock`, `etcdctl lock` and
 //! `consul lock`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
 use tumbler_locks::params::format_duration;
 use tumbler_locks::{Guard, LockName, SharedBackend};
 
 use crate::exit;
 use crate::interrupt::Interrupts;
 use crate::recovery::Recovery;
-
-/// How long tumbler waits for the store to confirm a release before exiting anyway (the store
-/// then frees the lock when its session or TTL runs out).
-const RELEASE_LIMIT: Duration = Duration::from_secs(3);
-/// The same for a hold already lost: the store no longer has it (or soon forgets it), so the
-/// release is a courtesy, and the store is often the reason it was lost.
-const LOST_RELEASE_LIMIT: Duration = Duration::from_secs(1);
+use crate::supervise::{supervise, Supervised};
 
 /// What `tumbler run` was asked to do.
 pub struct RunArgs {
@@ -40,9 +32,9 @@ pub async fn run(
     interrupts: &mut Interrupts,
 ) -> Result<i32, String> {
     let name = LockName::new(args.name.clone()).map_err(|e| e.to_string())?;
-    let Some((program, program_args)) = args.command.split_first() else {
+    if args.command.is_empty() {
         return Err("no command given; write: tumbler run NAME -- COMMAND [ARGS...]".into());
-    };
+    }
     if !args.no_wait {
         if let Some(recovery) = Recovery::check(&locks).await {
             eprintln!("tumbler: waiting for {name}: {}", recovery.describe());
@@ -89,89 +81,17 @@ pub async fn run(
         Err(e) => return Err(e.to_string()),
     };
 
-    let spawned = Command::new(program)
-        .args(program_args)
-        .env("TUMBLER_LOCK_NAME", name.as_str())
-        .env("TUMBLER_FENCING_TOKEN", guard.fencing_token().to_string())
-        .stdin(Stdio::inherit())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    eprintln!("tumbler: {program}: command not found");
-                    exit::NOT_FOUND
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    eprintln!("tumbler: {program}: permission denied (is it executable?)");
-                    exit::CANNOT_EXECUTE
-                }
-                _ => {
-                    eprintln!("tumbler: cannot start {program:?}: {e}");
-                    exit::CANNOT_EXECUTE
-                }
-            };
-            release(guard, &name, "the command did not start").await;
-            return Ok(code);
-        }
+    let token = guard.fencing_token().to_string();
+    let job = Supervised {
+        command: &args.command,
+        env: vec![
+            ("TUMBLER_LOCK_NAME", name.to_string()),
+            ("TUMBLER_FENCING_TOKEN", token),
+        ],
+        grace: args.grace,
+        what: name.to_string(),
     };
-
-    let outcome = loop {
-        tokio::select! {
-            status = child.wait() => {
-                match status {
-                    Ok(status) => break Outcome::Exited(status),
-                    Err(e) => {
-                        eprintln!("tumbler: waiting for the command failed: {e}");
-                        stop_child(&mut child, args.grace).await;
-                        break Outcome::Failed;
-                    }
-                }
-            }
-            reason = guard.signals().lost() => {
-                eprintln!("tumbler: lost {name} ({reason}); stopping the command");
-                stop_child(&mut child, args.grace).await;
-                break Outcome::Lost;
-            }
-            () = guard.signals().revoke_requested() => {
-                eprintln!(
-                    "tumbler: revocation of {name} requested; stopping the command \
-                     (SIGTERM, SIGKILL after {})",
-                    format_duration(args.grace)
-                );
-                stop_child(&mut child, args.grace).await;
-                break Outcome::Revoked;
-            }
-            signal = interrupts.recv() => forward(&child, signal),
-        }
-    };
-    match outcome {
-        Outcome::Lost => {
-            // The store no longer has this hold: nothing to wait for, only local state to drop.
-            drop_lost(guard).await;
-            Ok(exit::LOST)
-        }
-        Outcome::Revoked => {
-            release(guard, &name, "the command was stopped on revocation").await;
-            Ok(exit::REVOKED)
-        }
-        Outcome::Failed => {
-            release(guard, &name, "the command was stopped").await;
-            Ok(exit::ERROR)
-        }
-        Outcome::Exited(status) => {
-            release(guard, &name, "the command finished").await;
-            Ok(exit::from_status(status))
-        }
-    }
-}
-
-enum Outcome {
-    Exited(std::process::ExitStatus),
-    Lost,
-    Revoked,
-    Failed,
+    Ok(supervise(guard, job, interrupts).await)
 }
 
 async fn acquire(
@@ -203,46 +123,5 @@ async fn acquire(
                 Some(mutex.lock().await?)
             }))
         }
-    }
-}
-
-/// Releases the hold, waiting at most [`RELEASE_LIMIT`] for the store to confirm it.
-async fn release(guard: Box<dyn Guard>, name: &LockName, context: &str) {
-    match tokio::time::timeout(RELEASE_LIMIT, guard.release_boxed()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("tumbler: {context} but releasing {name} failed: {e}"),
-        Err(_) => eprintln!(
-            "tumbler: {context} but the store did not confirm the release of {name} within \
-             {}; it frees the lock when the hold's session or TTL runs out",
-            format_duration(RELEASE_LIMIT)
-        ),
-    }
-}
-
-/// Lets go of a lost hold: the release is only a courtesy (the store may still have the
-/// record if it was lost by a missed deadline), so it is bounded by [`LOST_RELEASE_LIMIT`] and
-/// not reported.
-async fn drop_lost(guard: Box<dyn Guard>) {
-    let _ = tokio::time::timeout(LOST_RELEASE_LIMIT, guard.release_boxed()).await;
-}
-
-fn forward(child: &Child, signal: libc::c_int) {
-    if let Some(pid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) {
-        // SAFETY: kill(2) on our own, not yet reaped child.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-    }
-}
-
-/// SIGTERM, then SIGKILL if the command has not exited within `grace`.
-async fn stop_child(child: &mut Child, grace: Duration) {
-    forward(child, libc::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        eprintln!(
-            "tumbler: the command ignored SIGTERM for {}; killing it",
-            format_duration(grace)
-        );
-        let _ = child.kill().await;
     }
 }

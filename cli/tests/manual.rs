@@ -17,8 +17,10 @@ fn tumbler(args: &[&str]) -> Output {
     out
 }
 
-const SUBCOMMANDS: [&str; 7] = [
+const SUBCOMMANDS: [&str; 9] = [
     "run",
+    "elect",
+    "leader",
     "status",
     "revoke",
     "bench",
