@@ -5,18 +5,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tumbler_core::{
-    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LockBackend, LockKind,
-    LockName, LockState, Result,
+    AcquireRequest, Capabilities, ConnectionEvents, Error, Fencing, Hold, LeaderInfo, LockBackend,
+    LockKind, LockName, LockState, Result,
 };
+use zookeeper_client as zk;
 
 use crate::config::ZkConfig;
-use crate::error::{convert_for, BACKEND};
+use crate::error::{convert_for, session_gone, BACKEND};
 use crate::hold::Env;
 use crate::layout::{Layout, Role};
 use crate::nodes::AclPolicy;
 use crate::queue::Attempt;
 use crate::sessions::Sessions;
-use crate::{inspect, queue, semaphore};
+use crate::{election, inspect, queue, semaphore};
+
+/// The longest campaign value: ZooKeeper refuses packets over `jute.maxbuffer` (1 MiB minus one
+/// byte by default), and a create carries the path, the ACL and headers besides the data; 48 KiB
+/// is left for those.
+pub const MAX_VALUE_LEN: usize = 1_000_000;
 
 /// A client of a ZooKeeper ensemble holding locks with Curator's recipes, so that Java services
 /// using Curator and Rust services using tumbler exclude each other on the same paths.
@@ -30,7 +36,12 @@ use crate::{inspect, queue, semaphore};
 ///   succeeded for the session timeout minus a margin of a third of it, at least one second
 ///   (another client may hold the lock once the servers expire the session). A session that
 ///   reconnects in time, to the same or another server, keeps its locks and fires nothing.
-/// - `request_revoke` writes Curator's `__REVOKE__` marker into the holders' nodes.
+/// - `request_revoke` writes Curator's `__REVOKE__` marker into the holders' nodes (never into
+///   a leader's, whose data is its value).
+/// - Election: Curator's LeaderLatch (`_c_<uuid>-latch-<seq>` ephemeral sequential nodes whose
+///   data is the participant id, i.e. the campaign value; the lowest leads, each candidate
+///   watches only its predecessor). The term is the leader node's creation zxid. Values are at
+///   most [`MAX_VALUE_LEN`] bytes.
 ///
 /// ```no_run
 /// # async fn demo() -> tumbler_core::Result<()> {
@@ -186,6 +197,8 @@ impl LockBackend for ZkBackend {
             .with_semaphore(true)
             .with_revocation(true)
             .with_lists_waiters(true)
+            .with_election(true)
+            .with_max_value_len(MAX_VALUE_LEN)
             // The servers expire a session on the first tick after its timeout; a tick is at
             // most half the shortest timeout they accept.
             .with_crash_release_bound(Some(self.negotiated * 3 / 2))
@@ -204,36 +217,36 @@ impl LockBackend for ZkBackend {
 
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
         let AcquireRequest {
-            name, kind, wait, ..
+            name,
+            kind,
+            wait,
+            value,
         } = request;
-        if kind == LockKind::Leader {
-            return Err(tumbler_core::Error::Unsupported {
-                capability: "election",
-                backend: "zookeeper",
-            });
-        }
         let dir = self.layout.dir(&name);
         if let LockKind::Permits { count, .. } = kind {
             semaphore::check_permits(count)?;
         }
         loop {
             let session = self.session_for(&name).await?;
-            let attempt = match kind {
-                LockKind::Exclusive => {
-                    queue::attempt(&self.env, &session, &name, &dir, Role::Mutex, wait).await?
-                }
-                LockKind::Read => {
-                    queue::attempt(&self.env, &session, &name, &dir, Role::Read, wait).await?
-                }
-                LockKind::Write => {
-                    queue::attempt(&self.env, &session, &name, &dir, Role::Write, wait).await?
-                }
+            let role = match kind {
+                LockKind::Exclusive => Role::Mutex,
+                LockKind::Read => Role::Read,
+                LockKind::Write => Role::Write,
+                LockKind::Leader => Role::Leader,
                 LockKind::Permits { limit, count } => {
-                    semaphore::attempt(&self.env, &session, &name, &dir, (limit, count), wait)
+                    match semaphore::attempt(&self.env, &session, &name, &dir, (limit, count), wait)
                         .await?
+                    {
+                        Attempt::Done(outcome) => return Ok(outcome),
+                        Attempt::Again => {
+                            tracing::debug!(name = %name, "session lost while acquiring; trying again");
+                            continue;
+                        }
+                    }
                 }
-                LockKind::Leader => unreachable!("refused above"),
             };
+            let attempt =
+                queue::attempt(&self.env, &session, &name, &dir, (role, &value), wait).await?;
             match attempt {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::Again => {
@@ -271,6 +284,52 @@ impl LockBackend for ZkBackend {
                 started,
             )
         })
+    }
+
+    async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
+        let dir = self.layout.dir(name);
+        let what = || format!("leader of {name}");
+        loop {
+            let session = self.session_for(name).await?;
+            let started = tokio::time::Instant::now();
+            match election::leader(&session, &dir).await {
+                Ok(found) => return found.map_err(|refusal| refusal.into_error(name)),
+                // A read needs no particular session: ask again on the next one.
+                Err(error) if session_gone(&error) && !matches!(error, zk::Error::AuthFailed) => {
+                    continue
+                }
+                Err(error) => {
+                    return Err(convert_for(error, &self.env.addr, name, &what(), started))
+                }
+            }
+        }
+    }
+
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&LeaderInfo>,
+    ) -> Result<Option<LeaderInfo>> {
+        let dir = self.layout.dir(name);
+        let what = || format!("watching the leader of {name}");
+        loop {
+            let session = self.session_for(name).await?;
+            let started = tokio::time::Instant::now();
+            match election::changed(&session, &dir, seen).await {
+                Ok(Attempt::Done(found)) => {
+                    return found.map_err(|refusal| refusal.into_error(name))
+                }
+                Ok(Attempt::Again) => {
+                    tracing::debug!(name = %name, "session lost while watching the leader; again")
+                }
+                Err(error) if session_gone(&error) && !matches!(error, zk::Error::AuthFailed) => {
+                    continue
+                }
+                Err(error) => {
+                    return Err(convert_for(error, &self.env.addr, name, &what(), started))
+                }
+            }
+        }
     }
 
     fn connection_events(&self) -> ConnectionEvents {

@@ -31,6 +31,7 @@ async fn holdings(session: &Session, dir: &str) -> Result<(Vec<Holding>, usize),
             mode: match n.marker {
                 Marker::Read => HoldMode::Read,
                 Marker::Write => HoldMode::Write,
+                Marker::Latch => HoldMode::Leader,
                 _ => HoldMode::Exclusive,
             },
         })
@@ -111,12 +112,14 @@ pub(crate) async fn state(
 }
 
 /// Writes Curator's revoke marker into every current holder's node; returns how many were
-/// asked.
+/// asked. A leader is never asked: its node's data is the value it advertises (LeaderLatch has
+/// no revocation).
 pub(crate) async fn request_revoke(session: &Session, dir: &str) -> Result<usize, zk::Error> {
     let (found, _) = holdings(session, dir).await?;
     let client = session.client()?;
     let writes: Vec<_> = found
         .iter()
+        .filter(|h| h.mode != HoldMode::Leader)
         .map(|h| client.set_data(&h.node, REVOKE_MESSAGE, None))
         .collect();
     let mut asked = 0;

@@ -2,7 +2,8 @@
 //! when another kind asks for the same name.
 //!
 //! A mutex leaves `_c_<uuid>-lock-<seq>` nodes in the folder, a read-write lock `__READ__` and
-//! `__WRIT__` nodes, a semaphore the `locks` and `leases` folders (Curator's layouts). Every
+//! `__WRIT__` nodes, a semaphore the `locks` and `leases` folders, an election (LeaderLatch)
+//! `_c_<uuid>-latch-<seq>` nodes (Curator's layouts). Every
 //! acquisition creates its own node first and then looks at where the other kinds would be, so
 //! of two kinds arriving together at least one sees the other and backs off: they never both
 //! hold. Other children are nested lock names (`a/b` under `a`), independent locks.
@@ -23,6 +24,8 @@ pub(crate) enum Kind {
     ReadWrite,
     /// InterProcessSemaphoreV2.
     Semaphore,
+    /// LeaderLatch.
+    Election,
 }
 
 impl fmt::Display for Kind {
@@ -31,6 +34,7 @@ impl fmt::Display for Kind {
             Kind::Mutex => "mutex",
             Kind::ReadWrite => "read-write lock",
             Kind::Semaphore => "semaphore",
+            Kind::Election => "election",
         })
     }
 }
@@ -103,6 +107,7 @@ pub(crate) fn other_queue_kind(dir: &str, children: &[String], asked: Kind) -> O
         let used = match node.marker {
             Marker::Lock => Kind::Mutex,
             Marker::Read | Marker::Write => Kind::ReadWrite,
+            Marker::Latch => Kind::Election,
             Marker::Lease => {
                 return Some(Refusal::Foreign {
                     node: join(dir, child),
@@ -134,6 +139,18 @@ pub(crate) fn foreign_queue_node(path: &str, stat: &zk::Stat) -> Option<Refusal>
     (stat.ephemeral_owner == 0).then(|| Refusal::Foreign {
         node: path.to_owned(),
         problem: "looks like a lock node but is persistent, so it would never be released".into(),
+    })
+}
+
+/// A refusal if the child `path` of an election's folder, with `stat`, is neither a candidate
+/// nor a nested name: an ephemeral node that is no queue node of any kind (nested names are
+/// folders, and an ephemeral node cannot be one).
+pub(crate) fn foreign_election_child(path: &str, stat: &zk::Stat) -> Option<Refusal> {
+    (stat.ephemeral_owner != 0).then(|| Refusal::Foreign {
+        node: path.to_owned(),
+        problem:
+            "is an ephemeral node that is not a LeaderLatch candidate (`_c_<uuid>-latch-<seq>`)"
+                .into(),
     })
 }
 
@@ -195,6 +212,15 @@ mod tests {
                 asked: Kind::ReadWrite,
                 used: Kind::Mutex,
                 node: format!("/n/{mutex}"),
+            })
+        );
+        let latch = format!("_c_{A}-latch-0000000003");
+        assert_eq!(
+            other_queue_kind("/n", &[latch.clone()], Kind::Mutex),
+            Some(Refusal::Kinds {
+                asked: Kind::Mutex,
+                used: Kind::Election,
+                node: format!("/n/{latch}"),
             })
         );
         assert!(matches!(

@@ -1,5 +1,6 @@
 //! Where locks live in the znode tree and how their nodes are named, parsed and ordered:
-//! Curator's layouts (InterProcessMutex, InterProcessReadWriteLock, InterProcessSemaphoreV2).
+//! Curator's layouts (InterProcessMutex, InterProcessReadWriteLock, InterProcessSemaphoreV2,
+//! LeaderLatch).
 //!
 //! Every contender creates a "protected" node `_c_<uuid>-<marker><sequence>` (the uuid lets a
 //! client find its own node after a lost create reply). Nodes are ordered by the sequence
@@ -24,6 +25,8 @@ pub(crate) enum Marker {
     Write,
     /// `lease-`: one permit of InterProcessSemaphoreV2.
     Lease,
+    /// `latch-`: one candidate of LeaderLatch (its data is the participant id).
+    Latch,
 }
 
 impl Marker {
@@ -33,10 +36,17 @@ impl Marker {
             Marker::Read => "__READ__",
             Marker::Write => "__WRIT__",
             Marker::Lease => "lease-",
+            Marker::Latch => "latch-",
         }
     }
 
-    const ALL: [Marker; 4] = [Marker::Lock, Marker::Read, Marker::Write, Marker::Lease];
+    const ALL: [Marker; 5] = [
+        Marker::Lock,
+        Marker::Read,
+        Marker::Write,
+        Marker::Lease,
+        Marker::Latch,
+    ];
 }
 
 /// The data Curator's `Revoker` writes into a holder's node to ask it to release.
@@ -154,6 +164,8 @@ pub(crate) enum Role {
     Read,
     /// Writer: holds when it is the first of all `__READ__`/`__WRIT__` nodes.
     Write,
+    /// LeaderLatch candidate: leads when it is the lowest `latch-` node.
+    Leader,
 }
 
 impl Role {
@@ -163,6 +175,7 @@ impl Role {
             Role::Mutex => Marker::Lock,
             Role::Read => Marker::Read,
             Role::Write => Marker::Write,
+            Role::Leader => Marker::Latch,
         }
     }
 
@@ -171,6 +184,7 @@ impl Role {
         match self {
             Role::Mutex => crate::kinds::Kind::Mutex,
             Role::Read | Role::Write => crate::kinds::Kind::ReadWrite,
+            Role::Leader => crate::kinds::Kind::Election,
         }
     }
 
@@ -179,6 +193,7 @@ impl Role {
         match self {
             Role::Mutex => &[Marker::Lock],
             Role::Read | Role::Write => &[Marker::Read, Marker::Write],
+            Role::Leader => &[Marker::Latch],
         }
     }
 }
@@ -201,8 +216,8 @@ pub(crate) enum Standing {
     Missing,
 }
 
-/// Curator's rules: a mutex or writer waits for the node just before it; a reader waits for the
-/// first writer before it.
+/// Curator's rules: a mutex, writer or latch candidate waits for the node just before it; a
+/// reader waits for the first writer before it.
 ///
 /// A write node may be replaced by a read node with the same sequence (a downgrade), so a
 /// writer waiting for a writer, or a reader with several writers ahead, must look again.
@@ -213,11 +228,11 @@ pub(crate) fn standing(children: &[String], ours: &str, role: Role) -> Standing 
     };
     let ahead = &nodes[..index];
     match role {
-        Role::Mutex | Role::Write => match ahead.last() {
+        Role::Mutex | Role::Write | Role::Leader => match ahead.last() {
             None => Standing::Holds,
             Some(before) => Standing::WaitFor {
                 node: before.name.clone(),
-                last: ahead.len() == 1 && (role == Role::Mutex || before.marker == Marker::Read),
+                last: ahead.len() == 1 && (role != Role::Write || before.marker == Marker::Read),
             },
         },
         Role::Read => {
@@ -237,10 +252,12 @@ pub(crate) fn standing(children: &[String], ours: &str, role: Role) -> Standing 
 pub(crate) fn holders(children: &[String]) -> (Vec<QueueNode>, usize) {
     let mut held = Vec::new();
     let mut waiting = 0;
-    let mutex = sorted(children, &[Marker::Lock]);
-    if let Some((first, rest)) = mutex.split_first() {
-        held.push(first.clone());
-        waiting += rest.len();
+    for marker in [Marker::Lock, Marker::Latch] {
+        let queue = sorted(children, &[marker]);
+        if let Some((first, rest)) = queue.split_first() {
+            held.push(first.clone());
+            waiting += rest.len();
+        }
     }
     let rw = sorted(children, &[Marker::Read, Marker::Write]);
     match rw.first() {
@@ -405,6 +422,25 @@ mod tests {
                 last: true
             }
         );
+    }
+
+    #[test]
+    fn the_lowest_latch_node_leads_and_others_wait_for_their_predecessor() {
+        let first = node(B, Marker::Latch, 4);
+        let second = node(A, Marker::Latch, 11);
+        let children = vec![second.clone(), "nested".to_owned(), first.clone()];
+        let parsed = QueueNode::parse(&first).unwrap();
+        assert_eq!((parsed.marker, parsed.seq), (Marker::Latch, 4));
+        assert_eq!(standing(&children, &first, Role::Leader), Standing::Holds);
+        assert_eq!(
+            standing(&children, &second, Role::Leader),
+            Standing::WaitFor {
+                node: first,
+                last: true
+            }
+        );
+        let (held, waiting) = holders(&children);
+        assert_eq!((held.len(), waiting), (1, 1));
     }
 
     #[test]

@@ -73,6 +73,7 @@
 
 mod backend;
 mod config;
+mod election;
 mod error;
 mod hold;
 mod inspect;
@@ -84,7 +85,7 @@ mod semaphore;
 mod session;
 mod sessions;
 
-pub use backend::ZkBackend;
+pub use backend::{ZkBackend, MAX_VALUE_LEN};
 pub use config::{ZkConfig, MAX_PERMITS_PER_ACQUIRE, MAX_SESSION_TIMEOUT, MIN_SESSION_TIMEOUT};
 
 /// Connects to the ensemble named by a `zk://` URL (grammar above).

@@ -165,13 +165,14 @@ pub(crate) async fn delete_all(session: &Session, paths: &[&str]) -> Result<(), 
     .await
 }
 
-/// Creates the ephemeral sequential node `<dir>/<prefix><seq>` and lists `dir` in the same
-/// round trip. Creates missing folders; after a lost reply, adopts the node if the create did
+/// Creates the ephemeral sequential node `<dir>/<prefix><seq>` holding `data` and lists `dir`
+/// in the same round trip. Creates missing folders; after a lost reply, adopts the node if the create did
 /// happen (found by the uuid in its name) and creates it again if it did not.
 pub(crate) async fn create_sequential(
     session: &Session,
     dir: &str,
     prefix: &str,
+    data: &[u8],
     uuid: &Uuid,
     acl: AclPolicy,
 ) -> Result<Created, zk::Error> {
@@ -200,7 +201,7 @@ pub(crate) async fn create_sequential(
         let client = session.client()?;
         // Both requests are sent now, in this order; the listing sees our node.
         let sent = Instant::now();
-        let create = client.create(&path, &[], &options);
+        let create = client.create(&path, data, &options);
         let list = client.list_children(dir);
         let outcome = tokio::time::timeout_at(deadline, async { (create.await, list.await) }).await;
         let (created, listed) =

@@ -1,5 +1,6 @@
-//! Queue-based acquisition (Curator's InterProcessMutex and InterProcessReadWriteLock): create a
-//! protected ephemeral sequential node, then wait for the one node the rules say to wait for.
+//! Queue-based acquisition (Curator's InterProcessMutex, InterProcessReadWriteLock and
+//! LeaderLatch): create a protected ephemeral sequential node, then wait for the one node the
+//! rules say to wait for.
 //!
 //! Uncontended: one round trip (the create and the listing are sent together). Hand-off: one
 //! watch event and one listing.
@@ -14,7 +15,7 @@ use zookeeper_client as zk;
 use tokio::time::Instant;
 
 use crate::error::{convert_for, session_gone};
-use crate::hold::{grant, Env};
+use crate::hold::{grant, Env, HoldKind};
 use crate::kinds::{
     ephemeral_folder, foreign_queue_node, other_queue_kind, semaphore_folders, Kind, Refusal,
 };
@@ -42,13 +43,14 @@ pub(crate) enum Turn {
     Refused(Refusal),
 }
 
-/// One attempt at a mutex, read or write hold on `dir` through `session`.
+/// One attempt at a mutex, read, write or leader hold on `dir` through `session`; the node
+/// holds `data` (a campaign's value, the LeaderLatch participant id; empty for locks).
 pub(crate) async fn attempt(
     env: &Env,
     session: &Arc<Session>,
     name: &LockName,
     dir: &str,
-    role: Role,
+    (role, data): (Role, &[u8]),
     wait: bool,
 ) -> Result<Attempt<Option<Hold>>> {
     let started = Instant::now();
@@ -64,6 +66,7 @@ pub(crate) async fn attempt(
         session,
         dir,
         &node_prefix(&uuid, role.marker()),
+        data,
         &uuid,
         env.acl,
     )
@@ -82,14 +85,20 @@ pub(crate) async fn attempt(
     match wait_turn(session, dir, created, role, Some(role.kind()), wait).await {
         Ok(Turn::Holds) => {
             cleanup.disarm();
-            let write_dir = (role == Role::Write).then(|| dir.to_owned());
+            let kind = match role {
+                Role::Write => HoldKind::Write {
+                    dir: dir.to_owned(),
+                },
+                Role::Leader => HoldKind::Leader,
+                Role::Mutex | Role::Read => HoldKind::Plain,
+            };
             let hold = grant(
                 env,
                 session.clone(),
                 name,
                 vec![join(dir, &node)],
                 czxid,
-                write_dir,
+                kind,
             );
             Ok(Attempt::Done(Some(hold)))
         }
@@ -195,7 +204,7 @@ pub(crate) async fn wait_turn(
 
 /// Another kind of primitive using the folder `dir` (whose children are `children`), if
 /// `kind` is given: a queue node of the other lock kind, or a semaphore folder with nodes in it.
-async fn other_kind(
+pub(crate) async fn other_kind(
     session: &Session,
     dir: &str,
     children: &[String],

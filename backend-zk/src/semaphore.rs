@@ -21,7 +21,7 @@ use crate::config::MAX_PERMITS_PER_ACQUIRE;
 use tokio::time::Instant;
 
 use crate::error::{convert_for, limited, outcome_unknown, session_gone};
-use crate::hold::{grant, Env};
+use crate::hold::{grant, Env, HoldKind};
 use crate::kinds::{
     ephemeral_folder, foreign_queue_node, limit_record, other_queue_kind, recorded_limit, Kind,
     Refusal,
@@ -80,6 +80,7 @@ pub(crate) async fn attempt(
         session,
         &locks,
         &node_prefix(&uuid, Marker::Lock),
+        &[],
         &uuid,
         env.acl,
     )
@@ -175,7 +176,7 @@ pub(crate) async fn attempt(
         name,
         ours.paths(&leases),
         token,
-        None,
+        HoldKind::Plain,
     ))))
 }
 

@@ -266,6 +266,11 @@ impl Session {
         }
     }
 
+    /// When the last answered request was sent: the servers vouched for the session then.
+    pub(crate) fn last_heard(&self) -> Instant {
+        *self.last_heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A request failed on the connection (its outcome is unknown): the connection is in
     /// doubt, so the connection events say `Suspended` now rather than when the client
     /// notices.

@@ -7,13 +7,13 @@ use tumbler_core::{Error, Hold, Result};
 use uuid::Uuid;
 use zookeeper_client as zk;
 
-use super::{grant, Status, ZkHeld};
+use super::{grant, HoldKind, Status, ZkHeld};
 use crate::error::{convert, limited, outcome_unknown};
 use crate::layout::{join, node_prefix, Marker};
 
 /// Turns the write hold `held` into a read hold; on failure the write hold is kept.
 pub(super) async fn downgrade(held: &mut ZkHeld) -> Result<Hold> {
-    let Some(dir) = held.write_dir.clone() else {
+    let HoldKind::Write { dir } = held.kind.clone() else {
         return Err(Error::invalid(
             "downgrade",
             "only the write side of a read-write lock can be downgraded",
@@ -117,6 +117,6 @@ pub(super) async fn downgrade(held: &mut ZkHeld) -> Result<Hold> {
         &held.shared.name,
         vec![read_path],
         czxid,
-        None,
+        HoldKind::Plain,
     ))
 }

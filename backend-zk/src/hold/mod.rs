@@ -1,5 +1,5 @@
 //! A granted hold: owner-checked release, plus its [watcher](watch) (deletion, revocation,
-//! session loss) and the atomic write-to-read [downgrade].
+//! session loss), the atomic write-to-read [downgrade] and a leader's [proclaim].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::nodes::{delete_in_background, AclPolicy};
 use crate::session::Session;
 
 mod downgrade;
+mod proclaim;
 mod watch;
 
 use watch::watch;
@@ -32,6 +33,20 @@ pub(crate) struct Env {
     pub(crate) addr: Arc<str>,
     /// The ACL of created nodes.
     pub(crate) acl: AclPolicy,
+}
+
+/// What a hold can do besides being released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HoldKind {
+    /// A mutex, read or semaphore hold: released only.
+    Plain,
+    /// The write side of a read-write lock in the folder `dir`: can be downgraded.
+    Write {
+        /// The lock folder.
+        dir: String,
+    },
+    /// A leadership: can proclaim a new value into its node.
+    Leader,
 }
 
 /// The state a hold shares with its watcher task.
@@ -66,8 +81,8 @@ pub(crate) struct ZkHeld {
     shared: Arc<Shared>,
     watcher: Option<JoinHandle<()>>,
     status: Status,
-    /// For a write hold: the lock folder, so that it can be downgraded.
-    write_dir: Option<String>,
+    /// What else the hold can do (downgrade, proclaim).
+    kind: HoldKind,
     env: Env,
 }
 
@@ -78,7 +93,7 @@ pub(crate) fn grant(
     name: &LockName,
     nodes: Vec<String>,
     czxid: i64,
-    write_dir: Option<String>,
+    kind: HoldKind,
 ) -> Hold {
     let (notifier, signals) = hold_signals();
     let ticket = session.register(notifier);
@@ -97,7 +112,7 @@ pub(crate) fn grant(
             shared,
             watcher: Some(watcher),
             status: Status::Held,
-            write_dir,
+            kind,
             env: env.clone(),
         }),
         signals,
@@ -135,6 +150,10 @@ impl HeldLock for ZkHeld {
 
     async fn downgrade(&mut self) -> Result<Hold> {
         downgrade::downgrade(self).await
+    }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        proclaim::proclaim(self, value).await
     }
 }
 
