@@ -156,14 +156,18 @@ impl EtcdBackend {
         .ok()
         .flatten();
         let (watches, mux) = Watches::start(
-            client.watch_client().max_decoding_message_size(MAX_ANSWER_BYTES),
+            client
+                .watch_client()
+                .max_decoding_message_size(MAX_ANSWER_BYTES),
             anchor,
             config.request_timeout,
         );
         let mut tasks = vec![keeper, waiting_keeper, mux];
         tasks.extend(MemberProber::spawn(&client, &endpoints, &options));
         let inner = Instance::new(
-            client.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES),
+            client
+                .kv_client()
+                .max_decoding_message_size(MAX_ANSWER_BYTES),
             client.lease_client(),
             layout,
             address.clone(),

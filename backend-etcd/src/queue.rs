@@ -61,7 +61,10 @@ pub(crate) enum Want {
     Exclusive,
     Read,
     Write,
-    Permits { count: u32, limit: u32 },
+    Permits {
+        count: u32,
+        limit: u32,
+    },
     /// An election candidate (its proposal is the key's value).
     Leader,
 }
@@ -82,9 +85,7 @@ impl Want {
     /// candidate's `proposal` in an election, else nothing.
     pub(crate) fn value(self, proposal: &[u8]) -> Vec<u8> {
         match self {
-            Want::Permits { count, limit } => {
-                crate::keys::permits_value(count, limit).into_bytes()
-            }
+            Want::Permits { count, limit } => crate::keys::permits_value(count, limit).into_bytes(),
             Want::Leader => proposal.to_vec(),
             _ => Vec::new(),
         }
