@@ -1,8 +1,9 @@
 //! # tumbler-redis
 //!
-//! tumbler's Redis backend: every primitive of [`tumbler_core`] on one Redis server (directly,
-//! or the master that Redis Sentinel names, followed across failovers), and mutexes on a
-//! majority of independent masters (Redlock).
+//! tumbler's Redis backend: every primitive of [`tumbler_core`] (mutexes, read-write locks,
+//! semaphores, leader elections) on one Redis server (directly, or the master that Redis
+//! Sentinel names, followed across failovers), and mutexes on a majority of independent
+//! masters (Redlock).
 //!
 //! ```no_run
 //! # async fn demo() -> tumbler_core::Result<()> {
@@ -127,7 +128,7 @@
 //! server answers again.
 //!
 //! **One name, one kind.** A name is used by one primitive at a time: while it is held or
-//! waited on as a mutex, a read-write lock or a semaphore, asking for it as another kind is
+//! waited on as a mutex, a read-write lock, a semaphore or an election, asking for it as another kind is
 //! [`tumbler_core::Error::Conflict`] naming both kinds; a semaphore's limit is recorded with it, and
 //! another limit is `Conflict` too. Nested names (`a`, `a/b`) are independent locks.
 //!
@@ -188,6 +189,9 @@
 //! | `T#tumbler:sem-queue`, `T#tumbler:sem-queue-exp` | zset | semaphore waiters |
 //! | `T#tumbler:fence` | string | the last fencing token handed out for `NAME` (+1 while crowded, see above) |
 //! | `T#tumbler:revoked` | set | values of holds asked to release |
+//! | `T#tumbler:leader` | hash | an election's leader record: `value` (what it advertises), `term`, `owner` (its value at `K`); see Elections |
+//! | `T#tumbler:candidates` | hash | an election's waiting candidates: member → the value each would advertise |
+//! | `T#tumbler:leader` | channel | `leader`: the leadership changed (elected, proclaimed, resigned, removed) |
 //! | `T#tumbler:to:CLIENT` | channel | one client's inbox for `NAME`: `grant VALUE`, `wake MEMBER`, `revoke VALUE`, `gone VALUE` |
 //! | `T#tumbler:events` | channel | `free` (Redlock waiters only) |
 //! | `P#tumbler:epoch` | string | when the server's data set began (restart detection; one per prefix, read only by slow paths) |
@@ -200,10 +204,10 @@
 //! (The restart epoch is one key per prefix: in a cluster it lives in its own slot.)
 //!
 //! Values: `ID:MODE:TOKEN`, where `ID` is 32 hex digits unique per acquisition (the first 16 name
-//! the client, `CLIENT` above), `MODE` is `x` (mutex), `w` (write), `r` (read) or `pN` (N
-//! permits), and `TOKEN` the fencing token. A mutex or writer value is stored with a trailing
+//! the client, `CLIENT` above), `MODE` is `x` (mutex), `w` (write), `r` (read), `l` (leader of
+//! an election) or `pN` (N permits), and `TOKEN` the fencing token. A mutex or writer value is stored with a trailing
 //! `~` while its release must look at the queue or the revocations. Waiter members: `ID:MODE`
-//! (`x`, `w`, `r`, `p`).
+//! (`x`, `w`, `r`, `l`, `p`).
 //!
 //! ## Hand-off and fairness
 //!
@@ -235,6 +239,47 @@
 //! later readers out, so writers do not starve. A semaphore waiter for `n` permits at the head
 //! of the queue holds back later, smaller requests until its `n` permits are free. Clients that
 //! do not queue (redis-py, rslock) may take a free key ahead of the queue.
+//!
+//! ## Elections
+//!
+//! `locks.election(NAME)` ([`tumbler_core::Election`]) keeps its leadership as a mutex is kept:
+//! a campaign is an acquisition of the lock key `K` in mode `l` (`SET K ID:l:TOKEN NX PX ttl`,
+//! so a redis-py or rslock `Lock(NAME)` and an election on one name exclude each other), with
+//! the mutex's FIFO queue, hand-off, watchdog, restart delay and cancel safety. The term is the
+//! hold's fencing token, strictly increasing from one leader to the next.
+//!
+//! What the leader advertises lives in its record `T#tumbler:leader`, a hash of `value` (any
+//! bytes, at most [`MAX_VALUE_LEN`] = 512 KiB), `term` and `owner` (the value at `K`). The
+//! script that grants the leadership writes it with the same expiry as `K`: the acquire script
+//! (an uncontended campaign costs 7 commands: `EVALSHA`, `EXISTS` of the record, `INCRBY`,
+//! `SET NX PX`, `HSET`, `PEXPIRE`, `PUBLISH`), or the release that hands the leadership to the
+//! candidate at the head of the queue (waiting candidates keep their values in
+//! `T#tumbler:candidates` for that). Every renewal extends both keys; the owner-checked release
+//! deletes both (4 commands uncontended: `EVALSHA`, `GET`, `DEL`, `PUBLISH`), and a forced
+//! release or a cancelled campaign that had been elected unknowingly removes the record too.
+//! `Leadership::proclaim` replaces `value` in a script that first checks that `K` still holds
+//! the leader's own value ([`tumbler_core::Error::NotOwner`] otherwise, nothing written).
+//!
+//! `Election::leader` reads `K` and the record in one script: `None` when `K` is free; the
+//! record's value and term, with the acquisition id as `LeaderInfo::id`, when `K` holds a
+//! leader. A name held as another kind is [`tumbler_core::Error::Conflict`] naming both kinds;
+//! a `K` held by a client that is not tumbler (a redis-py lock leads no election) and a record
+//! tumbler did not write (another type, other fields) are `Conflict` naming the key; a
+//! campaign meeting such a record is refused before anything is written.
+//!
+//! Every script that changes the leadership (grant, hand-off, proclaim, release, forced
+//! release, cancel) publishes `leader` on the channel `T#tumbler:leader`. Followers
+//! (`Election::observe`, [`tumbler_core::LockBackend::leader_changed`]) subscribe to it
+//! through the backend's shared connection, read, and read again when it speaks, when the
+//! leader's hold would expire (a crashed leader's key expires without a message), and at least
+//! every quarter of `request_timeout`, so that an unreachable server is a
+//! [`tumbler_core::Error::Connection`] or [`tumbler_core::Error::Timeout`] within about one
+//! request timeout. A follower may skip leaders that came and went between two reads.
+//!
+//! Redlock mode has no elections: [`tumbler_core::Capabilities::election`] is false there and
+//! campaigns and leader reads are [`tumbler_core::Error::Unsupported`] (`election`). A leader on
+//! Redlock would need its record on a majority of masters and a term that no master can
+//! reorder, which Redlock's best-effort fencing cannot give.
 //!
 //! ## Redlock
 //!

@@ -117,7 +117,9 @@ async fn campaign_leader_proclaim_resign() {
     // The watchdog renews the record with the lock key.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(leadership.lost_reason().is_none());
-    assert!(int(&redis, &["PTTL", "{svc/indexer}#tumbler:leader"]).await > 0);
+    // Unrenewed, 0.5 s would be left; renewed every third of the TTL, more than 1 s is.
+    let renewed = int(&redis, &["PTTL", "{svc/indexer}#tumbler:leader"]).await;
+    assert!(renewed > 1000, "the record was not renewed: PTTL {renewed}");
     leadership.resign().await.unwrap();
     assert_eq!(election.leader().await.unwrap(), None);
     for key in ["svc/indexer", "{svc/indexer}#tumbler:leader"] {
@@ -291,7 +293,7 @@ async fn followers_are_woken_by_proclaim_release_and_election() {
         })
     };
     eventually(PROMPT, "b is queued", || async {
-        waiting_count(&follower, "svc/follow").await == 1
+        waiting(&follower, "svc/follow").await == 1
     })
     .await;
     let waiting = {
@@ -320,10 +322,6 @@ async fn followers_are_woken_by_proclaim_release_and_election() {
         None,
         "nobody leads after the release"
     );
-}
-
-async fn waiting_count(locks: &SharedBackend, election: &str) -> usize {
-    waiting(locks, election).await
 }
 
 /// A leader cut off from the server (its process stalled or its network gone: it cannot
@@ -416,7 +414,11 @@ async fn a_killed_leader_is_replaced_within_its_ttl() {
     let started = Instant::now();
     let changed = next_change(&follower, "svc/killed", seen.as_ref(), PROMPT).await;
     assert_eq!(changed, None, "the killed leader's hold expired");
-    assert!(started.elapsed() <= common::TTL + Duration::from_secs(1));
+    assert!(
+        started.elapsed() < common::TTL * 2,
+        "the killed leader was noticed after {:?}",
+        started.elapsed()
+    );
     let new = b
         .election("svc/killed")
         .unwrap()
