@@ -48,9 +48,10 @@
 //!   [`MAX_VALUE_LEN`] bytes (etcd's default 1.5 MiB request limit, which a campaign's first
 //!   request fills with the value twice). An election and a mutex of one name share their keys
 //!   in Go's recipes; tumbler tells them apart by the value (a mutex key is empty, a proposal
-//!   never is) and refuses one as the other (`Conflict`), so an `etcdctl lock` on an election's
-//!   name merely queues with its candidates, and a Go candidate with an empty proposal counts
-//!   as a mutex contender.
+//!   never is) and refuses one as the other (`Conflict`). Go's clients check nothing: an
+//!   `etcdctl lock` on an election's name queues among its candidates (and once its key is the
+//!   oldest, tumbler candidates behind it get `Conflict`), and a Go candidate with an empty
+//!   proposal counts as a mutex contender.
 //! - **One name, one kind**: a name used as a mutex, read-write lock or semaphore and asked for
 //!   as another kind gives `Conflict` naming both (the name's oldest key decides). A key
 //!   directly under `NAME/` that neither tumbler nor Go's Mutex writes gives `Conflict` naming
