@@ -151,6 +151,15 @@ pub trait Harness: Send + Sync + 'static {
         ))
     }
 
+    /// Starts a holder that campaigns in the election `name` and leads it until killed (its
+    /// [`Holder::token`] is its term).
+    async fn spawn_leader(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        let _ = name;
+        Err(HookError::Unsupported(
+            "no leader process for this store".into(),
+        ))
+    }
+
     /// Starts a separate process that connects with a hold TTL (or session timeout) of `ttl`
     /// where the store has one, prints that it is about to wait, and waits for the mutex
     /// `name` until killed. [`Holder::token`] is 0 (it holds nothing yet).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tumbler_core::memory::{ForeignData, MemoryBackend, MemoryOptions, MemoryStore};
-use tumbler_core::{LockName, MutexGuard, SharedBackend};
+use tumbler_core::{Guard, LockName, SharedBackend};
 
 use crate::harness::{Foreign, Harness, Holder, HookError, HookResult, TestClient};
 
@@ -180,7 +180,23 @@ impl Harness for MemoryHarness {
             .map_err(|e| HookError::Failed(e.to_string()))?;
         Ok(Box::new(MemoryHolder {
             token: guard.fencing_token(),
-            guard: Some(guard),
+            guard: Some(Box::new(guard)),
+            backend,
+        }))
+    }
+
+    async fn spawn_leader(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        let (client, backend) = self.connect().await.map_err(HookError::Failed)?;
+        let leadership = client
+            .locks
+            .election(name)
+            .map_err(|e| HookError::Failed(e.to_string()))?
+            .campaign(format!("memory-leader-{}", client.index))
+            .await
+            .map_err(|e| HookError::Failed(e.to_string()))?;
+        Ok(Box::new(MemoryHolder {
+            token: leadership.term(),
+            guard: Some(Box::new(leadership)),
             backend,
         }))
     }
@@ -210,7 +226,7 @@ impl Harness for MemoryHarness {
 /// An in-process holder: "killing" it makes its client behave like a dead process.
 struct MemoryHolder {
     token: u64,
-    guard: Option<MutexGuard>,
+    guard: Option<Box<dyn Guard>>,
     backend: Arc<MemoryBackend>,
 }
 
@@ -241,7 +257,9 @@ impl Holder for MemoryHolder {
         let Some(guard) = self.guard.as_ref() else {
             return Err(HookError::Failed("the holder was killed".into()));
         };
-        Ok(tokio::time::timeout(within, guard.lost()).await.is_ok())
+        Ok(tokio::time::timeout(within, guard.signals().lost())
+            .await
+            .is_ok())
     }
 }
 

@@ -59,7 +59,27 @@ impl ProcessHolder {
         name: &str,
         within: Duration,
     ) -> HookResult<Box<dyn Holder>> {
-        let (child, mut lines) = start(holder_bin, &[url, name])?;
+        Self::spawn_with(holder_bin, &[url, name], name, within).await
+    }
+
+    /// Starts `holder_bin URL NAME lead` and waits up to `within` for it to lead the election
+    /// `name`; its token is its term.
+    pub async fn spawn_leader(
+        holder_bin: &str,
+        url: &str,
+        name: &str,
+        within: Duration,
+    ) -> HookResult<Box<dyn Holder>> {
+        Self::spawn_with(holder_bin, &[url, name, "lead"], name, within).await
+    }
+
+    async fn spawn_with(
+        holder_bin: &str,
+        args: &[&str],
+        name: &str,
+        within: Duration,
+    ) -> HookResult<Box<dyn Holder>> {
+        let (child, mut lines) = start(holder_bin, args)?;
         let first = first_line(&mut lines, name, within).await?;
         let token = first
             .as_deref()

@@ -140,6 +140,9 @@ macro_rules! suite {
             try_lock_sees_busy_mutex,
             try_lock_sees_busy_semaphore1,
             try_lock_sees_busy_rwlock_write,
+            mutual_exclusion_election,
+            try_lock_sees_busy_election,
+            fencing_tokens_increase_election,
             fencing_tokens_increase_mutex,
             fencing_tokens_increase_semaphore1,
             fencing_tokens_increase_rwlock_write,
@@ -192,6 +195,14 @@ macro_rules! suite {
             cut_past_ttl_reports_lost,
             bad_config_refused,
             names_a_store_cannot_hold,
+            leader_reports_value_and_term,
+            observe_delivers_changes_in_order,
+            lost_leader_replaced_after_it_knows,
+            cancelled_campaign_leaks_nothing,
+            bad_values_refused,
+            crashed_leader_replaced_within_bound,
+            election_name_is_not_a_lock,
+            observer_of_unreachable_store_errs,
         );
     };
 }

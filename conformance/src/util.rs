@@ -141,6 +141,8 @@ pub enum Exclusive {
     Semaphore1,
     /// The write side of a read-write lock.
     RwWrite,
+    /// The leadership of an election (its term is the token).
+    Leadership,
 }
 
 impl Exclusive {
@@ -150,6 +152,13 @@ impl Exclusive {
             Exclusive::Mutex => Kind::Mutex,
             Exclusive::Semaphore1 => Kind::Semaphore,
             Exclusive::RwWrite => Kind::Write,
+            Exclusive::Leadership if !caps.election => {
+                return Some(Verdict::Skipped(format!(
+                    "{} has no elections",
+                    caps.backend
+                )))
+            }
+            Exclusive::Leadership => return None,
         };
         kind.unsupported(caps).map(Verdict::Skipped)
     }
@@ -184,6 +193,18 @@ impl Exclusive {
                     Wait::Forever => Some(rw.write().await?),
                     Wait::No => rw.try_write().await?,
                     Wait::For(d) => rw.write_timeout(d).await?,
+                })
+            }
+            Exclusive::Leadership => {
+                let e = locks.election(name)?;
+                let value = format!(
+                    "candidate-{:x}",
+                    std::ptr::addr_of!(*locks) as *const () as usize
+                );
+                boxed(match wait {
+                    Wait::Forever => Some(e.campaign(value).await?),
+                    Wait::No => e.try_campaign(value).await?,
+                    Wait::For(d) => e.campaign_timeout(value, d).await?,
                 })
             }
         })

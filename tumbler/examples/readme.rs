@@ -23,3 +23,19 @@ async fn main() -> tumbler_locks::Result<()> {
     locks.shutdown().await?;                                         // before exit: frees every hold and waiter
     Ok(())
 }
+
+/// The README's leader-election block.
+#[rustfmt::skip] // the lines are the README's, as written there
+#[allow(dead_code)] // compiled, not run: `examples/leader.rs` is the runnable one
+async fn elect(locks: tumbler_locks::SharedBackend) -> tumbler_locks::Result<Option<tumbler_locks::LeaderInfo>> {
+    // README.md, "Leader election":
+    let election = locks.election("services/indexer")?;
+    let leadership = election.campaign("indexer-7:8080").await?;          // waits until elected; or try_campaign(), campaign_timeout(d)
+    tokio::select! {
+        reason = leadership.lost() => eprintln!("no longer leader ({reason}): stop writing"),
+        _ = run_job(leadership.term()) => {}                               // every write carries the term
+    }
+    leadership.resign().await?;                                            // the next candidate is elected
+    let leader = election.leader().await?;                                 // Option<LeaderInfo { value, term, id }>
+    Ok(leader)
+}

@@ -2,6 +2,7 @@
 
 mod cancel;
 mod config;
+mod election;
 mod events;
 mod exclusion;
 mod extras;
@@ -52,6 +53,15 @@ pub fn all() -> Vec<Case> {
         }),
         case!("try_lock_sees_busy_rwlock_write", 1, |h| {
             exclusion::try_lock_sees_busy(h, Exclusive::RwWrite)
+        }),
+        case!("mutual_exclusion_election", 1, |h| {
+            exclusion::mutual_exclusion(h, Exclusive::Leadership)
+        }),
+        case!("try_lock_sees_busy_election", 1, |h| {
+            exclusion::try_lock_sees_busy(h, Exclusive::Leadership)
+        }),
+        case!("fencing_tokens_increase_election", 2, |h| {
+            exclusion::fencing_tokens_increase(h, Exclusive::Leadership)
         }),
         case!("fencing_tokens_increase_mutex", 2, |h| {
             exclusion::fencing_tokens_increase(h, Exclusive::Mutex)
@@ -266,6 +276,43 @@ pub fn all() -> Vec<Case> {
             "names_a_store_cannot_hold",
             9,
             config::names_a_store_cannot_hold
+        ),
+        // Leader election on every store.
+        case!(
+            "leader_reports_value_and_term",
+            1,
+            election::leader_reports_value_and_term
+        ),
+        case!(
+            "observe_delivers_changes_in_order",
+            1,
+            election::observe_delivers_changes_in_order
+        ),
+        case!(
+            "lost_leader_replaced_after_it_knows",
+            6,
+            election::lost_leader_replaced_after_it_knows
+        ),
+        case!(
+            "cancelled_campaign_leaks_nothing",
+            7,
+            election::cancelled_campaign_leaks_nothing
+        ),
+        case!("bad_values_refused", 9, election::bad_values_refused),
+        case!(
+            "crashed_leader_replaced_within_bound",
+            5,
+            election::crashed_leader_replaced_within_bound
+        ),
+        case!(
+            "election_name_is_not_a_lock",
+            1,
+            election::election_name_is_not_a_lock
+        ),
+        case!(
+            "observer_of_unreachable_store_errs",
+            9,
+            election::observer_of_unreachable_store_errs
         ),
     ]
 }

@@ -112,6 +112,7 @@ fn conflict(a: Prim, b: Prim) -> bool {
         Family::Mutex => true,
         Family::RwLock => a == Prim::Write || b == Prim::Write,
         Family::Semaphore => false,
+        Family::Election => true,
     }
 }
 
@@ -322,7 +323,11 @@ pub fn check(schedule: &Schedule, rec: &Recording, config: &CheckConfig) -> Vec<
             };
             let mutexes: Vec<Interval> = ivs
                 .iter()
-                .filter(|iv| iv.name == name && iv.prim.family() == Family::Mutex && !iv.multi)
+                .filter(|iv| {
+                    iv.name == name
+                        && matches!(iv.prim.family(), Family::Mutex | Family::Election)
+                        && !iv.multi
+                })
                 .map(|iv| as_interval(iv, Mode::Exclusive))
                 .collect();
             let rw: Vec<Interval> = ivs

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tumbler_core::{
-    Error, Guard, HoldSignals, Lease, LockName, LockSpec, LostReason, MultiGuard, MultiLock,
-    MutexGuard, ReadGuard, ReentrantGuard, ReentrantMutex, SharedBackend, WriteGuard,
+    Error, Guard, HoldSignals, Leadership, Lease, LockName, LockSpec, LostReason, MultiGuard,
+    MultiLock, MutexGuard, ReadGuard, ReentrantGuard, ReentrantMutex, SharedBackend, WriteGuard,
 };
 
 use super::recording::{
@@ -449,6 +449,7 @@ async fn probe(
                 limit,
                 count: limit,
             },
+            Prim::Leader => Prim::Leader,
         };
         let mut last = String::from("never tried");
         let mut free_after = None;
@@ -538,6 +539,7 @@ enum AnyGuard {
     Write(WriteGuard),
     Lease(Lease),
     Multi(MultiGuard),
+    Leader(Leadership),
 }
 
 impl AnyGuard {
@@ -549,6 +551,7 @@ impl AnyGuard {
             AnyGuard::Write(g) => g.lost_reason(),
             AnyGuard::Lease(g) => g.lost_reason(),
             AnyGuard::Multi(g) => g.lost_reason().map(|(_, reason)| reason),
+            AnyGuard::Leader(g) => g.lost_reason(),
         }
     }
 
@@ -559,6 +562,7 @@ impl AnyGuard {
             AnyGuard::Read(g) => Guard::signals(g),
             AnyGuard::Write(g) => Guard::signals(g),
             AnyGuard::Lease(g) => Guard::signals(g),
+            AnyGuard::Leader(g) => Guard::signals(g),
             AnyGuard::Multi(_) => return None,
         })
     }
@@ -570,6 +574,7 @@ impl AnyGuard {
             AnyGuard::Read(g) => g.fencing_token(),
             AnyGuard::Write(g) => g.fencing_token(),
             AnyGuard::Lease(g) => g.fencing_token(),
+            AnyGuard::Leader(g) => g.term(),
             AnyGuard::Multi(_) => 0,
         }
     }
@@ -582,6 +587,7 @@ impl AnyGuard {
             AnyGuard::Write(g) => g.release().await,
             AnyGuard::Lease(g) => g.release().await,
             AnyGuard::Multi(g) => g.release().await,
+            AnyGuard::Leader(g) => g.resign().await,
         }
     }
 }
@@ -646,6 +652,16 @@ async fn acquire_one(
                 Inner::For(d) => s.acquire_timeout(count, d).await?,
             }
             .map(AnyGuard::Lease)
+        }
+        Prim::Leader => {
+            let e = locks.election(name)?;
+            let value = "explorer-candidate";
+            match wait {
+                Inner::Forever => Some(e.campaign(value).await?),
+                Inner::Try => e.try_campaign(value).await?,
+                Inner::For(d) => e.campaign_timeout(value, d).await?,
+            }
+            .map(AnyGuard::Leader)
         }
     })
 }
@@ -1250,6 +1266,11 @@ impl ClientRun {
                     .locks
                     .semaphore(lock_name, limit)
                     .map(|s| s.permits_spec(count)),
+                // The generator puts no leadership in a multi-lock (it takes locks only).
+                Prim::Leader => Err(Error::invalid(
+                    "multi-lock",
+                    "a multi-lock takes locks, not leaderships",
+                )),
             };
             match spec {
                 Ok(spec) => specs.push(spec),

@@ -32,6 +32,8 @@ pub struct Profile {
     pub foreign: bool,
     /// `restart_server` works.
     pub restart: bool,
+    /// Elections exist.
+    pub election: bool,
 }
 
 /// The names every schedule draws from: two nested ones and one apart.
@@ -70,6 +72,9 @@ fn home_prim(rng: &mut StdRng, profile: &Profile) -> Prim {
     }
     if profile.semaphore {
         kinds.push(Prim::Permits { limit: 2, count: 1 });
+    }
+    if profile.election {
+        kinds.push(Prim::Leader);
     }
     kinds[rng.random_range(0..kinds.len())]
 }
@@ -145,7 +150,15 @@ fn script(rng: &mut StdRng, profile: &Profile, homes: &[Prim]) -> (Vec<Step>, u6
                 let second = (first + rng.random_range(1..homes.len())) % homes.len();
                 let parts = [first, second]
                     .into_iter()
-                    .map(|n| (n, prim_for(rng, profile, homes[n])))
+                    .map(|n| {
+                        // A multi-lock takes locks, not leaderships: on an election's name a
+                        // mutex part is a kind conflict, which must be refused.
+                        let prim = match prim_for(rng, profile, homes[n]) {
+                            Prim::Leader => Prim::Mutex,
+                            prim => prim,
+                        };
+                        (n, prim)
+                    })
                     .collect();
                 let wait = wait_how(rng, maybe_held == 0);
                 steps.push(Step::Multi { parts, wait });
@@ -279,6 +292,7 @@ mod tests {
             pause: true,
             foreign: true,
             restart: true,
+            election: true,
         }
     }
 
@@ -303,6 +317,7 @@ mod tests {
             pause: false,
             foreign: false,
             restart: false,
+            election: false,
             ..profile()
         };
         for seed in 0..200 {

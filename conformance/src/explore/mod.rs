@@ -295,6 +295,7 @@ impl Explorer {
             pause,
             foreign,
             restart,
+            election: caps.election,
         };
         Ok(Explorer {
             harness,

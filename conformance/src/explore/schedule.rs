@@ -23,6 +23,8 @@ pub enum Prim {
         /// Permits wanted.
         count: u32,
     },
+    /// The leadership of an election (campaign, resign).
+    Leader,
 }
 
 impl Prim {
@@ -32,6 +34,7 @@ impl Prim {
             Prim::Mutex | Prim::Reentrant => Family::Mutex,
             Prim::Read | Prim::Write => Family::RwLock,
             Prim::Permits { .. } => Family::Semaphore,
+            Prim::Leader => Family::Election,
         }
     }
 }
@@ -44,6 +47,7 @@ impl fmt::Display for Prim {
             Prim::Read => f.write_str("read"),
             Prim::Write => f.write_str("write"),
             Prim::Permits { limit, count } => write!(f, "sem({count}/{limit})"),
+            Prim::Leader => f.write_str("leader"),
         }
     }
 }
@@ -57,6 +61,8 @@ pub enum Family {
     RwLock,
     /// Semaphore.
     Semaphore,
+    /// Election.
+    Election,
 }
 
 /// How an acquisition waits.

@@ -11,7 +11,8 @@ use tumbler_core::{
 };
 
 use super::held::{
-    ForceRelease, GappyDowngrade, GrudgingRelease, HangingRelease, LyingRelease, Muffled, Pieces,
+    DeafProclaim, ForceRelease, GappyDowngrade, GrudgingRelease, HangingRelease, LyingRelease,
+    Muffled, Pieces,
 };
 use super::Mutant;
 
@@ -38,6 +39,11 @@ impl TokenShift {
         use std::sync::atomic::Ordering::SeqCst;
         self.offset.store(self.highest.load(SeqCst), SeqCst);
     }
+}
+
+/// Where [`Mutant::ElectionBesideLock`] keeps an election: apart from the lock of that name.
+fn election_shadow(name: &LockName) -> Result<LockName> {
+    LockName::new(format!("{name}-election"))
 }
 
 /// A memory client with one defect.
@@ -87,6 +93,9 @@ impl MutantBackend {
             }
             (Mutant::KindsCoexist, LockKind::Permits { .. }) => {
                 request.name = LockName::new(format!("{}-semaphore", request.name))?;
+            }
+            (Mutant::ElectionBesideLock, LockKind::Leader) => {
+                request.name = election_shadow(&request.name)?;
             }
             (Mutant::LimitMismatchOverGrants, LockKind::Permits { limit, .. }) => {
                 request.name = LockName::new(format!("{}-limit-{limit}", request.name))?;
@@ -151,6 +160,7 @@ impl MutantBackend {
                 })
             }
             Mutant::ReleaseLies => hold.held = Box::new(LyingRelease { inner: hold.held }),
+            Mutant::ProclaimIgnored => hold.held = Box::new(DeafProclaim { inner: hold.held }),
             Mutant::DowngradeGap => {
                 hold.held = Box::new(GappyDowngrade {
                     inner: hold.held,
@@ -262,6 +272,9 @@ impl LockBackend for MutantBackend {
     }
 
     async fn leader(&self, name: &LockName) -> Result<Option<tumbler_core::LeaderInfo>> {
+        if self.mutant == Mutant::ElectionBesideLock {
+            return self.inner.leader(&election_shadow(name)?).await;
+        }
         self.inner.leader(name).await
     }
 
@@ -270,6 +283,22 @@ impl LockBackend for MutantBackend {
         name: &LockName,
         seen: Option<&tumbler_core::LeaderInfo>,
     ) -> Result<Option<tumbler_core::LeaderInfo>> {
-        self.inner.leader_changed(name, seen).await
+        match self.mutant {
+            Mutant::ElectionBesideLock => {
+                self.inner
+                    .leader_changed(&election_shadow(name)?, seen)
+                    .await
+            }
+            // Wakes only for another term: a proclaimed value goes unnoticed.
+            Mutant::ObserverIgnoresValues => loop {
+                let now = self.inner.leader_changed(name, seen).await?;
+                if now.as_ref().map(|l| l.term) != seen.map(|l| l.term) {
+                    return Ok(now);
+                }
+                let changed = now.clone();
+                let _ = self.inner.leader_changed(name, changed.as_ref()).await?;
+            },
+            _ => self.inner.leader_changed(name, seen).await,
+        }
     }
 }

@@ -24,6 +24,10 @@ impl HeldLock for ForceRelease {
     async fn downgrade(&mut self) -> Result<Hold> {
         self.inner.downgrade().await
     }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        self.inner.proclaim(value).await
+    }
 }
 
 /// Release always claims success.
@@ -40,6 +44,10 @@ impl HeldLock for LyingRelease {
 
     async fn downgrade(&mut self) -> Result<Hold> {
         self.inner.downgrade().await
+    }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        self.inner.proclaim(value).await
     }
 }
 
@@ -68,6 +76,10 @@ impl HeldLock for GappyDowngrade {
             tumbler_core::Error::backend("mutant", "read acquire after downgrade returned busy")
         })
     }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        self.inner.proclaim(value).await
+    }
 }
 
 /// Keeps a notifier alive (so `lost()` does not fire on its own) next to the real hold.
@@ -84,6 +96,10 @@ impl HeldLock for Muffled {
 
     async fn downgrade(&mut self) -> Result<Hold> {
         self.inner.downgrade().await
+    }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        self.inner.proclaim(value).await
     }
 }
 
@@ -122,6 +138,10 @@ impl HeldLock for HangingRelease {
     async fn downgrade(&mut self) -> Result<Hold> {
         self.inner.downgrade().await
     }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        self.inner.proclaim(value).await
+    }
 }
 
 /// A second release reports that the hold is not ours.
@@ -145,5 +165,30 @@ impl HeldLock for GrudgingRelease {
 
     async fn downgrade(&mut self) -> Result<Hold> {
         self.inner.downgrade().await
+    }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        self.inner.proclaim(value).await
+    }
+}
+
+/// A leadership whose proclaim reports success and writes nothing
+/// ([`super::Mutant::ProclaimIgnored`]).
+pub(super) struct DeafProclaim {
+    pub(super) inner: Box<dyn HeldLock>,
+}
+
+#[async_trait]
+impl HeldLock for DeafProclaim {
+    async fn release(&mut self) -> Result<()> {
+        self.inner.release().await
+    }
+
+    async fn downgrade(&mut self) -> Result<Hold> {
+        self.inner.downgrade().await
+    }
+
+    async fn proclaim(&mut self, _value: &[u8]) -> Result<()> {
+        Ok(())
     }
 }

@@ -69,11 +69,17 @@ pub enum Mutant {
     TokenLowerAfterDamage,
     /// Semaphore handles with different limits on one name are separate semaphores.
     LimitMismatchOverGrants,
+    /// A leader's proclaim reports success but the advertised value stays the old one.
+    ProclaimIgnored,
+    /// Followers hear of a new leader but not of a value the same leader proclaimed.
+    ObserverIgnoresValues,
+    /// An election and a mutex of one name are separate (a leader and a lock holder at once).
+    ElectionBesideLock,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 25] = [
+    pub const ALL: [Mutant; 28] = [
         Mutant::NoOwnerCheck,
         Mutant::NeverExpires,
         Mutant::RepeatingTokens,
@@ -99,6 +105,9 @@ impl Mutant {
         Mutant::KindsCoexist,
         Mutant::TokenLowerAfterDamage,
         Mutant::LimitMismatchOverGrants,
+        Mutant::ProclaimIgnored,
+        Mutant::ObserverIgnoresValues,
+        Mutant::ElectionBesideLock,
     ];
 
     /// A short name for reports.
@@ -129,6 +138,9 @@ impl Mutant {
             Mutant::KindsCoexist => "kinds-coexist",
             Mutant::TokenLowerAfterDamage => "token-lower-after-damage",
             Mutant::LimitMismatchOverGrants => "limit-mismatch-over-grants",
+            Mutant::ProclaimIgnored => "proclaim-ignored",
+            Mutant::ObserverIgnoresValues => "observer-ignores-values",
+            Mutant::ElectionBesideLock => "election-beside-lock",
         }
     }
 
@@ -241,6 +253,10 @@ impl Harness for MutantHarness {
 
     async fn spawn_holder(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
         self.base.spawn_holder(name).await
+    }
+
+    async fn spawn_leader(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        self.base.spawn_leader(name).await
     }
 
     async fn restart_server(&self) -> HookResult {

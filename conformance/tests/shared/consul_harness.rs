@@ -169,6 +169,16 @@ impl Harness for ConsulHarness {
         .await
     }
 
+    async fn spawn_leader(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        ProcessHolder::spawn_leader(
+            env!("CARGO_BIN_EXE_holder"),
+            &url(self.server.addr()),
+            name.as_str(),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
     async fn restart_server(&self) -> HookResult {
         let proxies = self.clients.all_proxies();
         // Put back the modes the clients had: a cut the test made outlasts the restart.

@@ -376,6 +376,17 @@ impl Harness for EtcdHarness {
         .await
     }
 
+    async fn spawn_leader(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        let url = format!("etcd://{}?{}", self.direct_hosts(), self.params());
+        ProcessHolder::spawn_leader(
+            env!("CARGO_BIN_EXE_holder"),
+            &url,
+            name.as_str(),
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
     async fn restart_server(&self) -> HookResult {
         match &*self.store {
             Store::Standalone(e) => e

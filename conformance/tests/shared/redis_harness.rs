@@ -209,6 +209,16 @@ impl Harness for RedisHarness {
         .await
     }
 
+    async fn spawn_leader(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        ProcessHolder::spawn_leader(
+            env!("CARGO_BIN_EXE_holder"),
+            &self.direct_url(TTL),
+            name.as_str(),
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
     async fn restart_server(&self) -> HookResult {
         for master in &self.masters {
             master.restart().await.map_err(|e| {

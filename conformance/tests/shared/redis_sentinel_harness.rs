@@ -139,6 +139,16 @@ impl Harness for RedisSentinelHarness {
         .await
     }
 
+    async fn spawn_leader(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        ProcessHolder::spawn_leader(
+            env!("CARGO_BIN_EXE_holder"),
+            &self.master_url(TTL),
+            name.as_str(),
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
     async fn write_foreign(&self, name: &LockName, what: Foreign) -> HookResult {
         redis_hooks::write_foreign(
             &self.deployment.servers()[self.master..=self.master],

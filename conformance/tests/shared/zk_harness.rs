@@ -191,6 +191,10 @@ impl Harness for ZkHarness {
         zk_hooks::spawn_holder(&self.connect_string(), self.session, name).await
     }
 
+    async fn spawn_leader(&self, name: &LockName) -> HookResult<Box<dyn Holder>> {
+        zk_hooks::spawn_leader(&self.connect_string(), self.session, name).await
+    }
+
     /// Restarts the server, or every member of the ensemble at once (with their data).
     async fn restart_server(&self) -> HookResult {
         let ensemble = match &self.servers {

@@ -50,6 +50,22 @@ pub async fn spawn_holder(
     .await
 }
 
+/// A leader process on `hosts` with the harness's session timeout.
+pub async fn spawn_leader(
+    hosts: &str,
+    session: Duration,
+    name: &LockName,
+) -> HookResult<Box<dyn Holder>> {
+    let url = format!("zk://{hosts}?session_timeout={}ms", session.as_millis());
+    ProcessHolder::spawn_leader(
+        env!("CARGO_BIN_EXE_holder"),
+        &url,
+        name.as_str(),
+        Duration::from_secs(20),
+    )
+    .await
+}
+
 /// A waiter process on `hosts` with the harness's session timeout: on ZooKeeper a killed
 /// waiter's queue node lives as long as its session, which is the bound (as in Curator).
 pub async fn spawn_waiter(

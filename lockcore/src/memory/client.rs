@@ -100,10 +100,14 @@ impl MemoryBackend {
     /// Test hook: cut (`false`) or restore (`true`) this client's connection. While cut, every
     /// operation fails with [`Error::Connection`] and the session is not renewed.
     pub fn set_reachable(&self, reachable: bool) {
-        self.inner.flags().reachable = reachable;
         if reachable {
+            self.inner.flags().reachable = true;
             self.inner.reconnected();
         } else {
+            // Under the flags lock: a renewal that read the flags before the cut cannot report
+            // Reconnected after this Suspended (see `emit_reconnected`).
+            let mut flags = self.inner.flags();
+            flags.reachable = false;
             self.inner.monitor.emit(ConnectionEvent::Suspended);
         }
     }
@@ -171,7 +175,7 @@ impl ClientInner {
             *session = state.open_session(self.options.session_ttl, Instant::now());
             self.flags().last_renewed = Instant::now();
             self.monitor.emit(ConnectionEvent::Lost);
-            self.monitor.emit(ConnectionEvent::Reconnected);
+            self.emit_reconnected();
         }
         *session
     }
@@ -182,6 +186,15 @@ impl ClientInner {
         let session = self.live_session(&mut state);
         if session == old && state.renew(session, Instant::now()) {
             self.flags().last_renewed = Instant::now();
+            self.emit_reconnected();
+        }
+    }
+
+    /// Reports `Reconnected`, unless the connection was cut since the caller looked: checked
+    /// and emitted under the flags lock, which a cut holds while it reports `Suspended`.
+    fn emit_reconnected(&self) {
+        let flags = self.flags();
+        if flags.reachable && !flags.crashed {
             self.monitor.emit(ConnectionEvent::Reconnected);
         }
     }
@@ -231,7 +244,7 @@ impl ClientInner {
                 self.flags().last_renewed = now;
                 if self.monitor.current() == ConnectionEvent::Suspended {
                     // The store answers again (after a stall) and the session is kept.
-                    self.monitor.emit(ConnectionEvent::Reconnected);
+                    self.emit_reconnected();
                 }
             } else {
                 self.live_session(&mut state);
