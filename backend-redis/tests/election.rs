@@ -264,7 +264,7 @@ async fn followers_are_woken_by_proclaim_release_and_election() {
     );
     let prompt = Duration::from_millis(2500);
 
-    let waiting = {
+    let follows = {
         let (follower, seen) = (follower.clone(), seen.clone());
         tokio::spawn(
             async move { next_change(&follower, "svc/follow", seen.as_ref(), prompt).await },
@@ -277,7 +277,7 @@ async fn followers_are_woken_by_proclaim_release_and_election() {
     })
     .await;
     leadership.proclaim("a2").await.unwrap();
-    let proclaimed = waiting.await.unwrap().expect("a leader");
+    let proclaimed = follows.await.unwrap().expect("a leader");
     assert_eq!(proclaimed.value, b"a2");
     assert_eq!(proclaimed.term, leadership.term());
 
@@ -296,14 +296,14 @@ async fn followers_are_woken_by_proclaim_release_and_election() {
         waiting(&follower, "svc/follow").await == 1
     })
     .await;
-    let waiting = {
+    let follows = {
         let (follower, seen) = (follower.clone(), proclaimed.clone());
         tokio::spawn(async move { next_change(&follower, "svc/follow", Some(&seen), prompt).await })
     };
     // Give the follower's read a moment to happen before the change (either order is correct).
     tokio::task::yield_now().await;
     leadership.resign().await.unwrap();
-    let next = waiting.await.unwrap().expect("b leads");
+    let next = follows.await.unwrap().expect("b leads");
     let b_leads = candidate.await.unwrap();
     assert_eq!(
         (next.value.as_slice(), next.term),
@@ -311,14 +311,14 @@ async fn followers_are_woken_by_proclaim_release_and_election() {
     );
     assert!(next.term > proclaimed.term);
 
-    let waiting = {
+    let follows = {
         let (follower, seen) = (follower.clone(), next.clone());
         tokio::spawn(async move { next_change(&follower, "svc/follow", Some(&seen), prompt).await })
     };
     tokio::task::yield_now().await;
     b_leads.resign().await.unwrap();
     assert_eq!(
-        waiting.await.unwrap(),
+        follows.await.unwrap(),
         None,
         "nobody leads after the release"
     );
