@@ -41,7 +41,10 @@ pub const MAX_VALUE_LEN: usize = 1_000_000;
 /// - Election: Curator's LeaderLatch (`_c_<uuid>-latch-<seq>` ephemeral sequential nodes whose
 ///   data is the participant id, i.e. the campaign value; the lowest leads, each candidate
 ///   watches only its predecessor). The term is the leader node's creation zxid. Values are at
-///   most [`MAX_VALUE_LEN`] bytes.
+///   most [`MAX_VALUE_LEN`] bytes. `proclaim` writes the node's data; beware that a Curator
+///   LeaderLatch already waiting directly behind the proclaiming leader loses its watch on that
+///   write (LeaderLatch re-arms only on a deletion) and notices the leader's resignation only
+///   when its own connection is next re-established. tumbler's own candidates are unaffected.
 ///
 /// ```no_run
 /// # async fn demo() -> tumbler_core::Result<()> {

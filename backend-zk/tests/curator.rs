@@ -1,6 +1,7 @@
 //! Wire compatibility with Apache Curator 5.4 (Debian's `libcurator-recipes-java`): a Java
 //! process using InterProcessMutex, InterProcessReadWriteLock and InterProcessSemaphoreV2 on
-//! the same paths excludes with tumbler in both directions.
+//! the same paths excludes with tumbler in both directions, and a LeaderLatch takes part in
+//! the same elections as tumbler's campaigns.
 //!
 //! `tests/curator/Holder.java` is compiled with `javac` into the target folder on first use.
 
@@ -265,4 +266,93 @@ async fn rwlock_and_semaphore_share_curators_layouts() {
         "Curator holds all 3"
     );
     assert_eq!(curator.ask("release /interop/sem").await, "RELEASED");
+}
+
+#[tokio::test]
+async fn elections_are_shared_with_curators_leader_latch() {
+    let zk = server().await;
+    let hosts = zk.connect_string();
+    let mut curator = Curator::start(&hosts).await;
+    let ours = tumbler_zookeeper::connect_url(&format!("zk://{hosts}?session_timeout=6s"))
+        .await
+        .unwrap();
+    let election = ours.election("interop/election").unwrap();
+    let name = LockName::new("interop/election").unwrap();
+
+    // Java leads: we see its participant id, cannot lead, and win once its latch closes.
+    assert_eq!(
+        curator.ask("latch /interop/election java-1").await,
+        "STARTED"
+    );
+    assert_eq!(
+        curator.ask("latch-await /interop/election 5000").await,
+        "LEADER"
+    );
+    let leader = election.leader().await.unwrap().expect("Java leads");
+    assert_eq!(leader.value, b"java-1");
+    assert!(election.try_campaign("rust-1").await.unwrap().is_none());
+    let waiting = tokio::spawn({
+        let election = election.clone();
+        async move { election.campaign("rust-1").await }
+    });
+    common::eventually("our candidate queues behind Java's", || async {
+        let state = ours.state(&name).await.unwrap();
+        (state.waiters == Some(1)).then_some(())
+    })
+    .await;
+    assert!(!waiting.is_finished());
+    assert_eq!(curator.ask("latch-close /interop/election").await, "CLOSED");
+    let ours_leads = tokio::time::timeout(PROMPT, waiting)
+        .await
+        .expect("ours is elected once Java's latch closed")
+        .unwrap()
+        .unwrap();
+    assert!(ours_leads.term() > leader.term);
+
+    // We lead: Java's latch sees our value as the leader's id and does not lead until we resign.
+    assert_eq!(
+        curator.ask("latch /interop/election java-2").await,
+        "STARTED"
+    );
+    assert_eq!(
+        curator.ask("latch-leader /interop/election").await,
+        "LEADER rust-1"
+    );
+    assert_eq!(
+        curator.ask("latch-await /interop/election 300").await,
+        "NOT"
+    );
+    assert_eq!(curator.ask("latch-has /interop/election").await, "NO");
+    ours_leads.resign().await.unwrap();
+    assert_eq!(
+        curator.ask("latch-await /interop/election 5000").await,
+        "LEADER"
+    );
+    assert_eq!(
+        election.leader().await.unwrap().map(|l| l.value),
+        Some(b"java-2".to_vec())
+    );
+    assert_eq!(curator.ask("latch-close /interop/election").await, "CLOSED");
+    assert_eq!(election.leader().await.unwrap(), None);
+
+    // A proclaimed value is what Java reads as the leader's id. (Java's latch starts after the
+    // proclaim: a LeaderLatch already waiting directly behind us would miss our resignation,
+    // see `ZkBackend`'s documentation.)
+    let mut ours_leads = election.campaign("rust-2").await.unwrap();
+    ours_leads.proclaim("rust-3").await.unwrap();
+    assert_eq!(
+        curator.ask("latch /interop/election java-3").await,
+        "STARTED"
+    );
+    assert_eq!(
+        curator.ask("latch-leader /interop/election").await,
+        "LEADER rust-3",
+        "Java reads the value we proclaimed"
+    );
+    ours_leads.resign().await.unwrap();
+    assert_eq!(
+        curator.ask("latch-await /interop/election 5000").await,
+        "LEADER"
+    );
+    assert_eq!(curator.ask("latch-close /interop/election").await, "CLOSED");
 }

@@ -9,7 +9,12 @@ use crate::error::convert_for;
 use crate::nodes::read;
 
 /// Writes `value` into the leader's node, only while the node exists (a setData on a deleted
-/// node fails, so nothing is written once the leadership is gone).
+/// node fails, so nothing is written once the leadership is gone; while it exists it is the
+/// lowest candidate, since no lower sequence can be created later).
+///
+/// The write fires the data watch of the candidate right behind: tumbler's re-arms it, but
+/// Curator's LeaderLatch only acts on a deletion, so a LeaderLatch waiting there misses the
+/// hand-off until it reconnects (see `ZkBackend`).
 pub(super) async fn proclaim(held: &mut ZkHeld, value: &[u8]) -> Result<()> {
     if held.kind != HoldKind::Leader {
         return Err(Error::invalid(

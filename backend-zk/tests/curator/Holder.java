@@ -5,6 +5,11 @@
 //   sem PATH LIMIT QTY MS                          -> ACQUIRED or BUSY
 //   release PATH                                   -> RELEASED (whatever PATH holds)
 //   revoke-requested PATH                          -> YES or NO
+//   latch PATH ID                                  -> STARTED (a LeaderLatch with participant ID)
+//   latch-await PATH MS                            -> LEADER or NOT (waits at most MS ms)
+//   latch-has PATH                                 -> YES or NO (hasLeadership)
+//   latch-leader PATH                              -> LEADER <id> or NONE (getLeader)
+//   latch-close PATH                               -> CLOSED
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.util.Collection;
@@ -14,6 +19,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.leader.LeaderLatch;
+import org.apache.curator.framework.recipes.leader.Participant;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
 import org.apache.curator.framework.recipes.locks.InterProcessReadWriteLock;
 import org.apache.curator.framework.recipes.locks.InterProcessSemaphoreV2;
@@ -29,6 +36,7 @@ public class Holder {
         Map<String, InterProcessMutex> held = new HashMap<>();
         Map<String, Collection<Lease>> leases = new HashMap<>();
         Map<String, AtomicBoolean> revoked = new HashMap<>();
+        Map<String, LeaderLatch> latches = new HashMap<>();
         System.out.println("READY");
         System.out.flush();
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
@@ -88,6 +96,33 @@ public class Holder {
                 case "revoke-requested": {
                     AtomicBoolean flag = revoked.get(p[1]);
                     answer = flag != null && flag.get() ? "YES" : "NO";
+                    break;
+                }
+                case "latch": {
+                    LeaderLatch latch = new LeaderLatch(client, p[1], p[2]);
+                    latch.start();
+                    latches.put(p[1], latch);
+                    answer = "STARTED";
+                    break;
+                }
+                case "latch-await": {
+                    boolean leads = latches.get(p[1])
+                            .await(Long.parseLong(p[2]), TimeUnit.MILLISECONDS);
+                    answer = leads ? "LEADER" : "NOT";
+                    break;
+                }
+                case "latch-has": {
+                    answer = latches.get(p[1]).hasLeadership() ? "YES" : "NO";
+                    break;
+                }
+                case "latch-leader": {
+                    Participant leader = latches.get(p[1]).getLeader();
+                    answer = leader.isLeader() ? "LEADER " + leader.getId() : "NONE";
+                    break;
+                }
+                case "latch-close": {
+                    latches.remove(p[1]).close();
+                    answer = "CLOSED";
                     break;
                 }
                 default:
