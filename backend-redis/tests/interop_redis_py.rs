@@ -130,3 +130,47 @@ async fn our_lock_excludes_redis_py() {
         "redis-py could not lock after we released"
     );
 }
+
+/// An election and a redis-py `Lock` on one name exclude each other both ways; a redis-py
+/// holder is no leader (`leader()` says so with a `Conflict` naming the key), and a campaign
+/// waiting behind it is elected once redis-py releases.
+#[tokio::test]
+async fn an_election_and_a_redis_py_lock_exclude_each_other() {
+    let redis = fresh_redis().await;
+    let locks = connect(&redis.url()).await;
+    let election = locks.election("interop/election").unwrap();
+    let leadership = election.campaign("ours").await.unwrap();
+    let mut py = Py::start(redis.port(), "interop/election", "try");
+    assert_eq!(py.line().await, "BUSY", "redis-py got in while we led");
+    leadership.resign().await.unwrap();
+
+    let mut py = Py::start(redis.port(), "interop/election", "hold");
+    assert!(
+        py.line().await.starts_with("HELD "),
+        "python holds the lock"
+    );
+    assert!(election.try_campaign("ours").await.unwrap().is_none());
+    match election.leader().await {
+        Err(tumbler_core::Error::Conflict { problem, .. }) => {
+            assert!(problem.contains("interop/election"), "{problem}")
+        }
+        other => panic!("a redis-py holder read as {other:?}"),
+    }
+    let waiting = {
+        let election = election.clone();
+        tokio::spawn(async move { election.campaign("ours").await })
+    };
+    py.say().await;
+    assert_eq!(py.line().await, "RELEASED");
+    let leadership = tokio::time::timeout(PROMPT, waiting)
+        .await
+        .expect("elected after redis-py released")
+        .unwrap()
+        .unwrap();
+    let leader = election.leader().await.unwrap().expect("a leader");
+    assert_eq!(
+        (leader.value, leader.term),
+        (b"ours".to_vec(), leadership.term())
+    );
+    leadership.resign().await.unwrap();
+}
