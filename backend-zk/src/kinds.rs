@@ -216,7 +216,7 @@ mod tests {
         );
         let latch = format!("_c_{A}-latch-0000000003");
         assert_eq!(
-            other_queue_kind("/n", &[latch.clone()], Kind::Mutex),
+            other_queue_kind("/n", std::slice::from_ref(&latch), Kind::Mutex),
             Some(Refusal::Kinds {
                 asked: Kind::Mutex,
                 used: Kind::Election,

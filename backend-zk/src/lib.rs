@@ -1,8 +1,9 @@
 //! # tumbler-zookeeper
 //!
-//! tumbler's ZooKeeper backend: mutexes, read-write locks and semaphores on Curator's recipes
-//! (InterProcessMutex, InterProcessReadWriteLock, InterProcessSemaphoreV2), so a Java service
-//! using Curator and a Rust service using tumbler exclude each other on the same znode path.
+//! tumbler's ZooKeeper backend: mutexes, read-write locks, semaphores and elections on Curator's
+//! recipes (InterProcessMutex, InterProcessReadWriteLock, InterProcessSemaphoreV2, LeaderLatch),
+//! so a Java service using Curator and a Rust service using tumbler exclude each other (and
+//! elect one leader) on the same znode path.
 //! See [`ZkBackend`] for the guarantees.
 //!
 //! ## URL
@@ -44,6 +45,7 @@
 //! | mutex | `_c_<uuid>-lock-<seq>` (ephemeral sequential) |
 //! | read-write lock | `_c_<uuid>-__READ__<seq>`, `_c_<uuid>-__WRIT__<seq>` |
 //! | semaphore | `locks/_c_<uuid>-lock-<seq>` (a mutex) and `leases/_c_<uuid>-lease-<seq>`, one per permit; the data of `leases` records the limit (`tumbler-semaphore-limit=N`) |
+//! | election | `_c_<uuid>-latch-<seq>` (ephemeral sequential, data = the campaign value, LeaderLatch's participant id); the lowest leads, its czxid is the term |
 //!
 //! Folders are created as container nodes, which the servers remove once empty.
 //!
@@ -52,9 +54,11 @@
 //! A name is used by one kind of primitive at a time: asking for a mutex, read-write lock or
 //! semaphore on a name another kind holds or waits on gives [`tumbler_core::Error::Conflict`]
 //! naming both kinds, and a semaphore handle whose limit differs from the one recorded on the
-//! store gives `Conflict` too. Nested names (`a` and `a/b`) are independent locks. A node under
-//! a lock's folder that no lock client wrote (a persistent node named like a lock node, data in
-//! `leases` that is not a limit record) gives `Conflict` naming the node.
+//! store gives `Conflict` too; so does a campaign or `leader()` on a name used by a lock, and a
+//! lock on a name used by an election. Nested names (`a` and `a/b`) are independent locks. A
+//! node under a lock's folder that no lock client wrote (a persistent node named like a lock
+//! node, data in `leases` that is not a limit record, an ephemeral node in an election's folder
+//! that is no candidate) gives `Conflict` naming the node.
 //!
 //! ## Validity and events
 //!

@@ -59,6 +59,9 @@ struct Shared {
     /// reports this hold's own events (deletion, revocation).
     ticket: HoldTicket,
     releasing: AtomicBool,
+    /// Whether Curator's revoke marker in the node asks this hold to release (not for a
+    /// leader, whose node's data is the value it proclaimed).
+    revocable: bool,
 }
 
 impl Shared {
@@ -103,6 +106,7 @@ pub(crate) fn grant(
         nodes,
         ticket,
         releasing: AtomicBool::new(false),
+        revocable: kind != HoldKind::Leader,
     });
     let span = tracing::info_span!("zk_hold", name = %name, node = %shared.nodes[0]);
     let watcher = tokio::spawn(watch(shared.clone()).instrument(span));

@@ -36,7 +36,7 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         match fetched {
             Ok((data, _, watcher)) => {
                 backoff.reset();
-                if data == REVOKE_MESSAGE {
+                if shared.revocable && data == REVOKE_MESSAGE {
                     tracing::info!("revocation requested");
                     shared.notifier().revoke_requested();
                 }
