@@ -298,7 +298,8 @@ impl LockBackend for RedisBackend {
     /// request timeout (a waiting acquisition first rides out an outage of up to one TTL);
     /// [`Error::Connection`] with a [`crate::ReplicasMissing`] source when `min_replicas`
     /// replicas did not acknowledge the grant (the grant is undone first);
-    /// [`Error::Closed`] after [`LockBackend::shutdown`].
+    /// [`Error::Closed`] after [`LockBackend::shutdown`]; [`Error::Unsupported`] for
+    /// campaigns (`election`), read-write locks and semaphores in Redlock mode.
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
         self.check_open()?;
         let outcome = if self.redlock {
