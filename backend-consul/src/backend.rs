@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tumbler_core::{
-    AcquireRequest, Capabilities, ConnectionEvents, Fencing, Hold, LockBackend, LockKind, LockName,
-    LockState, Result,
+    AcquireRequest, Capabilities, ConnectionEvents, Fencing, Hold, LeaderInfo, LockBackend, LockKind,
+    LockName, LockState, Result,
 };
 
 use crate::api::{Api, Behavior, Health, SessionSpec, BACKEND};
@@ -14,6 +14,10 @@ use crate::gates::Gates;
 use crate::layout::Layout;
 use crate::mutex::HeldKeys;
 use crate::session::Sessions;
+
+/// The largest value Consul's KV store takes (512 KiB, its `kv_max_value_size` default): the
+/// longest value a campaign or proclaim may advertise.
+pub const MAX_VALUE_LEN: usize = 512 * 1024;
 
 /// What every part of the backend shares.
 pub(crate) struct Inner {
@@ -115,6 +119,13 @@ impl ConsulBackend {
         Ok(self.inner.layout.folder(name)?.lock_key())
     }
 
+    /// The KV key of the election `name` (`<prefix><name>/leader`, the key Consul's
+    /// leader-election guide recommends as `service/<service name>/leader`), e.g. for clients
+    /// that follow the guide with the HTTP API.
+    pub fn election_key(&self, name: &LockName) -> Result<String> {
+        Ok(self.inner.layout.folder(name)?.leader_key())
+    }
+
     /// Destroys the session `id` on the agent, whoever owns it (an operator's action: its keys
     /// are released, or deleted, and put under its lock-delay).
     pub async fn destroy_session(&self, id: &str) -> Result<()> {
@@ -136,6 +147,8 @@ impl LockBackend for ConsulBackend {
             .with_semaphore(true)
             .with_revocation(true)
             .with_lists_waiters(true)
+            .with_election(true)
+            .with_max_value_len(MAX_VALUE_LEN)
             .with_crash_release_bound(Some(self.inner.config.crash_release_bound()))
             .with_waiter_release_bound(Some(self.inner.config.waiter_release_bound()))
             .with_request_timeout(self.inner.config.request_timeout)
@@ -160,10 +173,9 @@ impl LockBackend for ConsulBackend {
             LockKind::Permits { limit, count } => {
                 crate::semaphore::acquire(inner, &request.name, limit, count, request.wait).await
             }
-            LockKind::Leader => Err(tumbler_core::Error::Unsupported {
-                capability: "election",
-                backend: "consul",
-            }),
+            LockKind::Leader => {
+                crate::election::campaign(inner, &request.name, request.value, request.wait).await
+            }
         }
     }
 
@@ -177,6 +189,20 @@ impl LockBackend for ConsulBackend {
         self.check_open()?;
         let folder = self.inner.layout.folder(name)?;
         crate::state::request_revoke(&self.inner.api, name, &folder).await
+    }
+
+    async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
+        self.check_open()?;
+        crate::election::leader(&self.inner, name).await
+    }
+
+    async fn leader_changed(
+        &self,
+        name: &LockName,
+        seen: Option<&LeaderInfo>,
+    ) -> Result<Option<LeaderInfo>> {
+        self.check_open()?;
+        crate::election::leader_changed(&self.inner, name, seen).await
     }
 
     fn connection_events(&self) -> ConnectionEvents {

@@ -8,7 +8,7 @@
 //! of different kinds, the one that lists last sees the other's key, so they never both hold
 //! (both may be refused). A mutex checks again right after its `?acquire=`, since its key is
 //! the one it acquires. Keys of longer names (`NAME/sub/…`) are not looked at: nested names
-//! are independent locks.
+//! are independent locks. An election (`NAME/leader`, `NAME/.candidates/…`) is one more kind.
 
 use std::fmt;
 
@@ -27,6 +27,8 @@ pub(crate) enum Kind {
     Semaphore,
     /// A read-write lock (`NAME/.rwlock`, `NAME/.rw/…`).
     RwLock,
+    /// An election (the guide's key `NAME/leader` and tumbler's `NAME/.candidates/…`).
+    Election,
 }
 
 impl fmt::Display for Kind {
@@ -35,6 +37,7 @@ impl fmt::Display for Kind {
             Kind::Mutex => "mutex",
             Kind::Semaphore => "semaphore",
             Kind::RwLock => "read-write lock",
+            Kind::Election => "election",
         })
     }
 }
@@ -43,7 +46,14 @@ impl fmt::Display for Kind {
 /// name's keys, or the name in use by a kind other than `mine`.
 pub(crate) fn check(mine: Kind, name: &LockName, folder: &Folder, pairs: &[KvPair]) -> Result<()> {
     check_foreign(name, folder, pairs)?;
-    if let Some((other, key)) = users(folder, pairs).find(|(kind, _)| *kind != mine) {
+    let lock_client_key = (mine == Kind::Election)
+        .then(|| lock_client_on_leader_key(folder, pairs))
+        .flatten();
+    if let Some((other, key)) = lock_client_key
+        .into_iter()
+        .chain(users(folder, pairs))
+        .find(|(kind, _)| *kind != mine)
+    {
         return Err(Error::Conflict {
             name: name.clone(),
             problem: format!(
@@ -78,10 +88,45 @@ pub(crate) fn check_foreign(name: &LockName, folder: &Folder, pairs: &[KvPair]) 
                 }
                 decode_record::<RwRecord>(name, pair, "a read-write lock's record")?;
             }
+            Entry::Leader => check_leader_key(name, pair)?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A Go api.Lock or api.Semaphore client's flags on the election key: that key is in use as a
+/// mutex or semaphore (as api.Lock refuses a key without its flags, we refuse one with them).
+fn lock_client_on_leader_key<'a>(folder: &Folder, pairs: &'a [KvPair]) -> Option<(Kind, &'a str)> {
+    let pair = pairs
+        .iter()
+        .find(|p| folder.classify(&p.key) == Entry::Leader)?;
+    match pair.flags {
+        LOCK_FLAGS => Some((Kind::Mutex, pair.key.as_str())),
+        SEMAPHORE_FLAGS => Some((Kind::Semaphore, pair.key.as_str())),
+        _ => None,
+    }
+}
+
+/// Fails with [`Error::Conflict`] naming the key if the election key holds what neither a
+/// candidate (tumbler's or the guide's, `?acquire=`) nor a Go lock client wrote: unknown
+/// flags, or flags 0 with LockIndex 0 (written without `?acquire=`, which restarts the
+/// LockIndex that terms are made of).
+pub(crate) fn check_leader_key(name: &LockName, pair: &KvPair) -> Result<()> {
+    match pair.flags {
+        LOCK_FLAGS | SEMAPHORE_FLAGS => Ok(()),
+        0 if pair.lock_index == 0 => Err(Error::Conflict {
+            name: name.clone(),
+            problem: format!(
+                "the Consul key {} was written without ?acquire= (LockIndex 0), so it is no \
+                 election's key and terms read from it could repeat; delete the key if nothing \
+                 uses it, or use another name",
+                pair.key
+            ),
+        }),
+        0 => Ok(()),
+        flags => Err(foreign(name, pair, flags, "0 (an election's)")),
+    }
 }
 
 fn foreign(name: &LockName, pair: &KvPair, flags: u64, expected: &str) -> Error {
@@ -109,6 +154,8 @@ fn users<'a>(folder: &Folder, pairs: &'a [KvPair]) -> impl Iterator<Item = (Kind
                 Kind::Semaphore
             }
             Entry::RwContender(_) if pair.is_held() => Kind::RwLock,
+            Entry::Leader if pair.flags == 0 && pair.is_held() => Kind::Election,
+            Entry::Candidate(_) if pair.is_held() => Kind::Election,
             _ => return None,
         };
         Some((kind, pair.key.as_str()))

@@ -9,10 +9,16 @@
 //! | `P NAME/<lease session>` | a semaphore contender (api.Semaphore) | [`SEMAPHORE_FLAGS`] |
 //! | `P NAME/.rwlock` | the read-write lock's holders record | [`RWLOCK_FLAGS`] |
 //! | `P NAME/.rw/<lease>` | a read-write lock contender (liveness of one reader or writer) | [`RWLOCK_FLAGS`] |
+//! | `P NAME/leader` | the election's key (Consul's leader-election guide): Session = the leader, value = its data | 0 (the guide sets none) |
+//! | `P NAME/.candidates/<candidate session>` | a tumbler candidate waiting to be elected, in arrival order | [`QUEUE_FLAGS`] |
 //!
 //! The mutex key is the one `consul lock P NAME …` uses (`path.Join(prefix, ".lock")`), so the
 //! `consul lock` command and tumbler exclude each other, and a mutex and a semaphore on the same
 //! name conflict on the flags exactly as they do in Consul's own clients.
+//!
+//! The election key follows the guide's recommended `service/<service name>/leader`: with the
+//! prefix `service/`, the election `web` is the key `service/web/leader`, which the guide's
+//! clients (`PUT ?acquire=` with their data as the body) share with us.
 
 use tumbler_core::{Error, LockName, Result};
 
@@ -34,6 +40,9 @@ const LOCK_SEGMENT: &str = ".lock";
 const QUEUE_SEGMENT: &str = ".queue";
 const RW_RECORD_SEGMENT: &str = ".rwlock";
 const RW_CONTENDER_SEGMENT: &str = ".rw";
+/// The last segment of an election's key (the guide's `service/<name>/leader`).
+const LEADER_SEGMENT: &str = "leader";
+const CANDIDATES_SEGMENT: &str = ".candidates";
 
 /// Checks a configured key prefix: only characters every Consul release accepts in keys, and no
 /// leading `/`.
@@ -112,6 +121,10 @@ pub enum Entry<'a> {
     RwRecord,
     /// `NAME/.rw/<lease>`.
     RwContender(&'a str),
+    /// `NAME/leader`: an election's key.
+    Leader,
+    /// `NAME/.candidates/<session>`: a tumbler candidate waiting to be elected.
+    Candidate(&'a str),
     /// `NAME/<session>`: a semaphore contender.
     Contender(&'a str),
     /// Anything else (keys of longer names such as `NAME/sub/.lock`).
@@ -134,9 +147,14 @@ impl Folder {
         format!("{}{QUEUE_SEGMENT}/", self.base)
     }
 
-    /// One mutex waiter's key.
-    pub fn queue_key(&self, id: &str) -> String {
-        format!("{}{QUEUE_SEGMENT}/{id}", self.base)
+    /// The election's key, `P NAME/leader`.
+    pub fn leader_key(&self) -> String {
+        format!("{}{LEADER_SEGMENT}", self.base)
+    }
+
+    /// The folder of the waiting candidates, `P NAME/.candidates/`.
+    pub fn candidates_prefix(&self) -> String {
+        format!("{}{CANDIDATES_SEGMENT}/", self.base)
     }
 
     /// A semaphore contender's key, `P NAME/<session>`.
@@ -167,11 +185,15 @@ impl Folder {
         match rest.split_once('/') {
             None if rest == LOCK_SEGMENT => Entry::Lock,
             None if rest == RW_RECORD_SEGMENT => Entry::RwRecord,
+            None if rest == LEADER_SEGMENT => Entry::Leader,
             None if rest.is_empty() || rest.starts_with('.') => Entry::Other,
             None => Entry::Contender(rest),
             Some((QUEUE_SEGMENT, id)) if !id.is_empty() && !id.contains('/') => Entry::Queued(id),
             Some((RW_CONTENDER_SEGMENT, id)) if !id.is_empty() && !id.contains('/') => {
                 Entry::RwContender(id)
+            }
+            Some((CANDIDATES_SEGMENT, id)) if !id.is_empty() && !id.contains('/') => {
+                Entry::Candidate(id)
             }
             Some(_) => Entry::Other,
         }
@@ -193,10 +215,12 @@ mod tests {
         let f = folder("jobs/nightly");
         assert_eq!(f.lock_key(), "p/jobs/nightly/.lock");
         assert_eq!(f.base(), "p/jobs/nightly/");
-        assert_eq!(f.queue_key("abc"), "p/jobs/nightly/.queue/abc");
+        assert_eq!(f.queue_prefix(), "p/jobs/nightly/.queue/");
         assert_eq!(f.contender_key("s1"), "p/jobs/nightly/s1");
         assert_eq!(f.rw_record_key(), "p/jobs/nightly/.rwlock");
         assert_eq!(f.rw_contender_key("l1"), "p/jobs/nightly/.rw/l1");
+        assert_eq!(f.leader_key(), "p/jobs/nightly/leader");
+        assert_eq!(f.candidates_prefix(), "p/jobs/nightly/.candidates/");
         assert!(f.rw_record_key().starts_with(&f.rw_prefix()));
         assert!(f.rw_contender_key("x").starts_with(&f.rw_prefix()));
     }
@@ -233,6 +257,9 @@ mod tests {
         assert_eq!(f.classify("p/n/.queue/w1"), Entry::Queued("w1"));
         assert_eq!(f.classify("p/n/.rw/l1"), Entry::RwContender("l1"));
         assert_eq!(f.classify("p/n/s1"), Entry::Contender("s1"));
+        assert_eq!(f.classify("p/n/leader"), Entry::Leader);
+        assert_eq!(f.classify("p/n/.candidates/c1"), Entry::Candidate("c1"));
+        assert_eq!(f.classify("p/n/leader/x"), Entry::Other);
         assert_eq!(f.classify("p/n/sub/.lock"), Entry::Other);
         assert_eq!(f.classify("p/n/.queue/a/b"), Entry::Other);
         assert_eq!(f.classify("p/other/.lock"), Entry::Other);

@@ -175,6 +175,7 @@
 mod api;
 mod backend;
 mod config;
+mod election;
 mod gates;
 mod kinds;
 mod layout;
@@ -187,7 +188,7 @@ mod session;
 mod state;
 mod watch;
 
-pub use backend::ConsulBackend;
+pub use backend::{ConsulBackend, MAX_VALUE_LEN};
 pub use config::{
     ConsulConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_DELAY, DEFAULT_QUERY_WAIT,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SESSION_TTL, MAX_LOCK_DELAY, MAX_SESSION_TTL, MIN_SESSION_TTL,

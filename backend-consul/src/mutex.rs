@@ -10,6 +10,11 @@
 //! follows it (api.Lock's `monitorLock`) and fires `lost()` when the key is deleted or held by
 //! another session. Release is `PUT ?release=<session>`, then (like `consul lock`'s cleanup)
 //! a `DELETE ?cas=` of the key if nobody took it meanwhile.
+//!
+//! An election's campaign is the same protocol on another [`Claim`]: the key `NAME/leader`
+//! with flags 0 and the candidate's value as the body (Consul's leader-election guide), its
+//! candidates queued in `NAME/.candidates/`, and the term instead of the token (see
+//! [`crate::election`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -24,8 +29,8 @@ use crate::api::{Acquire, Api, Block, KvPair};
 use crate::backend::Inner;
 use crate::gates::{GatePass, Gates};
 use crate::kinds::{self, Kind};
-use crate::layout::LOCK_FLAGS;
-use crate::queue::Queue;
+use crate::layout::{Folder, LOCK_FLAGS};
+use crate::queue::{Line, Queue};
 use crate::record::RevokeMarker;
 use crate::session::Session;
 use crate::watch::{
@@ -37,13 +42,64 @@ use tumbler_core::cleanup::RestartableCleanup as Cleanup;
 /// attempt (which keeps the gate closed until it has released the key).
 type PassSlot = Arc<StdMutex<Option<GatePass>>>;
 
+/// What an acquisition on the api.Lock protocol takes: a mutex key, or an election's key.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    /// Which primitive (for one-name-one-kind, tokens and proclaims).
+    kind: Kind,
+    /// The key acquired.
+    key: String,
+    /// Its flags.
+    flags: u64,
+    /// The body of `?acquire=` (the leader's data; empty for a mutex).
+    value: Vec<u8>,
+    /// Where waiters queue.
+    line: Line,
+}
+
+impl Claim {
+    /// The mutex of `folder`: api.Lock's key, flags and empty value.
+    pub(crate) fn mutex(folder: &Folder) -> Claim {
+        Claim {
+            kind: Kind::Mutex,
+            key: folder.lock_key(),
+            flags: LOCK_FLAGS,
+            value: Vec::new(),
+            line: Line::mutex(folder),
+        }
+    }
+
+    /// The leadership of the election of `folder`, advertising `value`: the guide's key,
+    /// no flags.
+    pub(crate) fn election(folder: &Folder, value: Vec<u8>) -> Claim {
+        Claim {
+            kind: Kind::Election,
+            key: folder.leader_key(),
+            flags: 0,
+            value,
+            line: Line::election(folder),
+        }
+    }
+}
+
 /// Acquires the mutex `name`.
 pub(crate) async fn acquire(
     inner: &Arc<Inner>,
     name: &LockName,
     wait: bool,
 ) -> Result<Option<Hold>> {
-    let key = inner.layout.folder(name)?.lock_key();
+    let claim = Claim::mutex(&inner.layout.folder(name)?);
+    acquire_claim(inner, name, claim, wait).await
+}
+
+/// Acquires `claim` on the name `name`, waiting or making one attempt.
+pub(crate) async fn acquire_claim(
+    inner: &Arc<Inner>,
+    name: &LockName,
+    claim: Claim,
+    wait: bool,
+) -> Result<Option<Hold>> {
+    let key = claim.key.clone();
     let pass = if wait {
         inner.gates.enter(&key).await
     } else {
@@ -59,13 +115,13 @@ pub(crate) async fn acquire(
         }
     };
     let slot: PassSlot = Arc::new(StdMutex::new(Some(pass)));
-    match attempt(inner, name, &key, &slot).await? {
-        Attempt::Taken(taken) => Ok(Some(grant(inner, name, key, taken, &slot))),
+    match attempt(inner, name, &claim, &slot).await? {
+        Attempt::Taken(taken) => Ok(Some(grant(inner, name, &claim, taken, &slot))),
         Attempt::Held { .. } | Attempt::Delayed { .. } if !wait => Ok(None),
-        Attempt::Held { index } => wait_then_take(inner, name, key, slot, index, false)
+        Attempt::Held { index } => wait_then_take(inner, name, &claim, slot, index, false)
             .await
             .map(Some),
-        Attempt::Delayed { index } => wait_then_take(inner, name, key, slot, index, true)
+        Attempt::Delayed { index } => wait_then_take(inner, name, &claim, slot, index, true)
             .await
             .map(Some),
     }
@@ -90,20 +146,27 @@ struct Taken {
 
 /// One api.Lock attempt: list the name's folder (refusing foreign data and other kinds), and
 /// if no other session holds the key, `?acquire=`, then list again: the other kinds may have
-/// put their keys meanwhile (see [`crate::kinds`]), and the key's ModifyIndex is the token.
+/// put their keys meanwhile (see [`crate::kinds`]), and the key's ModifyIndex is the token
+/// (an election's term: see [`crate::election::term`]).
 async fn attempt(
     inner: &Arc<Inner>,
     name: &LockName,
-    key: &str,
+    claim: &Claim,
     slot: &PassSlot,
 ) -> Result<Attempt> {
     let folder = inner.layout.folder(name)?;
+    let key = claim.key.as_str();
+    let flags = claim.flags;
     for _ in 0..3 {
         let listed = inner.api.kv_list(folder.base(), None).await?;
-        kinds::check(Kind::Mutex, name, &folder, &listed.value)?;
+        kinds::check(claim.kind, name, &folder, &listed.value)?;
         let session = inner.sessions.main().await?;
+        // What a new leadership's term must pass (none if the key is already our session's).
+        let before = lock_pair(&listed.value, key)
+            .filter(|p| !p.held_by(session.id()))
+            .map(|p| (p.create_index, p.lock_index));
         if let Some(pair) = lock_pair(&listed.value, key) {
-            if pair.flags == LOCK_FLAGS && pair.is_held() && !pair.held_by(session.id()) {
+            if pair.flags == flags && pair.is_held() && !pair.held_by(session.id()) {
                 return Ok(Attempt::Held {
                     index: listed.index,
                 });
@@ -122,6 +185,7 @@ async fn attempt(
                 undo_acquire(
                     api.clone(),
                     owned_key.clone(),
+                    flags,
                     held_by.clone(),
                     pass.clone(),
                 )
@@ -129,7 +193,7 @@ async fn attempt(
         );
         match inner
             .api
-            .kv_acquire(key, session.id(), LOCK_FLAGS, Vec::new())
+            .kv_acquire(key, session.id(), flags, claim.value.clone())
             .await?
         {
             Acquire::InvalidSession => {
@@ -146,21 +210,32 @@ async fn attempt(
             Acquire::Acquired => {}
         }
         let back = inner.api.kv_list(folder.base(), None).await?;
-        if let Err(conflict) = kinds::check(Kind::Mutex, name, &folder, &back.value) {
-            // Another kind came in meanwhile: leave the name to it. If the release fails,
-            // dropping the armed cleanup retries it in the background.
-            if inner
-                .api
-                .kv_release(key, session.id(), LOCK_FLAGS)
-                .await
-                .is_ok()
-            {
+        let refused = kinds::check(claim.kind, name, &folder, &back.value).and_then(|()| {
+            match (claim.kind, lock_pair(&back.value, key)) {
+                (Kind::Election, Some(pair)) if pair.held_by(session.id()) => {
+                    crate::election::check_advanced(name, pair, before)
+                }
+                _ => Ok(()),
+            }
+        });
+        if let Err(conflict) = refused {
+            // Another kind came in meanwhile (or the key was rewritten): leave the name. If
+            // the release fails, dropping the armed cleanup retries it in the background.
+            if inner.api.kv_release(key, session.id(), flags).await.is_ok() {
                 cleanup.disarm();
             }
             return Err(conflict);
         }
         cleanup.disarm();
         return Ok(match lock_pair(&back.value, key) {
+            Some(pair) if pair.held_by(session.id()) && claim.kind == Kind::Election => {
+                Attempt::Taken(Taken {
+                    token: crate::election::term(pair),
+                    revoke: None,
+                    session,
+                    index: back.index,
+                })
+            }
             Some(pair) if pair.held_by(session.id()) => {
                 let marker = RevokeMarker::parse(&pair.value);
                 Attempt::Taken(Taken {
@@ -189,13 +264,13 @@ fn lock_pair<'a>(pairs: &'a [KvPair], key: &str) -> Option<&'a KvPair> {
 async fn wait_then_take(
     inner: &Arc<Inner>,
     name: &LockName,
-    key: String,
+    claim: &Claim,
     slot: PassSlot,
     index: u64,
     delayed: bool,
 ) -> Result<Hold> {
-    let folder = inner.layout.folder(name)?;
-    let mut queue = Queue::join(inner, &folder).await?;
+    let key = claim.key.as_str();
+    let mut queue = Queue::join(inner, claim.line.clone()).await?;
     queue.wait_turn().await?;
     let mut last = if delayed {
         Attempt::Delayed { index }
@@ -206,10 +281,10 @@ async fn wait_then_take(
     let mut backoff = backoff();
     loop {
         let waited = match last {
-            Attempt::Taken(taken) => return Ok(grant(inner, name, key, taken, &slot)),
+            Attempt::Taken(taken) => return Ok(grant(inner, name, claim, taken, &slot)),
             Attempt::Held { index } => {
                 delay_ends = None;
-                wait_free(&inner.api, &key, index, &queue).await
+                wait_free(&inner.api, key, index, &queue).await
             }
             Attempt::Delayed { index } => {
                 let now = Instant::now();
@@ -222,7 +297,7 @@ async fn wait_then_take(
                     delay_ends = Some(now);
                     pause
                 };
-                wait_change(&inner.api, &key, index, pause, &queue).await
+                wait_change(&inner.api, key, index, pause, &queue).await
             }
         };
         match waited {
@@ -234,7 +309,7 @@ async fn wait_then_take(
             queue.rejoin().await?;
             queue.wait_turn().await?;
         }
-        last = attempt(inner, name, &key, &slot).await?;
+        last = attempt(inner, name, claim, &slot).await?;
     }
 }
 
@@ -276,7 +351,15 @@ async fn wait_change(
 }
 
 /// Builds the hold and starts watching it.
-fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &PassSlot) -> Hold {
+fn grant(
+    inner: &Arc<Inner>,
+    name: &LockName,
+    claim: &Claim,
+    taken: Taken,
+    slot: &PassSlot,
+) -> Hold {
+    let key = claim.key.clone();
+    let (kind, token) = (claim.kind, taken.token);
     let (notifier, signals) = hold_signals();
     let ticket = register(&taken.session, notifier);
     if taken.revoke.is_some() {
@@ -285,6 +368,14 @@ fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &
     let sid = taken.session.id().to_string();
     let mut seen = taken.revoke;
     let check = move |pairs: &[KvPair]| match pairs.first() {
+        // Still our leadership: the same session and the same term.
+        Some(pair) if kind == Kind::Election => {
+            if pair.held_by(&sid) && crate::election::term(pair) == token {
+                Check::Held { revoke: false }
+            } else {
+                Check::Lost(LostReason::Deleted)
+            }
+        }
         Some(pair) if pair.held_by(&sid) => {
             let nonce = RevokeMarker::parse(&pair.value).map(|m| m.nonce);
             let revoke = nonce.is_some() && nonce != seen;
@@ -305,7 +396,7 @@ fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &
     // Once the hold is lost, this backend may take the key again: our own release of a lost
     // hold first takes the gate back (see `MutexHold::release`).
     let relinquish = slot.clone();
-    inner.held.insert(&key, taken.session.id());
+    inner.held.insert(&key, taken.session.id(), claim.flags);
     let (held, lost_key) = (inner.held.clone(), key.clone());
     let watcher = watch_hold(
         name,
@@ -323,6 +414,9 @@ fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &
             api: inner.api.clone(),
             name: name.clone(),
             key,
+            kind,
+            flags: claim.flags,
+            token,
             session: taken.session,
             ticket,
             watcher: Some(watcher),
@@ -335,11 +429,15 @@ fn grant(inner: &Arc<Inner>, name: &LockName, key: String, taken: Taken, slot: &
     }
 }
 
-/// A held mutex.
+/// A held mutex or leadership.
 struct MutexHold {
     api: Arc<Api>,
     name: LockName,
     key: String,
+    kind: Kind,
+    flags: u64,
+    /// The token (a leadership's term).
+    token: u64,
     session: Arc<Session>,
     ticket: Arc<HoldTicket>,
     watcher: Option<Watcher>,
@@ -354,15 +452,16 @@ struct MutexHold {
 /// `?release=` (no lock-delay) before it destroys the session (which would put them under
 /// lock-delay).
 #[derive(Debug, Default)]
-pub(crate) struct HeldKeys(StdMutex<HashMap<String, String>>);
+pub(crate) struct HeldKeys(StdMutex<HashMap<String, (String, u64)>>);
 
 impl HeldKeys {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, key: &str, session: &str) {
-        self.map().insert(key.to_string(), session.to_string());
+    fn insert(&self, key: &str, session: &str, flags: u64) {
+        self.map()
+            .insert(key.to_string(), (session.to_string(), flags));
     }
 
     fn remove(&self, key: &str) {
@@ -371,10 +470,10 @@ impl HeldKeys {
 
     /// Releases every held key (shutdown). Returns the first error, after trying them all.
     pub(crate) async fn release_all(&self, api: &Api) -> Result<()> {
-        let held: Vec<(String, String)> = self.map().drain().collect();
+        let held: Vec<(String, (String, u64))> = self.map().drain().collect();
         let mut first_error = None;
-        for (key, session) in held {
-            if let Err(e) = api.kv_release(&key, &session, LOCK_FLAGS).await {
+        for (key, (session, flags)) in held {
+            if let Err(e) = api.kv_release(&key, &session, flags).await {
                 tracing::warn!(%key, %e, "release at shutdown failed");
                 first_error.get_or_insert(e);
             }
@@ -408,7 +507,7 @@ impl HeldLock for MutexHold {
         };
         let confirmed = match self
             .api
-            .kv_release(&self.key, self.session.id(), LOCK_FLAGS)
+            .kv_release(&self.key, self.session.id(), self.flags)
             .await
         {
             Ok(confirmed) => confirmed,
@@ -430,16 +529,38 @@ impl HeldLock for MutexHold {
         }
         tumbler_core::cleanup::spawn_detached(
             "delete a released Consul lock key",
-            delete_if_free(self.api.clone(), self.key.clone()),
+            delete_if_free(self.api.clone(), self.key.clone(), self.flags),
         );
         Ok(())
+    }
+
+    async fn proclaim(&mut self, value: &[u8]) -> Result<()> {
+        if self.kind != Kind::Election || self.released {
+            return Err(Error::invalid(
+                "proclaim",
+                "only a leadership that has not been resigned can proclaim a value",
+            ));
+        }
+        let proclaimed = crate::election::proclaim(
+            &self.api,
+            &self.name,
+            &self.key,
+            &self.session,
+            self.token,
+            value,
+        )
+        .await;
+        if matches!(proclaimed, Err(Error::NotOwner { .. })) {
+            self.ticket.notifier().lost(LostReason::Deleted);
+        }
+        proclaimed
     }
 }
 
 /// `consul lock`'s cleanup: deletes the key unless someone holds (or changed) it meanwhile.
-async fn delete_if_free(api: Arc<Api>, key: String) {
+async fn delete_if_free(api: Arc<Api>, key: String, flags: u64) {
     if let Ok(read) = api.kv_get(&key, None).await {
-        if let Some(pair) = read.value.filter(|p| !p.is_held() && p.flags == LOCK_FLAGS) {
+        if let Some(pair) = read.value.filter(|p| !p.is_held() && p.flags == flags) {
             let _ = api.kv_delete_cas(&key, pair.modify_index).await;
         }
     }
@@ -448,11 +569,17 @@ async fn delete_if_free(api: Arc<Api>, key: String) {
 /// Releases the key after a cancelled attempt, keeping the gate closed until done. An acquire
 /// still in flight could land after the release, so the key is watched for one request
 /// timeout and released again if our session shows up on it.
-async fn undo_acquire(api: Arc<Api>, key: String, session: Arc<Session>, slot: PassSlot) {
+async fn undo_acquire(
+    api: Arc<Api>,
+    key: String,
+    flags: u64,
+    session: Arc<Session>,
+    slot: PassSlot,
+) {
     let _pass = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
     let mut backoff = backoff();
     while session.is_live() {
-        match api.kv_release(&key, session.id(), LOCK_FLAGS).await {
+        match api.kv_release(&key, session.id(), flags).await {
             Ok(_) => break,
             Err(_) => sleep_next(&mut backoff).await,
         }
@@ -471,7 +598,7 @@ async fn undo_acquire(api: Arc<Api>, key: String, session: Arc<Session>, slot: P
         match api.kv_get(&key, Some(block)).await {
             Ok(read) => {
                 if read.value.is_some_and(|p| p.held_by(session.id())) {
-                    let _ = api.kv_release(&key, session.id(), LOCK_FLAGS).await;
+                    let _ = api.kv_release(&key, session.id(), flags).await;
                 }
                 index = next_index(index, read.index);
             }

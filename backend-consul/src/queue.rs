@@ -8,6 +8,9 @@
 //! just before it. Go clients know nothing of the queue and compete on the lock key directly,
 //! which stays the only thing that decides who holds the lock, so exclusion with them is
 //! unchanged (the queue only orders tumbler's own waiters).
+//!
+//! An election's candidates queue the same way in `NAME/.candidates/<candidate session>`,
+//! ahead of the election key `NAME/leader` (see [`Line`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use tumbler_core::{Error, Result};
 
 use crate::api::{Acquire, Block, KvPair};
 use crate::backend::Inner;
-use crate::layout::{Entry, Folder, QUEUE_FLAGS};
+use crate::layout::{Folder, QUEUE_FLAGS};
 use crate::session::Session;
 use crate::watch::{backoff, next_index, sleep_next};
 
@@ -27,21 +30,69 @@ use crate::watch::{backoff, next_index, sleep_next};
 /// waiter ahead takes a free lock within one round trip.
 pub const DEAD_WAITER_GRACE: Duration = Duration::from_secs(1);
 
-/// This acquisition's place in the queue of one mutex. Dropping it destroys the waiter
-/// session, which deletes the queue key.
+/// Where one queue lives: the folder of its waiter keys, and the key its waiters wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Line {
+    /// The folder of the waiter keys (`NAME/.queue/` or `NAME/.candidates/`).
+    prefix: String,
+    /// The key the first waiter waits for (`NAME/.lock` or `NAME/leader`).
+    target: String,
+}
+
+impl Line {
+    /// The queue of the mutex of `folder`.
+    pub(crate) fn mutex(folder: &Folder) -> Line {
+        Line {
+            prefix: folder.queue_prefix(),
+            target: folder.lock_key(),
+        }
+    }
+
+    /// The queue of the candidates of the election of `folder`.
+    pub(crate) fn election(folder: &Folder) -> Line {
+        Line {
+            prefix: folder.candidates_prefix(),
+            target: folder.leader_key(),
+        }
+    }
+
+    /// The waiter key of session `id`.
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    /// The queue's live entries in a listing, in arrival order.
+    pub(crate) fn live_waiters(&self, pairs: &[KvPair]) -> Vec<KvPair> {
+        let mut waiters: Vec<KvPair> = pairs
+            .iter()
+            .filter(|p| {
+                p.key
+                    .strip_prefix(self.prefix.as_str())
+                    .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+                    && p.is_held()
+            })
+            .cloned()
+            .collect();
+        waiters.sort_by_key(|p| p.create_index);
+        waiters
+    }
+}
+
+/// This acquisition's place in the queue of one mutex or election. Dropping it destroys the
+/// waiter session, which deletes the queue key.
 pub(crate) struct Queue {
     inner: Arc<Inner>,
-    folder: Folder,
+    line: Line,
     session: Arc<Session>,
 }
 
 impl Queue {
     /// Creates a waiter session and its queue key.
-    pub(crate) async fn join(inner: &Arc<Inner>, folder: &Folder) -> Result<Queue> {
-        let session = enqueue(inner, folder).await?;
+    pub(crate) async fn join(inner: &Arc<Inner>, line: Line) -> Result<Queue> {
+        let session = enqueue(inner, &line).await?;
         Ok(Queue {
             inner: inner.clone(),
-            folder: folder.clone(),
+            line,
             session,
         })
     }
@@ -54,7 +105,7 @@ impl Queue {
     /// Takes a new place at the end of the queue (after our waiter session was lost).
     pub(crate) async fn rejoin(&mut self) -> Result<()> {
         tracing::debug!("waiter session lost; queueing again");
-        self.session = enqueue(&self.inner, &self.folder).await?;
+        self.session = enqueue(&self.inner, &self.line).await?;
         Ok(())
     }
 
@@ -68,7 +119,7 @@ impl Queue {
             let listed = self
                 .inner
                 .api
-                .kv_list(&self.folder.queue_prefix(), None)
+                .kv_list(&self.line.prefix, None)
                 .await;
             let listed = match listed {
                 Ok(listed) => listed,
@@ -80,7 +131,7 @@ impl Queue {
             };
             backoff.reset();
             let mine = self.session.id().to_string();
-            let waiters = live_waiters(&self.folder, &listed.value);
+            let waiters = self.line.live_waiters(&listed.value);
             let Some(position) = waiters.iter().position(|w| w.held_by(&mine)) else {
                 // Our key is gone although the session looked live: queue again.
                 self.rejoin().await?;
@@ -90,7 +141,7 @@ impl Queue {
                 return Ok(());
             };
             let session = self.session.clone();
-            let lock_key = self.folder.lock_key();
+            let lock_key = self.line.target.clone();
             // The first waiter may be dead (its key lives until the agent invalidates its
             // session): the second one watches the lock key too, and once it has stayed free
             // for the grace, goes ahead anyway. (Only the second: every other waiter watching
@@ -151,10 +202,10 @@ async fn stays_free(inner: &Inner, key: &str, grace: Duration) -> Result<()> {
 }
 
 /// Creates a waiter session and acquires its queue key with it.
-async fn enqueue(inner: &Arc<Inner>, folder: &Folder) -> Result<Arc<Session>> {
+async fn enqueue(inner: &Arc<Inner>, line: &Line) -> Result<Arc<Session>> {
     for _ in 0..3 {
         let session = inner.sessions.temporary().await?;
-        let key = folder.queue_key(session.id());
+        let key = line.key(session.id());
         match inner
             .api
             .kv_acquire(&key, session.id(), QUEUE_FLAGS, Vec::new())
@@ -168,17 +219,6 @@ async fn enqueue(inner: &Arc<Inner>, folder: &Folder) -> Result<Arc<Session>> {
         crate::api::BACKEND,
         "could not create a waiter key: the agent refused three fresh sessions",
     ))
-}
-
-/// The queue's live entries in arrival order.
-pub(crate) fn live_waiters(folder: &Folder, pairs: &[KvPair]) -> Vec<KvPair> {
-    let mut waiters: Vec<KvPair> = pairs
-        .iter()
-        .filter(|p| matches!(folder.classify(&p.key), Entry::Queued(_)) && p.is_held())
-        .cloned()
-        .collect();
-    waiters.sort_by_key(|p| p.create_index);
-    waiters
 }
 
 /// Blocks until the waiter `ahead` has left the queue (its key deleted or no longer held).

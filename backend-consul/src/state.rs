@@ -5,7 +5,7 @@ use tumbler_core::{HoldMode, HolderInfo, LockName, LockState, Result};
 
 use crate::api::{Api, KvPair};
 use crate::layout::{Entry, Folder, LOCK_FLAGS, SEMAPHORE_FLAGS};
-use crate::queue::live_waiters;
+use crate::queue::Line;
 use crate::record::{encode, nonce, RevokeMarker};
 use crate::rwlock::RwView;
 use crate::semaphore::View;
@@ -29,10 +29,23 @@ pub(crate) async fn state(api: &Api, name: &LockName, folder: &Folder) -> Result
                     token: Some(mutex_token(pair)),
                 });
             }
-            waiters += live_waiters(folder, pairs).len();
+            waiters += Line::mutex(folder).live_waiters(pairs).len();
         }
         _ => {}
     }
+    let leader = pairs
+        .iter()
+        .find(|p| folder.classify(&p.key) == Entry::Leader && p.flags == 0);
+    if let Some(pair) = leader {
+        if let Some(session) = &pair.session {
+            holders.push(HolderInfo {
+                id: session.clone(),
+                mode: HoldMode::Leader,
+                token: Some(crate::election::term(pair)),
+            });
+        }
+    }
+    waiters += Line::election(folder).live_waiters(pairs).len();
     let has_contenders = pairs
         .iter()
         .any(|p| matches!(folder.classify(&p.key), Entry::Contender(_)));

@@ -20,6 +20,8 @@ pub(crate) struct KvPair {
     pub(crate) value: Vec<u8>,
     /// The session holding the key, if any.
     pub(crate) session: Option<String>,
+    /// How many times a session acquired the key since it was (re)written.
+    pub(crate) lock_index: u64,
     /// The index that created the key.
     pub(crate) create_index: u64,
     /// The index of the last write to the key.
@@ -50,6 +52,8 @@ struct RawPair {
     value: Option<String>,
     #[serde(default)]
     session: Option<String>,
+    #[serde(default)]
+    lock_index: u64,
     #[serde(default)]
     create_index: u64,
     #[serde(default)]
@@ -286,6 +290,7 @@ fn decode_pair(raw: RawPair) -> Result<KvPair> {
         flags: raw.flags,
         value,
         session: raw.session.filter(|s| !s.is_empty()),
+        lock_index: raw.lock_index,
         create_index: raw.create_index,
         modify_index: raw.modify_index,
     })
@@ -320,5 +325,6 @@ mod tests {
         assert!(!pairs[1].is_held());
         assert_eq!(pairs[1].value, b"");
         assert_eq!((pairs[0].create_index, pairs[0].modify_index), (3, 4));
+        assert_eq!(pairs[0].lock_index, 1);
     }
 }
