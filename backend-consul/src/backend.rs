@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tumbler_core::{
-    AcquireRequest, Capabilities, ConnectionEvents, Fencing, Hold, LeaderInfo, LockBackend, LockKind,
-    LockName, LockState, Result,
+    AcquireRequest, Capabilities, ConnectionEvents, Fencing, Hold, LeaderInfo, LockBackend,
+    LockKind, LockName, LockState, Result,
 };
 
 use crate::api::{Api, Behavior, Health, SessionSpec, BACKEND};

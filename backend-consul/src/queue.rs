@@ -116,11 +116,7 @@ impl Queue {
             if !self.session.is_live() {
                 self.rejoin().await?;
             }
-            let listed = self
-                .inner
-                .api
-                .kv_list(&self.line.prefix, None)
-                .await;
+            let listed = self.inner.api.kv_list(&self.line.prefix, None).await;
             let listed = match listed {
                 Ok(listed) => listed,
                 Err(e) if e.is_transient() => {
