@@ -277,15 +277,17 @@ impl LockBackend for EtcdBackend {
         crate::state::request_revoke(&self.inner, name).await
     }
 
-    /// The oldest candidate under `NAME/` (Go's `Election.Leader`), see [`crate::election`].
+    /// The oldest candidate under `NAME/` (Go's `Election.Leader`); a key of another kind of
+    /// lock there is `Conflict`, as is a foreign key.
     async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
         self.check_open()?;
         let deadline = Instant::now() + self.inner.request_timeout;
         Ok(crate::election::read(&self.inner, name, deadline).await?.0)
     }
 
-    /// Follows the leader's key with a watch (as Go's `Election.Observe` does), see
-    /// [`crate::election`].
+    /// Follows the leader's key with a watch (as Go's `Election.Observe` does), reading again
+    /// on each change, and also after half the request timeout without a word from the store,
+    /// so that an unreachable store is an error within the request timeout.
     async fn leader_changed(
         &self,
         name: &LockName,
