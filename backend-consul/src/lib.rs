@@ -1,6 +1,6 @@
 //! # tumbler-consul
 //!
-//! tumbler's Consul backend: distributed mutexes, semaphores and read-write locks on a Consul
+//! tumbler's Consul backend: distributed mutexes, semaphores, read-write locks and leader elections on a Consul
 //! agent's sessions and KV store, through its HTTP API.
 //!
 //! ```no_run
@@ -63,6 +63,26 @@
 //! - Mutex waiters queue in `<prefix>NAME/.queue/<session>` so that a release wakes one waiter,
 //!   not all of them (api.Lock's waiters all wake on every release).
 //!
+//! - **Election**: Consul's leader-election guide on the key `<prefix>NAME/leader` (flags 0,
+//!   as the guide sets none): a campaign `PUT`s it with `?acquire=<the backend's session>` and
+//!   its value as the body; `true` elects it. The guide recommends the key
+//!   `service/<service name>/leader`: with `prefix=service/`, `locks.election("web")` is that
+//!   key (`service/web/leader`), shared with every client that follows the guide (our
+//!   [`tumbler_core::Election::leader`] reports their body and session, and they see ours).
+//!   [`ConsulBackend::election_key`] tells the key. The leader's value is the key's value;
+//!   [`tumbler_core::Leadership::proclaim`] acquires the key again with the new body (Consul
+//!   keeps the lock, and its LockIndex, for the session that holds it). tumbler's waiting
+//!   candidates queue in `<prefix>NAME/.candidates/<session>` so a resignation wakes one of
+//!   them (the guide's followers all watch the key and try `?acquire=` whenever it has no
+//!   `Session`; they compete with our queue's head as Go clients do with our mutex waiters).
+//!   A resigning leader releases the key (`?release=`, empty body) and deletes it if nobody
+//!   took it meanwhile. A key carrying api.Lock's or api.Semaphore's flags is in use as a
+//!   mutex or semaphore by a Go client: [`tumbler_core::Error::Conflict`] naming both kinds.
+//!   Values may be up to [`MAX_VALUE_LEN`] (512 KiB, Consul's default `kv_max_value_size`;
+//!   an agent configured lower answers a larger value with an error). Revocation requests do
+//!   not reach leaders (the key's value is the leader's data, with no room for a marker):
+//!   `request_revoke` on an election counts 0.
+//!
 //! # One name, one kind
 //!
 //! While a name is held or waited on by one primitive (mutex, semaphore, read-write lock),
@@ -102,6 +122,12 @@
 //!
 //! # Guarantees and their bounds
 //!
+//! - **Terms** of an election strictly increase from leader to leader, ours and the guide's
+//!   clients' alike: the term is `CreateIndex + LockIndex` of the election key, the same for
+//!   every reader and across proclaims. LockIndex grows with each new holder of the key; a key
+//!   deleted and created again starts over at a CreateIndex above every earlier acquisition's
+//!   index. A key rewritten without `?acquire=` (which restarts LockIndex at 0) is a
+//!   `Conflict` naming the key, as is one rewritten while we acquired it.
 //! - **Fencing tokens** strictly increase per name: a hold's token is the ModifyIndex of its
 //!   key (mutex) or record (semaphore, read-write lock) read right after it was granted, while
 //!   it was still held. Consul's index is global and grows with every write, and the next
