@@ -225,6 +225,33 @@ async fn an_observer_wakes_on_every_change() {
     assert_eq!(seen.unwrap(), None, "nobody leads");
 }
 
+/// Cut off from the servers, a waiting observer returns a transient error within about the
+/// request timeout instead of waiting for a change it could not see.
+#[tokio::test]
+async fn an_observer_cut_off_from_the_servers_errs_within_the_request_timeout() {
+    let zk = server().await;
+    let proxy = FaultProxy::start(zk.addr()).await.unwrap();
+    let request = Duration::from_secs(2);
+    let a = shared(&configured(&proxy.addr().to_string(), SESSION, request).await);
+    let mut observer = a.election("cut").unwrap().observe();
+    assert_eq!(observer.next().await.unwrap(), None);
+    proxy.set_mode(ProxyMode::Blackhole);
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(PROMPT, observer.next())
+        .await
+        .expect("the observer returned");
+    let took = started.elapsed();
+    assert!(
+        matches!(&outcome, Err(e) if e.is_transient()),
+        "{outcome:?}"
+    );
+    assert!(
+        took < request + Duration::from_millis(1500),
+        "took {took:?}"
+    );
+    proxy.set_mode(ProxyMode::Pass);
+}
+
 #[tokio::test]
 async fn a_cancelled_campaign_leaves_no_node() {
     let zk = server().await;
