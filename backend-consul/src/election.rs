@@ -180,3 +180,54 @@ pub(crate) async fn proclaim(
         _ => Err(not_owner()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(flags: u64, lock_index: u64, create_index: u64, session: Option<&str>) -> KvPair {
+        KvPair {
+            key: "p/e/leader".into(),
+            flags,
+            value: b"v".to_vec(),
+            session: session.map(str::to_string),
+            lock_index,
+            create_index,
+            modify_index: create_index + 5,
+        }
+    }
+
+    #[test]
+    fn terms_come_from_create_and_lock_index() {
+        let name = LockName::new("e").unwrap();
+        let held = pair(0, 3, 10, Some("s"));
+        assert_eq!(term(&held), 13);
+        let seen = leader_of(&name, "p/e/leader", Some(&held))
+            .unwrap()
+            .unwrap();
+        assert_eq!((seen.term, seen.id.as_str()), (13, "s"));
+        let free = pair(0, 3, 10, None);
+        assert_eq!(leader_of(&name, "p/e/leader", Some(&free)).unwrap(), None);
+        assert_eq!(leader_of(&name, "p/e/leader", None).unwrap(), None);
+    }
+
+    #[test]
+    fn rewritten_and_lock_client_keys_conflict() {
+        let name = LockName::new("e").unwrap();
+        for flags in [crate::layout::LOCK_FLAGS, crate::layout::SEMAPHORE_FLAGS, 7] {
+            let p = pair(flags, 1, 10, Some("s"));
+            assert!(matches!(
+                leader_of(&name, "p/e/leader", Some(&p)),
+                Err(Error::Conflict { .. })
+            ));
+        }
+        let plain = pair(0, 0, 10, Some("s"));
+        assert!(leader_of(&name, "p/e/leader", Some(&plain)).is_err());
+        // Our acquire must raise LockIndex on the same key, or be a new key.
+        let ours = pair(0, 4, 10, Some("s"));
+        assert!(check_advanced(&name, &ours, Some((10, 3))).is_ok());
+        assert!(check_advanced(&name, &ours, Some((10, 4))).is_err());
+        assert!(check_advanced(&name, &ours, Some((8, 9))).is_ok());
+        assert!(check_advanced(&name, &ours, None).is_ok());
+    }
+}
