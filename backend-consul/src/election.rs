@@ -106,9 +106,10 @@ pub(crate) async fn leader(inner: &Inner, name: &LockName) -> Result<Option<Lead
 
 /// `leader_changed()`: blocking queries on the election key from the last index, each answer
 /// read again (Consul may answer a blocking query with nothing changed), until the leadership
-/// differs from `seen`. Each query waits at most the request timeout, so an agent that stops
-/// answering gives `Timeout` within twice the request timeout (and one that refuses, a
-/// `Connection` error at once). A term below `seen`'s means the key was rewritten: `Conflict`.
+/// differs from `seen`. Each query waits at most half the request timeout and is given up
+/// after the request timeout in all, so an agent that stops answering gives `Timeout` within
+/// the request timeout (and one that refuses, a `Connection` error at once). A term below
+/// `seen`'s means the key was rewritten: `Conflict`.
 pub(crate) async fn leader_changed(
     inner: &Inner,
     name: &LockName,
@@ -116,10 +117,14 @@ pub(crate) async fn leader_changed(
 ) -> Result<Option<LeaderInfo>> {
     let key = inner.layout.folder(name)?.leader_key();
     let api = &inner.api;
-    let wait = api.query_wait().min(api.request_timeout());
+    let timeout = api.request_timeout();
+    let wait = api.query_wait().min(timeout / 2);
     let mut block = None;
     loop {
-        let read = api.kv_get(&key, block).await?;
+        let read = match block {
+            None => api.kv_get(&key, None).await?,
+            Some(block) => api.kv_get_within(&key, block, timeout).await?,
+        };
         let now = leader_of(name, &key, read.value.as_ref())?;
         if now.as_ref() != seen {
             if let (Some(now), Some(seen)) = (&now, seen) {

@@ -421,3 +421,56 @@ async fn we_lead_and_the_guide_client_sees_it() {
     assert!(seen.term > term);
     go.destroy(&session).await;
 }
+
+/// A follower waiting for a change while the agent stops answering gets a connection or
+/// timeout error within the request timeout (not after the blocking query's whole wait), and
+/// follows again once the agent answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_of_a_stalled_agent_errs_within_the_request_timeout() {
+    let server = server().await;
+    let (a, c) = (
+        client(&server, PARAMS).await,
+        client(
+            &server,
+            "ttl=5s&lock_delay=0s&request_timeout=1s&query_wait=30s",
+        )
+        .await,
+    );
+    let mut observer = c.locks.election("stall").unwrap().observe();
+    assert_eq!(observer.next().await.unwrap(), None);
+    let waiting = tokio::spawn(async move {
+        let outcome = observer.next().await;
+        (observer, outcome, std::time::Instant::now())
+    });
+    // Nothing changes, so the follower waits (its reads held by the stalled agent).
+    server.pause();
+    let paused = std::time::Instant::now();
+    let (mut observer, outcome, ended) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the follower of a stalled agent was still waiting after 5s")
+        .unwrap();
+    server.resume();
+    match outcome {
+        Err(e) => assert!(e.is_transient(), "{e}"),
+        Ok(other) => panic!("the follower of a stalled agent got {other:?}"),
+    }
+    let took = ended - paused;
+    assert!(
+        took <= Duration::from_millis(1500),
+        "the error took {took:?}"
+    );
+    let leadership = a
+        .locks
+        .election("stall")
+        .unwrap()
+        .campaign("a")
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(PROMPT, observer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.value, b"a");
+    leadership.resign().await.unwrap();
+}

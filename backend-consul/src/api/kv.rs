@@ -112,20 +112,49 @@ impl Api {
         self.kv_read(prefix, true, block).await
     }
 
+    /// `GET /v1/kv/<key>` as a blocking query that gives up (with [`Error::Timeout`]) after
+    /// `timeout` in all, answer included: for followers that must hear of an agent that stopped
+    /// answering within a bound (`timeout` should leave room for the answer after `block.wait`
+    /// and Consul's jitter of up to `wait / 16`).
+    pub(crate) async fn kv_get_within(
+        &self,
+        key: &str,
+        block: Block,
+        timeout: Duration,
+    ) -> Result<Queried<Option<KvPair>>> {
+        let pairs = self
+            .kv_read_within(key, false, Some(block), timeout)
+            .await?;
+        Ok(Queried {
+            value: pairs.value.into_iter().find(|p| p.key == key),
+            index: pairs.index,
+        })
+    }
+
     async fn kv_read(
         &self,
         key: &str,
         recurse: bool,
         block: Option<Block>,
     ) -> Result<Queried<Vec<KvPair>>> {
+        let timeout = match block {
+            Some(b) => self.blocking_timeout(b.wait),
+            None => self.request_timeout,
+        };
+        self.kv_read_within(key, recurse, block, timeout).await
+    }
+
+    async fn kv_read_within(
+        &self,
+        key: &str,
+        recurse: bool,
+        block: Option<Block>,
+        timeout: Duration,
+    ) -> Result<Queried<Vec<KvPair>>> {
         let what = if recurse {
             format!("list of {key}")
         } else {
             format!("read of {key}")
-        };
-        let timeout = match block {
-            Some(b) => self.blocking_timeout(b.wait),
-            None => self.request_timeout,
         };
         let mut query: Vec<(&str, String)> = Vec::new();
         if recurse {
