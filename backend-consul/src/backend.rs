@@ -30,7 +30,8 @@ pub(crate) struct Inner {
 }
 
 /// Distributed locks on a Consul agent: mutexes on the api.Lock protocol, semaphores on
-/// api.Semaphore's layout, read-write locks of tumbler's own design (see the crate docs).
+/// api.Semaphore's layout, read-write locks of tumbler's own design, and leader elections on
+/// Consul's leader-election guide (see the crate docs).
 ///
 /// One session per backend (TTL and lock-delay from the [`ConsulConfig`]) carries every mutex
 /// and read-write hold; each semaphore lease and each queued mutex waiter has a session of its

@@ -85,7 +85,8 @@
 //!
 //! # One name, one kind
 //!
-//! While a name is held or waited on by one primitive (mutex, semaphore, read-write lock),
+//! While a name is held or waited on by one primitive (mutex, semaphore, read-write lock,
+//! election),
 //! asking for it as another gives [`tumbler_core::Error::Conflict`] naming both kinds and the key
 //! that shows the other use; once it is free, any kind may use it (an unused semaphore record
 //! or released mutex key is taken over). Each acquisition puts its own key first and then
@@ -112,8 +113,9 @@
 //! # State and revocation
 //!
 //! [`tumbler_core::LockBackend::state`] lists one folder: the mutex holder (session ID and token),
-//! semaphore holders (session ID and permits), read-write holders (lease ID and side), and as
-//! waiters tumbler's queued mutex waiters and the live semaphore / read-write contenders that
+//! semaphore holders (session ID and permits), read-write holders (lease ID and side), an
+//! election's leader (session ID and term), and as
+//! waiters tumbler's queued mutex waiters and candidates and the live semaphore / read-write contenders that
 //! hold nothing (a Go api.Lock client waiting on a key is invisible). The listing includes the
 //! keys of longer names below `NAME/`, so keep such trees small.
 //! [`tumbler_core::LockBackend::request_revoke`] writes a marker with `?cas=` into the held mutex
