@@ -32,6 +32,22 @@ async fn leader_of(
     Ok(answer.flatten())
 }
 
+/// Campaigns on `client` until elected; a failure names `who` ("A", "B").
+async fn campaign(
+    client: &TestClient,
+    name: &tumbler_core::LockName,
+    value: &str,
+    who: &str,
+) -> Result<tumbler_core::Leadership, String> {
+    client
+        .locks
+        .election(name)
+        .ctx("election")?
+        .campaign(value)
+        .await
+        .ctx(&format!("{who}'s campaign"))
+}
+
 /// Reads from `observer` until it reports a leadership for which `wanted` holds, checking on
 /// the way that every report differs from the one before and that terms never go backwards.
 async fn observe_until(
@@ -153,13 +169,7 @@ pub async fn observe_delivers_changes_in_order(h: Arc<dyn Harness>) -> CaseResul
     let mut seen = Vec::new();
     observe_until(&mut observer, &mut seen, "nobody leading", Option::is_none).await?;
 
-    let mut first = a
-        .locks
-        .election(&name)
-        .ctx("election")?
-        .campaign("a")
-        .await
-        .ctx("A's campaign")?;
+    let mut first = campaign(&a, &name, "a", "A").await?;
     let a_term = first.term();
     let is = |value: &'static [u8], term: u64| {
         move |l: &Option<LeaderInfo>| {
@@ -216,13 +226,7 @@ pub async fn lost_leader_replaced_after_it_knows(h: Arc<dyn Harness>) -> CaseRes
         return Ok(skip);
     }
     let name = unique_name("election-lost");
-    let mut leader = a
-        .locks
-        .election(&name)
-        .ctx("election")?
-        .campaign("a")
-        .await
-        .ctx("A's campaign")?;
+    let mut leader = campaign(&a, &name, "a", "A").await?;
     let b_election = b.locks.election(&name).ctx("election")?;
     let bound = h.crash_release_bound();
     let waiting = tokio::spawn(async move { b_election.campaign_timeout("b", bound).await });
@@ -276,13 +280,7 @@ pub async fn cancelled_campaign_leaks_nothing(h: Arc<dyn Harness>) -> CaseResult
         return Ok(skip);
     }
     let name = unique_name("election-cancel");
-    let leader = a
-        .locks
-        .election(&name)
-        .ctx("election")?
-        .campaign("a")
-        .await
-        .ctx("A's campaign")?;
+    let leader = campaign(&a, &name, "a", "A").await?;
     let b_election = b.locks.election(&name).ctx("election")?;
     ensure!(
         b_election
@@ -408,13 +406,7 @@ pub async fn election_name_is_not_a_lock(h: Arc<dyn Harness>) -> CaseResult {
         return Ok(skip);
     }
     let name = unique_name("election-kind");
-    let leadership = a
-        .locks
-        .election(&name)
-        .ctx("election")?
-        .campaign("a")
-        .await
-        .ctx("A's campaign")?;
+    let leadership = campaign(&a, &name, "a", "A").await?;
     match b.locks.mutex(&name).ctx("mutex")?.try_lock().await {
         Err(Error::Conflict { .. }) => {}
         other => {
