@@ -69,13 +69,25 @@ pub(crate) enum Refusal {
     },
 }
 
+/// `kind` with "a" or "an" before it, as the message's grammar wants.
+fn with_article(kind: &str) -> String {
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {kind}")
+}
+
 impl Refusal {
     /// The typed error for lock `name`.
     pub(crate) fn into_error(self, name: &LockName) -> Error {
         let problem = match self {
             Refusal::Kinds { asked, used, node } => format!(
-                "it is used as a {used} (node {node}) and was asked for as a {asked}; a name \
-                 belongs to one kind of primitive at a time, so pick another name for the {asked}"
+                "it is used as {} (node {node}) and was asked for as {}; a name belongs to \
+                 one kind of primitive at a time, so pick another name for the {asked}",
+                with_article(&used.to_string()),
+                with_article(&asked.to_string()),
             ),
             Refusal::Foreign { node, problem } => format!(
                 "node {node} {problem}; tumbler and Curator did not write it, so remove it or \
@@ -233,6 +245,22 @@ mod tests {
         assert_eq!(
             semaphore_folders("/n", &["leases".into(), nested, "locks".into()]),
             vec!["/n/leases".to_owned(), "/n/locks".to_owned()]
+        );
+    }
+
+    #[test]
+    fn kind_conflicts_read_as_english() {
+        let name = LockName::new("n").unwrap();
+        let error = Refusal::Kinds {
+            asked: Kind::Mutex,
+            used: Kind::Election,
+            node: "/n/x".into(),
+        }
+        .into_error(&name)
+        .to_string();
+        assert!(
+            error.contains("used as an election") && error.contains("asked for as a mutex"),
+            "{error}"
         );
     }
 
