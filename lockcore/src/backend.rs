@@ -280,7 +280,8 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Returns at once when the leader already differs. It may skip leaders that came and went
     /// between two reads, but never returns an older term than `seen`'s. Cancel safe: dropping
     /// the future leaves nothing behind. A store that cannot be reached gives `Connection` or
-    /// `Timeout` within [`Capabilities::request_timeout`] of losing it, never a silent wait.
+    /// `Timeout` within twice [`Capabilities::request_timeout`] of losing it (a re-read that
+    /// finds it silent, then that read's own timeout), never a silent wait.
     async fn leader_changed(
         &self,
         name: &LockName,

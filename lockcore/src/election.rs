@@ -218,8 +218,9 @@ impl Observer {
     ///
     /// # Errors
     ///
-    /// [`Error::Connection`] or [`Error::Timeout`] when the store cannot be reached (call again
-    /// to go on following), [`Error::Unsupported`] on a backend without elections.
+    /// [`Error::Connection`] or [`Error::Timeout`] within twice the store's request timeout
+    /// when it cannot be reached (call again to go on following), [`Error::Unsupported`] on a
+    /// backend without elections.
     pub async fn next(&mut self) -> Result<Option<LeaderInfo>> {
         let leader = if self.started {
             self.election.require()?;
