@@ -83,13 +83,13 @@ pub(crate) async fn acquire_with_value(
         let outcome = match wait {
             Wait::Forever => backend.acquire(request(true)).await?,
             Wait::No | Wait::For(Duration::ZERO) => {
-                let limit = caps.request_timeout;
-                match tokio::time::timeout(limit, backend.acquire(request(false))).await {
-                    Ok(result) => result?,
-                    Err(_) => {
-                        return Err(Error::timeout(what(), backend.address(), started.elapsed()))
-                    }
-                }
+                within(
+                    caps.request_timeout,
+                    what,
+                    || backend.address(),
+                    backend.acquire(request(false)),
+                )
+                .await?
             }
             Wait::For(limit) => {
                 match tokio::time::timeout(limit, backend.acquire(request(true))).await {
@@ -117,6 +117,22 @@ pub(crate) async fn acquire_with_value(
     .await;
     metrics.finish(crate::metrics::outcome_of(&result));
     result
+}
+
+/// Runs one store request for at most `limit`: past it, [`Error::Timeout`] naming `what` at
+/// `addr` with the real time spent, never a silent answer. One attempt of every kind (a
+/// `try_lock`, a leader read, a proclaim) is bounded through here.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    addr: impl FnOnce() -> String,
+    request: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let started = Instant::now();
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::timeout(what(), addr(), started.elapsed())),
+    }
 }
 
 /// A bounded wait ran out: "busy" (`Ok`) if the backend's connection is healthy, otherwise
@@ -147,7 +163,17 @@ pub(crate) async fn acquire_granted(
     name: &LockName,
     kind: LockKind,
 ) -> Result<HoldCore> {
-    acquire(backend, name, kind, Wait::Forever)
+    acquire_granted_with_value(backend, name, kind, Vec::new()).await
+}
+
+/// [`acquire_granted`] for a request that carries a value (a campaign).
+pub(crate) async fn acquire_granted_with_value(
+    backend: &SharedBackend,
+    name: &LockName,
+    kind: LockKind,
+    value: Vec<u8>,
+) -> Result<HoldCore> {
+    acquire_with_value(backend, name, kind, value, Wait::Forever)
         .await?
         .ok_or_else(|| {
             crate::Error::backend(

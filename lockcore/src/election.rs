@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::acquire::{acquire_with_value, Wait};
+use crate::acquire::{acquire_granted_with_value, acquire_with_value, within, Wait};
 use crate::backend::{LeaderInfo, LockKind, SharedBackend};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::guard::{hold_accessors, HoldCore};
 use crate::name::{IntoLockName, LockName};
 
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Election {
 }
 
 impl Election {
-    /// The election `name` on `backend`. Fails with [`Error::InvalidName`] for a bad name.
+    /// The election `name` on `backend`. Fails with [`Error::InvalidName`](crate::Error::InvalidName) for a bad name.
     pub fn new(backend: SharedBackend, name: impl IntoLockName) -> Result<Self> {
         Ok(Election {
             backend,
@@ -89,27 +89,21 @@ impl Election {
     ///
     /// # Errors
     ///
-    /// - [`Error::InvalidArgument`] for an empty value or one longer than
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an empty value or one longer than
     ///   [`Capabilities::max_value_len`](crate::Capabilities::max_value_len), before anything is
     ///   written.
-    /// - [`Error::Unsupported`] on a backend without elections.
-    /// - [`Error::Connection`] or [`Error::Timeout`] when the store cannot be reached, never by
+    /// - [`Error::Unsupported`](crate::Error::Unsupported) on a backend without elections.
+    /// - [`Error::Connection`](crate::Error::Connection) or [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached, never by
     ///   waiting for ever.
-    /// - [`Error::Conflict`] when the name is in use by a lock, or its keys hold data neither
+    /// - [`Error::Conflict`](crate::Error::Conflict) when the name is in use by a lock, or its keys hold data neither
     ///   tumbler nor the store's reference recipe wrote.
-    /// - [`Error::Closed`] after [`LockBackend::shutdown`](crate::LockBackend::shutdown).
+    /// - [`Error::Closed`](crate::Error::Closed) after [`LockBackend::shutdown`](crate::LockBackend::shutdown).
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
-        self.acquire(value.into(), Wait::Forever)
-            .await?
-            .ok_or_else(|| {
-                Error::backend(
-                    self.backend.capabilities().backend,
-                    format!(
-                        "the backend returned no leadership for a waiting campaign in {}",
-                        self.name
-                    ),
-                )
-            })
+        let value = value.into();
+        let core =
+            acquire_granted_with_value(&self.backend, &self.name, LockKind::Leader, value.clone())
+                .await?;
+        Ok(self.leadership(core, value))
     }
 
     /// Makes one attempt: `Ok(None)` if another candidate leads.
@@ -122,7 +116,7 @@ impl Election {
     ///
     /// As [`Election::campaign`]; a store that does not answer within
     /// [`Capabilities::request_timeout`](crate::Capabilities::request_timeout) gives
-    /// [`Error::Timeout`], never a silent `None`.
+    /// [`Error::Timeout`](crate::Error::Timeout), never a silent `None`.
     pub async fn try_campaign(&self, value: impl Into<Vec<u8>>) -> Result<Option<Leadership>> {
         self.acquire(value.into(), Wait::No).await
     }
@@ -137,7 +131,7 @@ impl Election {
     /// # Errors
     ///
     /// As [`Election::campaign`]; running out while the connection is suspended or lost is
-    /// [`Error::Timeout`] (nobody could tell who leads), on a healthy connection `Ok(None)`.
+    /// [`Error::Timeout`](crate::Error::Timeout) (nobody could tell who leads), on a healthy connection `Ok(None)`.
     pub async fn campaign_timeout(
         &self,
         value: impl Into<Vec<u8>>,
@@ -150,21 +144,18 @@ impl Election {
     ///
     /// # Errors
     ///
-    /// [`Error::Connection`] or [`Error::Timeout`] when the store cannot be reached,
-    /// [`Error::Unsupported`] on a backend without elections, [`Error::Conflict`] for data in
+    /// [`Error::Connection`](crate::Error::Connection) or [`Error::Timeout`](crate::Error::Timeout) when the store cannot be reached,
+    /// [`Error::Unsupported`](crate::Error::Unsupported) on a backend without elections, [`Error::Conflict`](crate::Error::Conflict) for data in
     /// the election's keys that no candidate wrote.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
         self.require()?;
-        let timeout = self.backend.capabilities().request_timeout;
-        let started = tokio::time::Instant::now();
-        match tokio::time::timeout(timeout, self.backend.leader(&self.name)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::timeout(
-                format!("leader read of election {}", self.name),
-                self.backend.address(),
-                started.elapsed(),
-            )),
-        }
+        within(
+            self.backend.capabilities().request_timeout,
+            || format!("leader read of election {}", self.name),
+            || self.backend.address(),
+            self.backend.leader(&self.name),
+        )
+        .await
     }
 
     /// Follows the leadership: an [`Observer`] whose [`next`](Observer::next) returns the
@@ -191,8 +182,15 @@ impl Election {
             wait,
         )
         .await?;
-        let caps = self.backend.capabilities();
-        Ok(core.map(|core| Leadership { core, value, caps }))
+        Ok(core.map(|core| self.leadership(core, value)))
+    }
+
+    fn leadership(&self, core: HoldCore, value: Vec<u8>) -> Leadership {
+        Leadership {
+            core,
+            value,
+            caps: self.backend.capabilities(),
+        }
     }
 }
 
@@ -218,8 +216,8 @@ impl Observer {
     ///
     /// # Errors
     ///
-    /// [`Error::Connection`] or [`Error::Timeout`] within twice the store's request timeout
-    /// when it cannot be reached (call again to go on following), [`Error::Unsupported`] on a
+    /// [`Error::Connection`](crate::Error::Connection) or [`Error::Timeout`](crate::Error::Timeout) within twice the store's request timeout
+    /// when it cannot be reached (call again to go on following), [`Error::Unsupported`](crate::Error::Unsupported) on a
     /// backend without elections.
     pub async fn next(&mut self) -> Result<Option<LeaderInfo>> {
         let leader = if self.started {
@@ -272,32 +270,29 @@ impl Leadership {
     ///
     /// # Errors
     ///
-    /// - [`Error::InvalidArgument`] for an empty or oversized value (nothing is written).
-    /// - [`Error::NotOwner`] when the leadership is already gone on the store.
-    /// - [`Error::Connection`] or [`Error::Timeout`] when the store could not confirm the write
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an empty or oversized value (nothing is written).
+    /// - [`Error::NotOwner`](crate::Error::NotOwner) when the leadership is already gone on the store.
+    /// - [`Error::Connection`](crate::Error::Connection) or [`Error::Timeout`](crate::Error::Timeout) when the store could not confirm the write
     ///   (the old or the new value may be advertised then; proclaim again).
     pub async fn proclaim(&mut self, value: impl Into<Vec<u8>>) -> Result<()> {
         let value = value.into();
         let caps = &self.caps;
         crate::checked::validate_value(self.core.name(), &value, caps)?;
-        let timeout = caps.request_timeout;
-        let started = tokio::time::Instant::now();
-        match tokio::time::timeout(timeout, self.core.proclaim(&value)).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(Error::timeout(
-                    format!("proclaim in election {}", self.core.name()),
-                    caps.backend,
-                    started.elapsed(),
-                ))
-            }
-        }
+        let (limit, backend) = (caps.request_timeout, caps.backend);
+        let name = self.core.name().clone();
+        within(
+            limit,
+            || format!("proclaim in election {name}"),
+            || backend.to_owned(),
+            self.core.proclaim(&value),
+        )
+        .await?;
         self.value = value;
         Ok(())
     }
 
     /// Steps down and reports what the store confirmed: `Ok` only when the store confirmed it,
-    /// [`Error::NotOwner`] if the leadership had already been lost.
+    /// [`Error::NotOwner`](crate::Error::NotOwner) if the leadership had already been lost.
     pub async fn resign(self) -> Result<()> {
         self.core.release().await
     }
