@@ -3,36 +3,20 @@
 //! before its follower is elected, observers, cancelled campaigns, one name one kind, and
 //! interop both ways with Debian's `etcdctl elect`.
 
+mod common;
+
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::{conflict_text, connect, connect_both, name};
 use testkit::etcd::Etcd;
 use testkit::proxy::{FaultProxy, ProxyMode};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::Instant;
 use tumbler_core::{Error, HoldMode, LockName, LostReason, SharedBackend};
-use tumbler_etcd::{EtcdBackend, EtcdConfig};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn connect_both(port: u16, params: &str) -> (SharedBackend, Arc<EtcdBackend>) {
-    let backend = EtcdConfig::from_url(&format!("etcd://127.0.0.1:{port}?{params}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    (backend.clone(), backend)
-}
-
-async fn connect(e: &Etcd) -> SharedBackend {
-    connect_both(e.port(), "ttl=2s").await.0
-}
-
-fn name(text: &str) -> LockName {
-    LockName::new(text).unwrap()
-}
 
 /// Waits until the store shows `waiters` candidates waiting in `name`.
 async fn wait_for_waiters(locks: &SharedBackend, name: &LockName, waiters: usize) {
@@ -63,13 +47,6 @@ async fn wait_for_key_count(e: &Etcd, prefix: &str, count: usize) {
             "never {count} key(s) under {prefix}: {keys:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn conflict_text<T: std::fmt::Debug>(outcome: tumbler_core::Result<T>) -> String {
-    match outcome {
-        Err(Error::Conflict { problem, .. }) => problem,
-        other => panic!("wanted Conflict, got {other:?}"),
     }
 }
 

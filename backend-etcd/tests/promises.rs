@@ -2,38 +2,17 @@
 //! an error, one name has one kind, nested names are independent, foreign keys are a conflict,
 //! losses are named the same as on every store, and shutdown and drop paths release.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::{conflict_text, connect, connect_both, connect_to, name};
 use testkit::etcd::{Etcd, StoredKey};
 use testkit::proxy::{FaultProxy, ProxyMode};
 use tokio::time::Instant;
-use tumbler_core::{ConnectionEvent, Error, LockName, LostReason, SharedBackend};
-use tumbler_etcd::{EtcdBackend, EtcdConfig};
+use tumbler_core::{ConnectionEvent, Error, LostReason};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A backend through lockcore's shared handle, and as itself (for its lease id).
-async fn connect_both(port: u16, params: &str) -> (SharedBackend, Arc<EtcdBackend>) {
-    let backend = EtcdConfig::from_url(&format!("etcd://127.0.0.1:{port}?{params}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    (backend.clone(), backend)
-}
-
-async fn connect_to(port: u16, params: &str) -> SharedBackend {
-    connect_both(port, params).await.0
-}
-
-async fn connect(e: &Etcd) -> SharedBackend {
-    connect_to(e.port(), "ttl=2s").await
-}
-
-fn name(text: &str) -> LockName {
-    LockName::new(text).unwrap()
-}
 
 /// Polls `keys` under `prefix` until `check` accepts them.
 async fn wait_for_keys(e: &Etcd, prefix: &str, what: &str, check: impl Fn(&[StoredKey]) -> bool) {
@@ -45,13 +24,6 @@ async fn wait_for_keys(e: &Etcd, prefix: &str, what: &str, check: impl Fn(&[Stor
         }
         assert!(start.elapsed() < DEADLINE, "never {what}: {keys:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn conflict_text(outcome: tumbler_core::Result<impl std::fmt::Debug>) -> String {
-    match outcome {
-        Err(Error::Conflict { problem, .. }) => problem,
-        other => panic!("expected Conflict, got {other:?}"),
     }
 }
 
