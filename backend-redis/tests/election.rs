@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{channels, reset_stats};
+use common::{assert_conflict_naming, channels, reset_stats};
 use common::{command_calls, connect, connect_backend, eventually, fresh_redis, logs, PROMPT};
 use testkit::proxy::{FaultProxy, ProxyMode};
 use testkit::redis::Redis;
@@ -555,12 +555,6 @@ async fn an_election_and_a_lock_on_one_name_conflict() {
 async fn foreign_data_in_an_election_is_a_conflict_naming_the_key() {
     let redis = fresh_redis().await;
     let locks = connect(&redis.url()).await;
-    let conflict_naming = |outcome: String, key: &str| {
-        assert!(
-            outcome.contains("Conflict") && outcome.contains(key),
-            "expected a conflict naming {key}: {outcome}"
-        )
-    };
     redis
         .cmd(&["SET", "{alien/s}#tumbler:leader", "someone"])
         .await
@@ -572,15 +566,15 @@ async fn foreign_data_in_an_election_is_a_conflict_naming_the_key() {
     for election in ["alien/s", "alien/h"] {
         let key = format!("{{{election}}}#tumbler:leader");
         let e = locks.election(election).unwrap();
-        conflict_naming(format!("{:?}", e.try_campaign("v").await), &key);
-        conflict_naming(
+        assert_conflict_naming(format!("{:?}", e.try_campaign("v").await), &key);
+        assert_conflict_naming(
             format!(
                 "{:?}",
                 e.campaign_timeout("v", Duration::from_millis(300)).await
             ),
             &key,
         );
-        conflict_naming(format!("{:?}", e.leader().await), &key);
+        assert_conflict_naming(format!("{:?}", e.leader().await), &key);
         // Nothing was written.
         assert_eq!(int(&redis, &["EXISTS", election]).await, 0);
     }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, eventually, fresh_redis, logs, PROMPT, TTL};
+use common::{assert_conflict_naming, connect, eventually, fresh_redis, logs, PROMPT, TTL};
 use testkit::proxy::{FaultProxy, ProxyMode};
 use testkit::redis::{Redis, RedisOptions};
 use tumbler_core::{ConnectionEvent, Error, LockBackend, LostReason, SharedBackend};
@@ -321,21 +321,15 @@ async fn one_name_is_one_kind_and_nested_names_are_independent() {
 async fn foreign_data_is_a_conflict_naming_the_key() {
     let redis = fresh_redis().await;
     let locks = connect(&redis.url()).await;
-    let refused = |outcome: String, key: &str| {
-        assert!(
-            outcome.contains("Conflict") && outcome.contains(key),
-            "expected a conflict naming {key}: {outcome}"
-        )
-    };
     // A hash at the lock key.
     redis.cmd(&["HSET", "alien/hash", "f", "v"]).await.unwrap();
     let m = locks.mutex("alien/hash").unwrap();
-    refused(format!("{:?}", m.try_lock().await), "alien/hash");
-    refused(
+    assert_conflict_naming(format!("{:?}", m.try_lock().await), "alien/hash");
+    assert_conflict_naming(
         format!("{:?}", m.lock_timeout(Duration::from_millis(300)).await),
         "alien/hash",
     );
-    refused(
+    assert_conflict_naming(
         format!("{:?}", locks.state("alien/hash").await),
         "alien/hash",
     );
@@ -344,7 +338,7 @@ async fn foreign_data_is_a_conflict_naming_the_key() {
         .cmd(&["SET", "alien/forever", "someone"])
         .await
         .unwrap();
-    refused(
+    assert_conflict_naming(
         format!(
             "{:?}",
             locks.mutex("alien/forever").unwrap().try_lock().await
@@ -356,7 +350,7 @@ async fn foreign_data_is_a_conflict_naming_the_key() {
         .cmd(&["SET", "{alien/fence}#tumbler:fence", "not a number"])
         .await
         .unwrap();
-    refused(
+    assert_conflict_naming(
         format!("{:?}", locks.mutex("alien/fence").unwrap().try_lock().await),
         "{alien/fence}#tumbler:fence",
     );
@@ -385,7 +379,7 @@ async fn foreign_data_is_a_conflict_naming_the_key() {
         .cmd(&["SET", "#tumbler:epoch", "garbage"])
         .await
         .unwrap();
-    refused(
+    assert_conflict_naming(
         format!("{:?}", locks.mutex("alien/any").unwrap().try_lock().await),
         "#tumbler:epoch",
     );

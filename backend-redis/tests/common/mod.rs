@@ -152,3 +152,11 @@ pub async fn channels(redis: &Redis, pattern: &str) -> Vec<String> {
         other => panic!("PUBSUB CHANNELS answered {other:?}"),
     }
 }
+
+/// Asserts that `outcome` (a call's result, formatted with `{:?}`) is a `Conflict` naming `key`.
+pub fn assert_conflict_naming(outcome: String, key: &str) {
+    assert!(
+        outcome.contains("Conflict") && outcome.contains(key),
+        "expected a conflict naming {key}: {outcome}"
+    )
+}
