@@ -142,20 +142,10 @@ pub(crate) fn kind_conflict(name: &LockName, kind: LockKind, held: &str) -> Erro
         name: name.clone(),
         problem: format!(
             "it is in use as {}, so it cannot also be used as {}; use one kind of lock per name (another name for the {asked})",
-            with_article(held),
-            with_article(asked)
+            tumbler_core::with_article(held),
+            tumbler_core::with_article(asked)
         ),
     }
-}
-
-/// `a mutex`, `an election`.
-fn with_article(kind: &str) -> String {
-    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
-    format!("{article} {kind}")
 }
 
 /// The pauses of a waiter riding out an outage (100 ms, growing to 1 s, with jitter).

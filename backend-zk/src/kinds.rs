@@ -69,16 +69,6 @@ pub(crate) enum Refusal {
     },
 }
 
-/// `kind` with "a" or "an" before it, as the message's grammar wants.
-fn with_article(kind: &str) -> String {
-    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
-    format!("{article} {kind}")
-}
-
 impl Refusal {
     /// The typed error for lock `name`.
     pub(crate) fn into_error(self, name: &LockName) -> Error {
@@ -86,8 +76,8 @@ impl Refusal {
             Refusal::Kinds { asked, used, node } => format!(
                 "it is used as {} (node {node}) and was asked for as {}; a name belongs to \
                  one kind of primitive at a time, so pick another name for the {asked}",
-                with_article(&used.to_string()),
-                with_article(&asked.to_string()),
+                tumbler_core::with_article(&used.to_string()),
+                tumbler_core::with_article(&asked.to_string()),
             ),
             Refusal::Foreign { node, problem } => format!(
                 "node {node} {problem}; tumbler and Curator did not write it, so remove it or \

@@ -139,6 +139,17 @@ pub enum Error {
     },
 }
 
+/// `kind` with "a" or "an" before it (`a mutex`, `an election`), for the messages of
+/// [`Error::Conflict`] that name two kinds of lock.
+pub fn with_article(kind: &str) -> String {
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {kind}")
+}
+
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(what: impl Into<String>, problem: impl Into<String>) -> Self {

@@ -72,7 +72,7 @@ pub use capabilities::{Capabilities, Fencing, DEFAULT_MAX_VALUE_LEN, DEFAULT_REQ
 pub use checked::{share, validate, validate_value, Checked};
 pub use client::LockExt;
 pub use election::{Election, Leadership, Observer};
-pub use error::{BoxError, Error, Result};
+pub use error::{with_article, BoxError, Error, Result};
 pub use events::{ConnectionEvent, ConnectionEvents, ConnectionMonitor};
 pub use guard::Guard;
 pub use loss::LossSignal;
