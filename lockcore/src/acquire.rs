@@ -2,7 +2,7 @@
 //!
 //! Rules it enforces on every backend:
 //! - requests no store can serve are refused before the store is touched
-//!   ([`crate::checked::validate`]);
+//!   ([`crate::checked::validate`], and for campaigns [`crate::checked::validate_value`]);
 //! - one attempt (`try_lock`) returns within [`Capabilities::request_timeout`]: a store that
 //!   does not answer gives [`Error::Timeout`] with the real elapsed time, never "busy";
 //! - a bounded wait (`lock_timeout`) that runs out while the backend reports its connection
@@ -73,11 +73,7 @@ pub(crate) async fn acquire_with_value(
             wait,
             value: value.clone(),
         };
-        crate::checked::validate(&request(false))?;
-        if kind == LockKind::Leader {
-            crate::capabilities::require(&caps, "election", caps.election)?;
-            crate::checked::validate_value(name, &value, &caps)?;
-        }
+        crate::checked::validate_on(&request(false), &caps)?;
         let started = Instant::now();
         let what = || format!("{kind} acquire of {name}");
         let outcome = match wait {

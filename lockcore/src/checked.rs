@@ -147,6 +147,17 @@ pub fn validate_value(name: &LockName, value: &[u8], caps: &Capabilities) -> Res
     Ok(())
 }
 
+/// [`validate`], and for a campaign that the store has elections and the value is one it takes
+/// ([`validate_value`]): what every request is checked against before a store sees it.
+pub(crate) fn validate_on(request: &AcquireRequest, caps: &Capabilities) -> Result<()> {
+    validate(request)?;
+    if request.kind == LockKind::Leader {
+        crate::capabilities::require(caps, "election", caps.election)?;
+        validate_value(&request.name, &request.value, caps)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl<B: LockBackend> LockBackend for Checked<B> {
     fn capabilities(&self) -> Capabilities {
@@ -159,15 +170,7 @@ impl<B: LockBackend> LockBackend for Checked<B> {
 
     async fn acquire(&self, request: AcquireRequest) -> Result<Option<Hold>> {
         self.check_open()?;
-        validate(&request)?;
-        if request.kind == LockKind::Leader {
-            crate::capabilities::require(
-                &self.capabilities(),
-                "election",
-                self.capabilities().election,
-            )?;
-            validate_value(&request.name, &request.value, &self.capabilities())?;
-        }
+        validate_on(&request, &self.capabilities())?;
         self.inner.acquire(request).await
     }
 
