@@ -1509,3 +1509,41 @@ async fn agent_metrics_counts_requests_in_prometheus_text() {
         .unwrap_or_else(|| panic!("no kv_get counter in {text:?}"));
     assert_eq!(kv_get, 3, "{text}");
 }
+
+/// A runtime shut down while clients keep connecting does not hang: a connection accepted
+/// during the shutdown has its task dropped at once by `spawn`, and that task's bookkeeping must
+/// not wait for a lock its own accept loop holds.
+#[test]
+fn shutting_down_while_clients_connect_does_not_hang() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..40 {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let server = testkit::consul::ConsulServer::start().await.unwrap();
+                let addr = server.addr();
+                for _ in 0..4 {
+                    tokio::spawn(async move {
+                        loop {
+                            let _ = tokio::net::TcpStream::connect(addr).await;
+                        }
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                std::mem::forget(server);
+            });
+            drop(runtime);
+        }
+        let _ = done.send(());
+    });
+    assert!(
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_ok(),
+        "shutting a runtime down while clients connected to its Consul server hung"
+    );
+}

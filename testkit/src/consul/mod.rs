@@ -555,9 +555,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, connections: Ar
             id,
         };
         let conn_shared = Arc::clone(&shared);
-        // Hold the registry lock across the spawn so the task cannot deregister before it is
-        // registered.
-        let mut open = connections.lock();
+        // Not under the registry lock: a runtime shutting down drops the task at once inside
+        // `spawn`, and its guard takes that lock (a deadlock when it was held here).
         let task = tokio::spawn(async move {
             let _guard = guard;
             let service = service_fn(move |req| {
@@ -569,7 +568,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, connections: Ar
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+        let mut open = connections.lock();
         open.insert(id, task.abort_handle());
+        // A task that already ended dropped its guard before it was registered: nothing will
+        // remove it but us. One still running removes itself when it ends (it waits for this
+        // lock, so it comes after the insert).
+        if task.is_finished() {
+            open.remove(&id);
+        }
     }
 }
 
