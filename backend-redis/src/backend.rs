@@ -13,11 +13,12 @@ use tumbler_core::{
 };
 
 use crate::client::TlsSettings;
+use crate::cluster::Routes;
 use crate::config::{RedisConfig, Settings};
 use crate::error::BACKEND;
 use crate::health::Health;
 use crate::hold::Registry;
-use crate::node::Node;
+use crate::node::{ClusterTarget, Node};
 use crate::redlock::{self, Masters};
 use crate::single;
 
@@ -40,6 +41,10 @@ use crate::single;
 pub struct RedisBackend {
     settings: Arc<Settings>,
     nodes: Vec<Arc<Node>>,
+    /// Redis Cluster: which node (shard) serves a lock's slot.
+    routes: Option<Arc<Routes>>,
+    /// What [`LockBackend::address`] says.
+    address: String,
     health: Arc<Health>,
     registry: Arc<Registry>,
     redlock: bool,
@@ -78,6 +83,9 @@ impl RedisBackend {
     async fn connect(config: RedisConfig) -> Result<Arc<RedisBackend>> {
         let settings = Arc::new(config.validate()?);
         let tls = TlsSettings::load(&config)?;
+        if config.cluster {
+            return Self::connect_cluster(&config, settings, tls).await;
+        }
         // Through Sentinel, the sentinels stand for one server: the master they name.
         let count = if config.sentinel.is_some() {
             1
@@ -104,9 +112,16 @@ impl RedisBackend {
                 .map(|(i, node)| Node::new(i, node, &tls, settings.clone(), health.clone()))
                 .collect::<Result<Vec<_>>>()?,
         };
+        let address = if config.redlock {
+            Masters { nodes: &nodes }.address()
+        } else {
+            nodes[0].addr.clone()
+        };
         let backend = Arc::new(RedisBackend {
             settings,
             nodes,
+            routes: None,
+            address,
             health,
             registry: Arc::new(Registry::default()),
             redlock: config.redlock,
@@ -144,6 +159,86 @@ impl RedisBackend {
             ));
         }
         Ok(backend)
+    }
+
+    /// Connects to a Redis Cluster: reads the slot map from the listed nodes, makes one node
+    /// per shard (master), and connects to each of them.
+    async fn connect_cluster(
+        config: &RedisConfig,
+        settings: Arc<Settings>,
+        tls: TlsSettings,
+    ) -> Result<Arc<RedisBackend>> {
+        let hosts = config
+            .nodes
+            .iter()
+            .map(|n| n.display_addr().trim_start_matches("redis://").to_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        let address = format!("redis+cluster://{hosts}");
+        let seeds = config
+            .nodes
+            .iter()
+            .map(|node| crate::client::client(node, &tls))
+            .collect::<Result<Vec<_>>>()?;
+        let ranges = crate::cluster::slot_map(&seeds, &address, settings.connect_timeout).await?;
+        let mut masters: Vec<String> = Vec::new();
+        for range in &ranges {
+            if !masters.contains(&range.master()) {
+                masters.push(range.master());
+            }
+        }
+        let routes = Arc::new(Routes::new(&ranges, &masters));
+        let health = Arc::new(Health::new(masters.len(), 0, settings.ttl));
+        let mut nodes = Vec::new();
+        for (index, master) in masters.iter().enumerate() {
+            let Some(range) = ranges.iter().find(|r| r.master() == *master) else {
+                continue;
+            };
+            let target = ClusterTarget {
+                seeds: seeds.clone(),
+                template: config.nodes[0].clone(),
+                tls: tls.clone(),
+                first: range.first,
+                epoch_key: crate::cluster::key_in(range.first, range.last, "epoch"),
+                routes: routes.clone(),
+                current: std::sync::Mutex::new(None),
+            };
+            let label = format!("{address} (slots {}-{})", range.first, range.last);
+            nodes.push(Node::new_cluster_shard(
+                index,
+                label,
+                target,
+                settings.clone(),
+                health.clone(),
+            )?);
+        }
+        let backend = Arc::new(RedisBackend {
+            settings,
+            nodes,
+            routes: Some(routes),
+            address,
+            health,
+            registry: Arc::new(Registry::default()),
+            redlock: false,
+            closed: AtomicBool::new(false),
+        });
+        for result in join_all(backend.nodes.iter().map(|n| n.connect_first())).await {
+            result?;
+        }
+        for node in &backend.nodes {
+            node.check_replicas().await?;
+        }
+        Ok(backend)
+    }
+
+    /// The node that keeps `name`: the server, or on a cluster the shard serving its slot.
+    fn node_for(&self, name: &LockName) -> &Arc<Node> {
+        let Some(routes) = &self.routes else {
+            return &self.nodes[0];
+        };
+        let slot = crate::cluster::key_slot(&self.settings.keys(name).lock);
+        let shard = routes.shard_of(slot, |i| self.nodes.get(i)?.cluster_master());
+        self.nodes.get(shard).unwrap_or(&self.nodes[0])
     }
 
     fn masters(&self) -> Masters<'_> {
@@ -190,7 +285,7 @@ impl RedisBackend {
             let masters = self.masters();
             redlock::count_on_all(&masters, |node| single::force_release(node, &name, true)).await
         } else {
-            single::force_release(&self.nodes[0], &name, false).await
+            single::force_release(self.node_for(&name), &name, false).await
         }
     }
 
@@ -216,7 +311,7 @@ impl RedisBackend {
     pub async fn declare_fresh_servers(&self) -> Result<()> {
         self.check_open()?;
         for node in &self.nodes {
-            node.declare_fresh(&self.settings.prefix).await?;
+            node.declare_fresh().await?;
         }
         Ok(())
     }
@@ -234,6 +329,10 @@ impl RedisBackend {
             if let Some(remaining) = result? {
                 left.push(remaining);
             }
+        }
+        if self.routes.is_some() {
+            // On a cluster every shard's delay refuses the grants of its own locks.
+            return Ok(left.into_iter().max());
         }
         let quorum = self.nodes.len() / 2 + 1;
         if self.nodes.len() - left.len() >= quorum {
@@ -278,11 +377,7 @@ impl LockBackend for RedisBackend {
     }
 
     fn address(&self) -> String {
-        if self.redlock {
-            self.masters().address()
-        } else {
-            self.nodes[0].addr.clone()
-        }
+        self.address.clone()
     }
 
     /// One script call when the lock is free; otherwise (when waiting) a place in the FIFO
@@ -305,7 +400,8 @@ impl LockBackend for RedisBackend {
         let outcome = if self.redlock {
             redlock::acquire(&self.masters(), &self.registry, request).await?
         } else {
-            single::acquire(&self.nodes[0], &self.registry, request).await?
+            let node = self.node_for(&request.name).clone();
+            single::acquire(&node, &self.registry, request).await?
         };
         match outcome {
             // Granted while shutdown() ran: give it back rather than leave it held.
@@ -324,7 +420,7 @@ impl LockBackend for RedisBackend {
         if self.redlock {
             redlock::state(&self.masters(), name).await
         } else {
-            single::state(&self.nodes[0], name).await
+            single::state(self.node_for(name), name).await
         }
     }
 
@@ -334,7 +430,7 @@ impl LockBackend for RedisBackend {
             let masters = self.masters();
             redlock::count_on_all(&masters, |node| single::revoke(node, name)).await
         } else {
-            single::revoke(&self.nodes[0], name).await
+            single::revoke(self.node_for(name), name).await
         }
     }
 
@@ -349,7 +445,7 @@ impl LockBackend for RedisBackend {
     async fn leader(&self, name: &LockName) -> Result<Option<LeaderInfo>> {
         self.check_open()?;
         self.check_election()?;
-        crate::election::leader(&self.nodes[0], name).await
+        crate::election::leader(self.node_for(name), name).await
     }
 
     /// Woken by the announcement every change of leadership publishes on the election's
@@ -363,7 +459,7 @@ impl LockBackend for RedisBackend {
     ) -> Result<Option<LeaderInfo>> {
         self.check_open()?;
         self.check_election()?;
-        crate::election::leader_changed(&self.nodes[0], &self.registry, name, seen).await
+        crate::election::leader_changed(self.node_for(name), &self.registry, name, seen).await
     }
 
     /// The restart delay still ahead ([`RedisBackend::restart_delay_left`]); `None` also when

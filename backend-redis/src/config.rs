@@ -124,6 +124,8 @@ pub struct RedisConfig {
     pub(crate) tls_insecure: bool,
     /// Sentinel mode: `nodes` are the sentinels, this names the master and how to log in.
     pub(crate) sentinel: Option<SentinelSpec>,
+    /// Redis Cluster: `nodes` are seeds, asked for the slot map.
+    pub(crate) cluster: bool,
     pub(crate) min_replicas: u32,
     pub(crate) min_replicas_timeout: Option<Duration>,
 }
@@ -162,6 +164,18 @@ impl RedisConfig {
             master_name: master_name.into(),
             master: RedisNode::new("", 0),
         });
+        config
+    }
+
+    /// A Redis Cluster: `seeds` are some of its nodes (one is enough; list more in case it is
+    /// down), asked for the slot map at connect and whenever a shard's master must be found
+    /// again. Every lock lives on the shard that serves its key's slot, with every primitive of
+    /// a single server; a failover or a moved slot is a transient [`Error::Connection`] that
+    /// waiting acquisitions ride out. Each seed carries the login and TLS setting used for
+    /// every node of the cluster; the database must be 0 (the only one a cluster has).
+    pub fn cluster(seeds: Vec<RedisNode>) -> Self {
+        let mut config = Self::with_nodes(seeds, false);
+        config.cluster = true;
         config
     }
 
@@ -206,6 +220,7 @@ impl RedisConfig {
             tls_ca: None,
             tls_insecure: false,
             sentinel: None,
+            cluster: false,
             min_replicas: 0,
             min_replicas_timeout: None,
         }
@@ -323,7 +338,19 @@ impl RedisConfig {
                 "no server given; name at least one host",
             ));
         }
-        if !self.redlock && self.sentinel.is_none() && self.nodes.len() > 1 {
+        if self.cluster {
+            if let Some(node) = self.nodes.iter().find(|n| n.db != 0) {
+                return Err(Error::invalid(
+                    "redis database",
+                    format!(
+                        "database {} of {}: a Redis Cluster has only database 0; leave the /DB out",
+                        node.db,
+                        node.display_addr()
+                    ),
+                ));
+            }
+        }
+        if !self.redlock && self.sentinel.is_none() && !self.cluster && self.nodes.len() > 1 {
             return Err(Error::invalid(
                 "redis servers",
                 format!(
@@ -467,9 +494,11 @@ impl RedisConfig {
                 ));
             }
         }
-        if self.redlock || self.sentinel.is_some() {
+        if self.redlock || self.sentinel.is_some() || self.cluster {
             let what = if self.redlock {
                 ("redis+redlock masters", "Redlock needs independent masters")
+            } else if self.cluster {
+                ("redis+cluster nodes", "a node listed twice is a typo")
             } else {
                 (
                     "redis+sentinel sentinels",
@@ -503,6 +532,7 @@ impl RedisConfig {
             min_replicas: self.min_replicas,
             min_replicas_timeout,
             client: crate::keys::client_id(),
+            cluster: self.cluster,
         })
     }
 }
@@ -523,12 +553,14 @@ pub(crate) struct Settings {
     pub(crate) min_replicas_timeout: Duration,
     /// This backend instance's client id (see [`crate::keys::client_id`]).
     pub(crate) client: String,
+    /// Redis Cluster mode: every key of a script in the lock's slot (the restart epoch too).
+    pub(crate) cluster: bool,
 }
 
 impl Settings {
     /// The keys of `name` for this client.
     pub(crate) fn keys(&self, name: &tumbler_core::LockName) -> crate::keys::Keys {
-        crate::keys::Keys::new(&self.prefix, &self.client, name)
+        crate::keys::Keys::new(&self.prefix, &self.client, name, self.cluster)
     }
 
     /// A new acquisition id of this client.

@@ -66,8 +66,10 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// The keys of `name` under `prefix`, for the client `client` (see [`client_id`]).
-    pub(crate) fn new(prefix: &str, client: &str, name: &LockName) -> Keys {
+    /// The keys of `name` under `prefix`, for the client `client` (see [`client_id`]). On a
+    /// cluster (`per_lock_epoch`), the restart epoch is the lock's own (`T#tumbler:epoch`), so
+    /// that a script's keys share one slot.
+    pub(crate) fn new(prefix: &str, client: &str, name: &LockName, per_lock_epoch: bool) -> Keys {
         let lock = format!("{prefix}{name}");
         let base = companion_base(&lock);
         let aux = |what: &str| format!("{base}#tumbler:{what}");
@@ -87,7 +89,11 @@ impl Keys {
             events: aux("events"),
             inbox: format!("{inbox_prefix}{client}"),
             inbox_prefix,
-            epoch: epoch_key(prefix),
+            epoch: if per_lock_epoch {
+                aux("epoch")
+            } else {
+                epoch_key(prefix)
+            },
             lock,
         }
     }
@@ -184,15 +190,17 @@ mod tests {
     #[test]
     fn layout() {
         let name = LockName::new("jobs/nightly").unwrap();
-        let keys = Keys::new("app:", "0123456789abcdef", &name);
+        let keys = Keys::new("app:", "0123456789abcdef", &name, false);
         assert_eq!(keys.lock, "app:jobs/nightly");
         assert_eq!(keys.fence, "{app:jobs/nightly}#tumbler:fence");
         assert_eq!(keys.queue, "{app:jobs/nightly}#tumbler:queue");
         assert_eq!(keys.leader, "{app:jobs/nightly}#tumbler:leader");
         assert_eq!(keys.inbox, "{app:jobs/nightly}#tumbler:to:0123456789abcdef");
         assert_eq!(keys.epoch, "app:#tumbler:epoch");
+        let on_cluster = Keys::new("app:", "0123456789abcdef", &name, true);
+        assert_eq!(on_cluster.epoch, "{app:jobs/nightly}#tumbler:epoch");
         // A prefix with a hash tag keeps it: the companions start with the lock key.
-        let tagged = Keys::new("{app}:", "0123456789abcdef", &name);
+        let tagged = Keys::new("{app}:", "0123456789abcdef", &name, false);
         assert_eq!(tagged.lock, "{app}:jobs/nightly");
         assert_eq!(tagged.fence, "{app}:jobs/nightly#tumbler:fence");
     }
@@ -214,8 +222,9 @@ mod tests {
         let name = LockName::new("jobs/nightly").unwrap();
         for prefix in ["", "app:", "{app}:", "a{", "{", "x{y}z{", "{a}}"] {
             check_prefix(prefix).unwrap();
-            let keys = Keys::new(prefix, "0123456789abcdef", &name);
+            let keys = Keys::new(prefix, "0123456789abcdef", &name, true);
             for companion in [
+                &keys.epoch,
                 &keys.queue,
                 &keys.fence,
                 &keys.sem,

@@ -293,6 +293,7 @@
 
 mod backend;
 mod client;
+mod cluster;
 mod config;
 mod election;
 mod error;

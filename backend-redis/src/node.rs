@@ -60,6 +60,25 @@ enum Target {
     Fixed(redis::Client),
     /// The master that the sentinels name, asked again for every new connection.
     Sentinel(SentinelTarget),
+    /// The master of one Redis Cluster shard, asked of the cluster for every new connection.
+    Cluster(ClusterTarget),
+}
+
+/// One shard of a Redis Cluster: the master serving its slots.
+pub(crate) struct ClusterTarget {
+    /// Clients of the nodes listed in the URL, asked for the slot map in turn.
+    pub(crate) seeds: Vec<redis::Client>,
+    /// How to log in to the masters (host and port are filled in from the slot map).
+    pub(crate) template: RedisNode,
+    pub(crate) tls: crate::client::TlsSettings,
+    /// The first slot the shard served at connect; its master is the one serving it.
+    pub(crate) first: u16,
+    /// A key of the shard's own slots for what belongs to the whole server (the restart epoch).
+    pub(crate) epoch_key: String,
+    /// Where `MOVED` replies are recorded.
+    pub(crate) routes: Arc<crate::cluster::Routes>,
+    /// The master the last lookup found (`host:port`), and its client.
+    pub(crate) current: StdMutex<Option<(String, redis::Client)>>,
 }
 
 /// A master found through Redis Sentinel.
@@ -148,6 +167,39 @@ impl Node {
             current: StdMutex::new(None),
         });
         Self::with_target(0, addr, target, settings, health)
+    }
+
+    /// A node for the master of one Redis Cluster shard.
+    pub(crate) fn new_cluster_shard(
+        index: usize,
+        addr: String,
+        target: ClusterTarget,
+        settings: Arc<Settings>,
+        health: Arc<Health>,
+    ) -> Result<Arc<Node>> {
+        Self::with_target(index, addr, Target::Cluster(target), settings, health)
+    }
+
+    /// The `host:port` of the master a cluster shard's node last connected to.
+    pub(crate) fn cluster_master(&self) -> Option<String> {
+        match &self.target {
+            Target::Cluster(target) => target
+                .current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|(addr, _)| addr.clone()),
+            _ => None,
+        }
+    }
+
+    /// The key that records when this server's data set began, for `recovering()` and the
+    /// test hook: the prefix's (`P#tumbler:epoch`), or on a cluster shard one in its own slots.
+    fn server_epoch_key(&self) -> String {
+        match &self.target {
+            Target::Cluster(target) => target.epoch_key.clone(),
+            _ => crate::keys::epoch_key(&self.settings.prefix),
+        }
     }
 
     fn with_target(
@@ -252,7 +304,7 @@ impl Node {
         if delay.is_zero() {
             return Ok(None);
         }
-        let key = crate::keys::epoch_key(&self.settings.prefix);
+        let key = self.server_epoch_key();
         let reply = self
             .eval(
                 "reading the restart delay",
@@ -380,13 +432,24 @@ impl Node {
                 after: timeout,
             }),
         };
-        let (conn, (run_id, durable)) = match outcome {
+        let (conn, (run_id, durable, cluster)) = match outcome {
             Ok(connected) => connected,
             Err(error) => {
                 self.slot().last_failure = Some((Instant::now(), crate::error::detail(&error)));
                 return Err(error);
             }
         };
+        if cluster && !matches!(self.target, Target::Cluster(_)) {
+            // A plain connection reaches only this node's slots: most locks would fail.
+            let host = self.addr.trim_start_matches("redis://");
+            return Err(Error::invalid(
+                "redis URL",
+                format!(
+                    "{} is a Redis Cluster node; connect with redis+cluster://{host} (list some of the cluster's nodes)",
+                    self.addr
+                ),
+            ));
+        }
         let was_down = {
             let mut slot = self.slot();
             slot.conn = Some(conn.clone());
@@ -410,7 +473,7 @@ impl Node {
         if let (Some(old), Some(new)) = (&facts.run_id, &run_id) {
             if old != new {
                 facts.restarts += 1;
-                if matches!(self.target, Target::Sentinel(_)) {
+                if matches!(self.target, Target::Sentinel(_) | Target::Cluster(_)) {
                     tracing::warn!(addr = %self.addr, "the sentinels' master is another server now (a failover); holds it did not receive are lost");
                 } else {
                     tracing::warn!(addr = %self.addr, "redis restarted (its run id changed); holds it forgot are lost");
@@ -485,6 +548,9 @@ impl Node {
                 self.invalidate(gen, "the server is a replica now");
                 Err(crate::error::now_replica(&self.addr, what, error))
             }
+            Ok(Err(error)) if crate::cluster::is_redirect(&error) => {
+                Err(self.redirected(gen, what, error))
+            }
             Ok(Err(error)) => {
                 if breaks_connection(&error) {
                     self.invalidate(gen, "request failed");
@@ -498,12 +564,39 @@ impl Node {
         }
     }
 
+    /// A cluster's redirect (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`) as a transient
+    /// [`Error::Connection`]. A `MOVED` is recorded, so the next request on its slot goes to
+    /// the shard named, and ends the connection, so the next one goes to the master that serves
+    /// the shard now (after a failover the old master answers `MOVED` as a replica).
+    fn redirected(self: &Arc<Self>, gen: u64, what: &str, error: redis::RedisError) -> Error {
+        let why = match (crate::cluster::moved_to(&error), &self.target) {
+            (Some((slot, to)), Target::Cluster(target)) => {
+                target.routes.note_moved(slot, to.clone());
+                self.invalidate(gen, "the cluster moved a slot");
+                format!("the cluster serves slot {slot} from {to} now (a failover or resharding); the next request goes there; retry")
+            }
+            (Some(_), _) => {
+                "a Redis Cluster node answered MOVED; connect with redis+cluster://".to_owned()
+            }
+            (None, _) => {
+                "the cluster is moving this slot or failing over; retry shortly".to_owned()
+            }
+        };
+        Error::connection(
+            crate::error::BACKEND,
+            &self.addr,
+            format!("{what}: {why} ({error})"),
+        )
+        .with_source(error)
+    }
+
     /// The client for the server to connect to now: the fixed one, or the master the
     /// sentinels name (asked anew; the crate checks that it answers as a master).
     async fn resolve(&self) -> Result<redis::Client> {
         let target = match &self.target {
             Target::Fixed(client) => return Ok(client.clone()),
             Target::Sentinel(target) => target,
+            Target::Cluster(target) => return self.resolve_shard(target).await,
         };
         let found = {
             let mut sentinel = target.sentinel.lock().await;
@@ -525,15 +618,55 @@ impl Node {
         Ok(client)
     }
 
+    /// The client of the master that serves a cluster shard's first slot now, asked of the
+    /// master found last and then of the URL's nodes.
+    async fn resolve_shard(&self, target: &ClusterTarget) -> Result<redis::Client> {
+        let mut ask: Vec<redis::Client> = Vec::new();
+        if let Some((_, client)) = target
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            ask.push(client.clone());
+        }
+        ask.extend(target.seeds.iter().cloned());
+        let ranges =
+            crate::cluster::slot_map(&ask, &self.addr, self.settings.connect_timeout).await?;
+        let range = ranges
+            .iter()
+            .find(|r| (r.first..=r.last).contains(&target.first))
+            .ok_or_else(|| {
+                Error::connection(
+                    crate::error::BACKEND,
+                    &self.addr,
+                    format!("no master serves slot {} right now; retry", target.first),
+                )
+            })?;
+        let mut node = target.template.clone();
+        node.host = range.host.clone();
+        node.port = range.port;
+        let client = crate::client::client(&node, &target.tls)?;
+        let master = range.master();
+        let mut current = target.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_none_or(|(addr, _)| *addr != master) {
+            tracing::info!(shard = %self.addr, %master, "redis cluster names the shard's master");
+        }
+        *current = Some((master, client.clone()));
+        Ok(client)
+    }
+
     /// The client of the server the last connection went to (resolved if there was none).
     async fn last_resolved(&self) -> Result<redis::Client> {
-        if let Target::Sentinel(target) = &self.target {
-            let current = target.current.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, client)) = current.as_ref() {
-                return Ok(client.clone());
-            }
+        let last = match &self.target {
+            Target::Sentinel(target) => target.current.lock().ok().and_then(|c| c.clone()),
+            Target::Cluster(target) => target.current.lock().ok().and_then(|c| c.clone()),
+            Target::Fixed(_) => None,
+        };
+        match last {
+            Some((_, client)) => Ok(client),
+            None => self.resolve().await,
         }
-        self.resolve().await
     }
 
     /// What a failed master lookup means: a master name the sentinels do not monitor
@@ -821,8 +954,8 @@ impl Node {
 
     /// Sets the epoch key so that this server counts as never restarted (a test hook).
     #[cfg(feature = "test-hooks")]
-    pub(crate) async fn declare_fresh(self: &Arc<Self>, prefix: &str) -> Result<()> {
-        let key = crate::keys::epoch_key(prefix);
+    pub(crate) async fn declare_fresh(self: &Arc<Self>) -> Result<()> {
+        let key = self.server_epoch_key();
         self.eval(
             "declaring the server fresh",
             &scripts::DECLARE_FRESH,
@@ -978,7 +1111,7 @@ impl Node {
 /// Asks a new connection for the server's run id and whether it persists every write. Either
 /// may be refused (an ACL user without `+info` or `+config`, a renamed `CONFIG`): then the run
 /// id is unknown and the server counts as not durable.
-async fn probe(conn: &MultiplexedConnection) -> (Option<String>, bool) {
+async fn probe(conn: &MultiplexedConnection) -> (Option<String>, bool, bool) {
     let (mut a, mut b) = (conn.clone(), conn.clone());
     let mut info_cmd = redis::cmd("INFO");
     info_cmd.arg("server");
@@ -987,16 +1120,20 @@ async fn probe(conn: &MultiplexedConnection) -> (Option<String>, bool) {
     let info = info_cmd.query_async::<String>(&mut a);
     let config = config_cmd.query_async::<std::collections::HashMap<String, String>>(&mut b);
     let (info, config) = tokio::join!(info, config);
-    let run_id = info.ok().and_then(|text| {
-        text.lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_owned())
-    });
+    let field = |name: &str| {
+        info.as_ref().ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|value| value.trim().to_owned())
+        })
+    };
+    let run_id = field("run_id:");
+    let cluster = field("redis_mode:").is_some_and(|mode| mode == "cluster");
     let durable = config.is_ok_and(|c| {
         c.get("appendonly").map(String::as_str) == Some("yes")
             && c.get("appendfsync").map(String::as_str) == Some("always")
     });
-    (run_id, durable)
+    (run_id, durable, cluster)
 }
 
 /// Keeps trying to connect after a loss until it works (or the backend is gone), so that

@@ -1,5 +1,5 @@
-//! Parsing of `redis://`, `rediss://`, `redis+redlock://`, `rediss+redlock://` and
-//! `redis+sentinel://` URLs.
+//! Parsing of `redis://`, `rediss://`, `redis+redlock://`, `rediss+redlock://`,
+//! `redis+cluster://`, `rediss+cluster://` and `redis+sentinel://` URLs.
 
 use tumbler_core::tls::TlsParams;
 use tumbler_core::url::{Credentials, StoreUrl};
@@ -29,8 +29,9 @@ const KNOWN: &[&str] = &[
 ];
 
 impl RedisConfig {
-    /// Parses a `redis://`, `rediss://`, `redis+redlock://` or `rediss+redlock://` URL (see the
-    /// crate docs for the grammar). Errors are [`Error::InvalidArgument`] naming the bad part.
+    /// Parses a `redis://`, `rediss://`, `redis+redlock://`, `redis+cluster://` or
+    /// `redis+sentinel://` URL, or one of their `rediss` forms (see the crate docs for the
+    /// grammar). Errors are [`Error::InvalidArgument`] naming the bad part.
     pub fn from_url(url: &str) -> Result<Self> {
         parse(url)
     }
@@ -42,6 +43,8 @@ const SCHEMES: &[&str] = &[
     "rediss",
     "redis+redlock",
     "rediss+redlock",
+    "redis+cluster",
+    "rediss+cluster",
     "redis+sentinel",
     "rediss+sentinel",
 ];
@@ -61,17 +64,23 @@ pub(crate) fn parse(url: &str) -> Result<RedisConfig> {
     let scheme = parsed.scheme.clone();
     let tls = scheme.starts_with("rediss");
     let redlock = scheme.ends_with("+redlock");
+    let cluster = scheme.ends_with("+cluster");
     if sentinel {
         return parse_sentinel(parsed, tls);
     }
-    if !redlock && parsed.hosts.len() > 1 {
+    if !redlock && !cluster && parsed.hosts.len() > 1 {
         return Err(bad(format!(
-            "{} hosts in a {scheme}:// URL; use {scheme}+redlock:// for Redlock over several masters",
+            "{} hosts in a {scheme}:// URL; use {scheme}+cluster:// for the nodes of a Redis Cluster, or {scheme}+redlock:// for Redlock over independent masters",
             parsed.hosts.len()
         )));
     }
     let db = match parsed.path.trim_end_matches('/') {
         "" => 0,
+        text if cluster => {
+            return Err(bad(format!(
+                "path /{text}: a Redis Cluster has only database 0; leave the path out"
+            )))
+        }
         text => database(text, "")?,
     };
     let (username, password) = login(&mut parsed)?;
@@ -87,6 +96,8 @@ pub(crate) fn parse(url: &str) -> Result<RedisConfig> {
         .collect();
     let mut config = if redlock {
         RedisConfig::redlock(nodes)
+    } else if cluster {
+        RedisConfig::cluster(nodes)
     } else {
         RedisConfig::single(
             nodes
@@ -309,6 +320,27 @@ mod tests {
         let settings = c.validate().unwrap();
         assert_eq!(settings.min_replicas, 2);
         assert_eq!(settings.min_replicas_timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn cluster_urls() {
+        let c = parse("redis+cluster://u:p@h1:7000,h2:7001?ttl=5s&min_replicas=1").unwrap();
+        assert!(c.cluster && !c.redlock);
+        assert_eq!(
+            c.nodes,
+            vec![
+                RedisNode::new("h1", 7000).user("u", "p"),
+                RedisNode::new("h2", 7001).user("u", "p"),
+            ]
+        );
+        let settings = c.validate().unwrap();
+        assert!(settings.cluster);
+        assert_eq!(settings.min_replicas, 1);
+        assert!(parse("redis+cluster://h1").unwrap().validate().is_ok());
+        assert!(problem("redis+cluster://h1/2").contains("only database 0"));
+        assert!(invalid("redis+cluster://localhost:7000,127.0.0.1:7000").contains("listed twice"));
+        assert!(problem("redis+cluster://h1,,h2").contains("host"));
+        assert!(problem("redis://h1,h2").contains("redis+cluster"));
     }
 
     fn invalid(url: &str) -> String {

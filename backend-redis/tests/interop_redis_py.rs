@@ -13,11 +13,16 @@ use tokio::process::{Child, ChildStdout, Command};
 use tumbler_core::HoldMode;
 
 /// A small redis-py program: `hold` takes `Lock(name, timeout=10)` and keeps it until a line
-/// arrives on stdin; `try` makes one non-blocking attempt and one blocking for 0.5 s.
+/// arrives on stdin; `try` makes one non-blocking attempt and one blocking for 0.5 s. With a
+/// fourth argument `cluster`, it talks to a Redis Cluster through `RedisCluster`.
 const PY: &str = r#"
 import sys, redis
 port, name, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-r = redis.Redis(host='127.0.0.1', port=port)
+if sys.argv[4:] == ['cluster']:
+    from redis.cluster import RedisCluster
+    r = RedisCluster(host='127.0.0.1', port=port)
+else:
+    r = redis.Redis(host='127.0.0.1', port=port)
 lock = r.lock(name, timeout=10)
 if mode == 'hold':
     if not lock.acquire(blocking=True, blocking_timeout=20):
@@ -42,8 +47,19 @@ struct Py {
 
 impl Py {
     fn start(port: u16, name: &str, mode: &str) -> Py {
+        Py::spawn(&[&port.to_string(), name, mode])
+    }
+
+    /// The program on the Redis Cluster that `port` is a node of.
+    fn start_cluster(port: u16, name: &str, mode: &str) -> Py {
+        Py::spawn(&[&port.to_string(), name, mode, "cluster"])
+    }
+
+    fn spawn(args: &[&str]) -> Py {
         let mut child = Command::new("python3")
-            .args(["-c", PY, &port.to_string(), name, mode])
+            .arg("-c")
+            .arg(PY)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -173,4 +189,51 @@ async fn an_election_and_a_redis_py_lock_exclude_each_other() {
         (b"ours".to_vec(), leadership.term())
     );
     leadership.resign().await.unwrap();
+}
+
+/// On a Redis Cluster, redis-py's `RedisCluster(...).lock(name)` and tumbler's
+/// `redis+cluster://` mutex exclude each other both ways, on names of every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_cluster_locks_and_ours_exclude_each_other() {
+    let cluster = testkit::redis_cluster::RedisCluster::start()
+        .await
+        .expect("start a Redis Cluster");
+    let port = cluster.nodes()[0].port();
+    let locks = connect(&format!(
+        "redis+cluster://{}?restart_delay=0s",
+        cluster.seed_hosts()
+    ))
+    .await;
+    for name in common::one_name_per_master(&cluster, "interop/cluster").await {
+        // redis-py first.
+        let mut py = Py::start_cluster(port, &name, "hold");
+        assert!(py.line().await.starts_with("HELD "), "python holds {name}");
+        let mutex = locks.mutex(name.as_str()).unwrap();
+        assert!(
+            mutex.try_lock().await.unwrap().is_none(),
+            "we got {name} while redis-py held it"
+        );
+        let waiting = tokio::spawn(async move { mutex.lock().await });
+        py.say().await;
+        assert_eq!(py.line().await, "RELEASED");
+        let guard = tokio::time::timeout(PROMPT, waiting)
+            .await
+            .expect("we got the lock after redis-py released it")
+            .unwrap()
+            .unwrap();
+        // Ours first.
+        let mut py = Py::start_cluster(port, &name, "try");
+        assert_eq!(
+            py.line().await,
+            "BUSY",
+            "redis-py got {name} while we held it"
+        );
+        guard.release().await.unwrap();
+        let mut py = Py::start_cluster(port, &name, "try");
+        assert_eq!(
+            py.line().await,
+            "GOT",
+            "redis-py could not lock {name} after we released"
+        );
+    }
 }

@@ -43,7 +43,9 @@ local function restart_wait(epoch, delay)
     -- Redis counts uptime in whole seconds of its cached clock: the start may be up to a
     -- second later than the uptime says; assume the latest.
     began = num(math.min(now, now - up * 1000 + 1000))
-    redis.call('SET', epoch, began)
+    -- It may expire (a day): it is worked out again from the uptime, to the same time. So a
+    -- cluster's per-lock epochs do not pile up.
+    redis.call('SET', epoch, began, 'PX', 86400000)
   end
   local left = tonumber(began) + delay - now
   if left > 0 then return left end

@@ -160,3 +160,26 @@ pub fn assert_conflict_naming(outcome: String, key: &str) {
         "expected a conflict naming {key}: {outcome}"
     )
 }
+
+/// Names under `base`, one served by each master of `cluster` (the slot decides the master).
+pub async fn one_name_per_master(
+    cluster: &testkit::redis_cluster::RedisCluster,
+    base: &str,
+) -> Vec<String> {
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for n in 0..1000 {
+        let name = format!("{base}/{n}");
+        let master = cluster
+            .master_of(cluster.slot_of(&name).await.unwrap())
+            .await
+            .unwrap();
+        if !found.iter().any(|(m, _)| *m == master) {
+            found.push((master, name));
+        }
+        if found.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(found.len(), 3, "names on all three masters: {found:?}");
+    found.into_iter().map(|(_, name)| name).collect()
+}
