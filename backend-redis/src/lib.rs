@@ -2,8 +2,8 @@
 //!
 //! tumbler's Redis backend: every primitive of [`tumbler_core`] (mutexes, read-write locks,
 //! semaphores, leader elections) on one Redis server (directly, or the master that Redis
-//! Sentinel names, followed across failovers), and mutexes on a majority of independent
-//! masters (Redlock).
+//! Sentinel names, followed across failovers), on a Redis Cluster (each lock on the shard of its
+//! slot), and mutexes on a majority of independent masters (Redlock).
 //!
 //! ```no_run
 //! # async fn demo() -> tumbler_core::Result<()> {
@@ -21,6 +21,8 @@
 //! rediss://...                                                    the same over TLS
 //! redis+redlock://[[USER]:PASSWORD@]H1[:P1],H2[:P2],...[/DB][?PARAMS]   Redlock over masters
 //! rediss+redlock://...                                            Redlock over TLS
+//! redis+cluster://[[USER]:PASSWORD@]H1[:P1],H2[:P2],...[?PARAMS]  a Redis Cluster (some of its nodes)
+//! rediss+cluster://...                                            the same over TLS
 //! redis+sentinel://[[USER]:PASSWORD@]S1[:P1],S2[:P2],.../MASTER_NAME[/DB][?PARAMS]  via Sentinel
 //! ```
 //!
@@ -45,7 +47,7 @@
 //!
 //! Durations are written `500ms`, `10s`, `2m`, `1h`. Unknown parameters and bad values are
 //! [`tumbler_core::Error::InvalidArgument`] naming the parameter, and so are port 0, credentials
-//! given twice and a Redlock master listed twice (also as `localhost`, `127.0.0.1` and `[::1]`
+//! given twice and a Redlock master or cluster node listed twice (also as `localhost`, `127.0.0.1` and `[::1]`
 //! for one machine); all checked at connect. Wrong credentials are
 //! [`tumbler_core::Error::Auth`]; an unreachable server is [`tumbler_core::Error::Connection`] or
 //! [`tumbler_core::Error::Timeout`] within the connect timeout. Needs Redis 6.0 or newer (RESP3).
@@ -70,9 +72,45 @@
 //! listed twice is `InvalidArgument`. TLS through Sentinel (`rediss+sentinel://`) is refused
 //! for now. In code: [`RedisConfig::sentinel`].
 //!
+//! ## Redis Cluster
+//!
+//! `redis+cluster://H1:7000,H2:7001` lists some nodes of a cluster (one is enough; list a few
+//! in case one is down); the other parameters are those of `redis://`, and the path must be
+//! empty (a cluster has only database 0). At connect the backend reads the slot map
+//! (`CLUSTER SLOTS`) from the first node that answers and connects to every master. Every key
+//! and channel of one lock hashes to the lock key's slot (see Keys), so each lock lives on the
+//! shard that serves its slot, with every primitive, the fencing counter, the FIFO hand-off and
+//! the inbox channels exactly as on a single server (the restart epoch is the lock's own there,
+//! `T#tumbler:epoch`). redis-py's `RedisCluster(...).lock(NAME)` and a tumbler mutex exclude
+//! each other, as on one server.
+//!
+//! **Failover and resharding.** When a shard's master dies, its connection breaks and requests
+//! on it fail with a transient [`tumbler_core::Error::Connection`] (waiting acquisitions ride
+//! it out); the next connection goes to the master the cluster names for the shard's slots then
+//! (asked of the last master and then of the URL's nodes), which is the promoted replica once
+//! the failover is done. A `MOVED` reply (a demoted master, or a slot moved by resharding) is
+//! the same transient error; it is recorded, so that later requests on that slot go to the
+//! master named, if the backend has a connection to it (a master added after connect is not
+//! used until the backend is made again). `ASK`, `TRYAGAIN` and `CLUSTERDOWN` (a slot being
+//! migrated, a cluster without a majority) are transient too. A hold whose slot moved to
+//! another shard is not followed: its renewals fail there and `lost()` fires, which is safe
+//! but ends the hold; reshard while no locks of the moved slots are held. As with Sentinel,
+//! Redis replication is asynchronous: a grant the replica had not received when its master
+//! died is forgotten by the promoted replica (see `min_replicas`, and fence).
+//!
+//! **Connection events** cover all shards: `Suspended` when a request on any shard failed,
+//! `Lost` when one stayed unreachable for a whole TTL, `Reconnected` when every shard answers.
+//!
+//! At connect, a `redis+cluster://` URL at a server without cluster support, and a `redis://`
+//! or `redis+sentinel://` URL at a cluster node (which would reach that node's slots only), are
+//! [`tumbler_core::Error::InvalidArgument`] saying which URL to write; a cluster that does not
+//! serve every slot is `InvalidArgument` too; no reachable node is
+//! [`tumbler_core::Error::Connection`]. In code: [`RedisConfig::cluster`].
+//!
 //! ## Replica acknowledgement (`min_replicas`)
 //!
-//! With `min_replicas=N` (`redis://` and `redis+sentinel://`; refused with Redlock), a grant
+//! With `min_replicas=N` (`redis://`, `redis+sentinel://` and `redis+cluster://`, where every
+//! shard's master is checked and waited on; refused with Redlock), a grant
 //! or a renewal counts only once `WAIT N min_replicas_timeout`, sent on the connection that
 //! wrote it, confirms that N replicas received it. A grant they did not confirm is undone
 //! (released) and the acquisition fails with a transient [`tumbler_core::Error::Connection`]
@@ -194,14 +232,15 @@
 //! | `T#tumbler:leader` | channel | `leader`: the leadership changed (elected, proclaimed, resigned, removed) |
 //! | `T#tumbler:to:CLIENT` | channel | one client's inbox for `NAME`: `grant VALUE`, `wake MEMBER`, `revoke VALUE`, `gone VALUE` |
 //! | `T#tumbler:events` | channel | `free` (Redlock waiters only) |
-//! | `P#tumbler:epoch` | string | when the server's data set began (restart detection; one per prefix, read only by slow paths) |
+//! | `P#tumbler:epoch` | string | when the server's data set began (restart detection; one per prefix, read only by slow paths; recomputed from the uptime when missing, kept a day) |
+//! | `T#tumbler:epoch` | string | the same, on a Redis Cluster: one per lock, in the lock's slot |
 //!
 //! Lock names cannot contain `#` or braces, so no auxiliary key can be another lock's key and
 //! the names never change a key's slot. A prefix can: one with a hash tag of its own
 //! (`prefix={app}:`) keeps it, so `T` is `K` itself and every lock of the prefix shares one
 //! slot; a prefix with a `}` that closes no non-empty `{...}` is refused at connect
 //! ([`tumbler_core::Error::InvalidArgument`] on `prefix`), as the slots could not stay together.
-//! (The restart epoch is one key per prefix: in a cluster it lives in its own slot.)
+//! (The restart epoch is one key per prefix on a single server; on a cluster each lock has its own.)
 //!
 //! Values: `ID:MODE:TOKEN`, where `ID` is 32 hex digits unique per acquisition (the first 16 name
 //! the client, `CLIENT` above), `MODE` is `x` (mutex), `w` (write), `r` (read), `l` (leader of

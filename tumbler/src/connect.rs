@@ -11,7 +11,7 @@ use crate::{query, scheme};
 /// | scheme | store | feature |
 /// |---|---|---|
 /// | `memory://NAME?ttl=10s` | in-process store `NAME` (shared within this process only) | always |
-/// | `redis://[USER:PASS@]HOST:PORT[/DB]?ttl=30s&prefix=P` (`rediss://` for TLS; `redis+redlock://H1:P1,H2:P2,H3:P3` for Redlock; `redis+sentinel://S1:P1,S2:P2/MASTER` through Sentinel) | Redis, `SET NX PX` keys compatible with redis-py's `Lock` and rslock (see `tumbler_redis`) | `redis` |
+/// | `redis://[USER:PASS@]HOST:PORT[/DB]?ttl=30s&prefix=P` (`rediss://` for TLS; `redis+redlock://H1:P1,H2:P2,H3:P3` for Redlock; `redis+cluster://H1:P1,H2:P2` for a Redis Cluster; `redis+sentinel://S1:P1,S2:P2/MASTER` through Sentinel) | Redis, `SET NX PX` keys compatible with redis-py's `Lock` and rslock (see `tumbler_redis`) | `redis` |
 /// | `zk://[USER:PASS@]HOST:PORT[,HOST:PORT...][/BASE]?session_timeout=10s` (`zk+tls://` for TLS) | ZooKeeper ensemble, Curator-compatible recipes under `/BASE` (see `tumbler_zookeeper`) | `zookeeper` |
 /// | `etcd://[USER:PASS@]HOST:PORT[,HOST:PORT...][/PREFIX]?ttl=10s` (`etcds://` for TLS) | etcd cluster, `etcdctl lock`-compatible mutex keys under `PREFIX` (see `tumbler_etcd`) | `etcd` |
 /// | `consul://HOST[:PORT]?ttl=15s&lock_delay=15s&prefix=tumbler/&token=T` (`consuls://` for https) | Consul agent: sessions + KV, `consul lock`/api.Lock-compatible mutex keys `PREFIX NAME/.lock`, api.Semaphore layout (see `tumbler_consul`) | `consul` |
@@ -38,11 +38,13 @@ pub async fn connect(url: &str) -> Result<SharedBackend> {
     match split.scheme.as_str() {
         "memory" => connect_memory(split.rest()).await,
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" | "redis+sentinel"
-        | "rediss+sentinel" => tumbler_redis::connect_url(url).await,
+        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" | "redis+cluster"
+        | "rediss+cluster" | "redis+sentinel" | "rediss+sentinel" => {
+            tumbler_redis::connect_url(url).await
+        }
         #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" | "redis+sentinel"
-        | "rediss+sentinel" => not_compiled("redis", "redis"),
+        "redis" | "rediss" | "redis+redlock" | "rediss+redlock" | "redis+cluster"
+        | "rediss+cluster" | "redis+sentinel" | "rediss+sentinel" => not_compiled("redis", "redis"),
         #[cfg(feature = "zookeeper")]
         "zk" | "zookeeper" | "zk+tls" | "zookeeper+tls" => {
             tumbler_zookeeper::connect_url(url).await
@@ -189,6 +191,7 @@ mod tests {
             "REDIS://127.0.0.1:1?connect_timeout=1s",
             "rediss+redlock://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?connect_timeout=1s",
             "redis+sentinel://127.0.0.1:1/mymaster?connect_timeout=1s",
+            "Redis+Cluster://127.0.0.1:1,127.0.0.1:2?connect_timeout=1s",
             "rediss+sentinel://127.0.0.1:1/mymaster?connect_timeout=1s",
             "Etcd://127.0.0.1:1",
             "zk+tls://127.0.0.1:1",

@@ -14,6 +14,8 @@ pub(crate) const KNOWN: &[&str] = &[
     "rediss",
     "redis+redlock",
     "rediss+redlock",
+    "redis+cluster",
+    "rediss+cluster",
     "redis+sentinel",
     "rediss+sentinel",
     "zk",
