@@ -222,11 +222,25 @@ impl RedisBackend {
             redlock: false,
             closed: AtomicBool::new(false),
         });
-        for result in join_all(backend.nodes.iter().map(|n| n.connect_first())).await {
-            result?;
+        // A shard whose master is down right now (a failover under way) is healed in the
+        // background, as a Redlock master is: its locks fail transiently until then.
+        let results = join_all(backend.nodes.iter().map(|n| n.connect_first())).await;
+        let mut errors = Vec::new();
+        for (node, result) in backend.nodes.iter().zip(results) {
+            match result {
+                Ok(()) => node.check_replicas().await?,
+                Err(error @ (Error::Auth { .. } | Error::InvalidArgument { .. })) => {
+                    return Err(error)
+                }
+                Err(error) => {
+                    tracing::warn!(addr = %node.addr, %error, "redis cluster shard unreachable at connect");
+                    node.start_healing();
+                    errors.push(error);
+                }
+            }
         }
-        for node in &backend.nodes {
-            node.check_replicas().await?;
+        if errors.len() == backend.nodes.len() {
+            return Err(errors.remove(0));
         }
         Ok(backend)
     }

@@ -153,6 +153,21 @@ pub(crate) fn outage_backoff() -> tumbler_core::retry::Backoff {
     tumbler_core::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
 }
 
+/// The error that ends a wait that rode out an outage: a timeout states the whole time the
+/// acquisition waited, not the last request's.
+fn waited_for(error: Error, waited: Duration) -> Error {
+    match error {
+        Error::Timeout {
+            operation, addr, ..
+        } => Error::Timeout {
+            operation,
+            addr,
+            after: waited,
+        },
+        other => other,
+    }
+}
+
 /// A granted attempt.
 struct Granted {
     token: u64,
@@ -205,6 +220,7 @@ impl Acquisition<'_> {
         if expected {
             self.listen();
         }
+        let started = Instant::now();
         let mut outage: Option<Instant> = None;
         let mut backoff = outage_backoff();
         let mut first = !expected;
@@ -245,12 +261,15 @@ impl Acquisition<'_> {
                     }
                     attempt
                 }
-                Err(error) if enqueue && error.is_transient() => {
-                    // A waiter rides out an outage up to one TTL; the caller's deadline
-                    // (lock_timeout) still applies.
+                Err(error) if wait && error.is_transient() => {
+                    // A waiting acquisition rides out an outage up to one TTL, from its first
+                    // attempt on (a failover, a cluster that is down while a shard fails
+                    // over); the caller's deadline (lock_timeout) still applies. A retry after
+                    // an attempt that may have been granted takes the slow path, which finds
+                    // the grant under the same id.
                     let since = *outage.get_or_insert_with(Instant::now);
                     if since.elapsed() > self.node.settings.ttl {
-                        return Err(error);
+                        return Err(waited_for(error, started.elapsed()));
                     }
                     tracing::debug!(%error, "waiting through a connection problem");
                     self.pause(backoff.next_delay()).await;

@@ -227,7 +227,13 @@ async fn the_same_client_follows_a_killed_master_and_a_waiter_rides_it_out() {
 async fn min_replicas_is_checked_on_every_shard() {
     logs();
     let cluster = RedisCluster::start().await.expect("start a Redis Cluster");
-    let locks = connect(&cluster_url(&cluster, "&min_replicas=1")).await;
+    // WAIT gets 1.5 s: six servers on a loaded 2-core machine can take longer than the
+    // default (half the 500 ms request timeout) to acknowledge.
+    let locks = connect(&cluster_url(
+        &cluster,
+        "&min_replicas=1&request_timeout=2s&min_replicas_timeout=1500ms",
+    ))
+    .await;
     for name in one_name_per_master(&cluster, "acked").await {
         let guard = locks.mutex(name.as_str()).unwrap().lock().await.unwrap();
         guard.release().await.unwrap();
